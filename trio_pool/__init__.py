@@ -1,0 +1,27 @@
+"""A structured-concurrency worker-thread pool for trio and anyio."""
+
+from ._exceptions import JobCancelled as JobCancelled
+from ._exceptions import PoolClosedError as PoolClosedError
+from ._in_worker import WorkerInfo as WorkerInfo
+from ._in_worker import check_cancelled as check_cancelled
+from ._in_worker import current_interface as current_interface
+from ._in_worker import current_worker as current_worker
+from ._job import Job as Job
+from ._pool import Pool as Pool
+from ._statistics import PoolStatistics as PoolStatistics
+from ._statistics import WorkerStatistics as WorkerStatistics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Job",
+    "JobCancelled",
+    "Pool",
+    "PoolClosedError",
+    "PoolStatistics",
+    "WorkerInfo",
+    "WorkerStatistics",
+    "check_cancelled",
+    "current_interface",
+    "current_worker",
+]

@@ -1,0 +1,111 @@
+"""The event-loop adapter: trio and asyncio behind one small face.
+
+Threads, task groups, limiters and cancel scopes come from anyio, which runs
+on both. What anyio does not offer cheaply lives here: posting a callback to
+the loop from a worker thread without a round trip, and a bare event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import anyio
+import sniffio
+import trio
+
+
+class Event(Protocol):
+    """What the pool needs of an event: :class:`trio.Event` or :class:`asyncio.Event`."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self) -> Awaitable[object]: ...
+
+
+class Backend(Protocol):
+    """The running event loop, as the pool sees it."""
+
+    name: str
+
+    def post(self, fn: Callable[[], object]) -> None:
+        """Call ``fn()`` soon in the loop thread; safe from any thread.
+
+        Does nothing once the loop has finished.
+        """
+
+    def event(self) -> Event:
+        """A new event for this loop."""
+
+    async def checkpoint_if_cancelled(self) -> None:
+        """Raise the loop's cancellation if the task is cancelled."""
+
+    async def cancel_shielded_checkpoint(self) -> None:
+        """Let other tasks run, without raising a cancellation."""
+
+
+class _Trio:
+    name = "trio"
+
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+
+    def post(self, fn: Callable[[], object]) -> None:
+        try:
+            self._token.run_sync_soon(fn)
+        except trio.RunFinishedError:
+            pass
+
+    def event(self) -> Event:
+        return trio.Event()
+
+    checkpoint_if_cancelled = staticmethod(trio.lowlevel.checkpoint_if_cancelled)
+    cancel_shielded_checkpoint = staticmethod(trio.lowlevel.cancel_shielded_checkpoint)
+
+
+class _Asyncio:
+    name = "asyncio"
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def post(self, fn: Callable[[], object]) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    def event(self) -> Event:
+        return asyncio.Event()
+
+    checkpoint_if_cancelled = staticmethod(anyio.lowlevel.checkpoint_if_cancelled)
+    cancel_shielded_checkpoint = staticmethod(anyio.lowlevel.cancel_shielded_checkpoint)
+
+
+def current_backend() -> Backend:
+    """The backend of the running event loop."""
+    library = sniffio.current_async_library()
+    if library == "trio":
+        return _Trio()
+    if library == "asyncio":
+        return _Asyncio()
+    raise RuntimeError(f"trio_pool runs on trio or asyncio, not on {library!r}")
+
+
+async def wait_through_cancellation(event: Event) -> BaseException | None:
+    """Wait for ``event`` even if the calling task is cancelled meanwhile.
+
+    Returns the cancellation exception that arrived during the wait (for the
+    caller to re-raise once the event is set), or None. A shielded scope keeps
+    out cancellation by scope; native asyncio ``Task.cancel()`` gets through a
+    shield, so it is caught and the wait resumed.
+    """
+    cancelled: BaseException | None = None
+    while not event.is_set():
+        try:
+            with anyio.CancelScope(shield=True):
+                await event.wait()
+        except anyio.get_cancelled_exc_class() as exc:
+            cancelled = exc
+    return cancelled

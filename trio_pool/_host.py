@@ -1,0 +1,107 @@
+"""Where a worker's interface lives, and how a job reaches it.
+
+This is the seam between a worker and its interface. :class:`ThreadHost`
+keeps the interface in the worker thread itself. A host that keeps it in a
+subprocess or in a remote actor has the same four members: ``load``,
+``operations``, ``execute`` and ``close``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import outcome
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+NO_EXC: ExcInfo = (None, None, None)
+
+
+def is_mapping(interface: object) -> bool:
+    return isinstance(interface, Mapping)
+
+
+class ThreadHost:
+    """Builds, uses and closes one interface, all in the calling thread."""
+
+    def __init__(self, loader: object, args: tuple[Any, ...]) -> None:
+        self._loader = loader
+        self._args = args
+        self.interface: Any = None
+        self.operations: frozenset[str] = frozenset()
+        self._exit: Callable[..., object] | None = None
+
+    def load(self) -> None:
+        """Build the interface: call the loader, then ``__enter__`` if it has one."""
+        loaded: Any = self._loader
+        if callable(loaded) and not is_mapping(loaded):
+            loaded = loaded(*self._args)
+        if loaded is None:
+            return
+        if is_mapping(loaded):
+            self.interface = loaded
+            self.operations = frozenset(k for k in loaded if not k.startswith("_"))
+            self._exit = loaded.get("__exit__")
+            return
+        enter = getattr(type(loaded), "__enter__", None)
+        self.interface = enter(loaded) if enter is not None else loaded
+        self._exit = getattr(loaded, "__exit__", None)
+        self.operations = frozenset(
+            name
+            for name in dir(self.interface)
+            if not name.startswith("_") and callable(getattr(self.interface, name, None))
+        )
+
+    def operation(self, name: str) -> Callable[..., Any]:
+        """The interface's operation ``name``; AttributeError if there is none."""
+        if name.startswith("_"):
+            raise AttributeError(f"{name!r} is not an operation: names starting with '_' are private")
+        if self.interface is None:
+            raise AttributeError(f"no operation {name!r}: this pool has no interface")
+        if is_mapping(self.interface):
+            try:
+                fn: Callable[..., Any] = self.interface[name]
+            except KeyError:
+                raise AttributeError(f"the interface has no operation {name!r}") from None
+            return fn
+        fn = getattr(self.interface, name)
+        if not callable(fn):
+            raise AttributeError(f"the interface's {name!r} is not callable")
+        return fn
+
+    def execute(
+        self,
+        fn: Callable[..., Any] | str,
+        with_interface: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> outcome.Outcome[Any]:
+        """Run one job and capture its result, whatever it raises."""
+        try:
+            if isinstance(fn, str):
+                fn = self.operation(fn)
+            elif with_interface:
+                args = (self.interface, *args)
+            result = fn(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result.close()
+                raise TypeError(
+                    f"{fn!r} returned a coroutine: the pool runs sync functions; "
+                    "await async ones on the event loop instead"
+                )
+        except BaseException as exc:
+            return outcome.Error(exc)
+        return outcome.Value(result)
+
+    def close(self, exc_info: ExcInfo) -> BaseException | None:
+        """Run the exit hook once, if there is one; return what it raised."""
+        hook, self._exit = self._exit, None
+        if hook is None:
+            return None
+        try:
+            hook(*exc_info)
+        except BaseException as exc:
+            return exc
+        return None

@@ -1,0 +1,151 @@
+"""A job: what to run, where it stands, and its one Outcome."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+import outcome
+
+from ._exceptions import JobCancelled
+
+if TYPE_CHECKING:
+    from ._backend import Event
+
+T = TypeVar("T")
+
+
+class State(enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+@final
+class Job(Generic[T]):
+    """Work accepted by a pool, collected later with :meth:`wait`.
+
+    Returned by :meth:`Pool.submit` and :meth:`Pool.submit_nowait`; there is
+    no public constructor.
+    """
+
+    __slots__ = (
+        "_abandoned",
+        "_args",
+        "_callbacks",
+        "_cancel_requested",
+        "_canceller",
+        "_event",
+        "_fn",
+        "_kwargs",
+        "_outcome",
+        "_state",
+        "_with_interface",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        event: Event,
+        canceller: Callable[[Job[Any]], bool],
+        with_interface: bool = False,
+    ) -> None:
+        self._fn: Callable[..., Any] | str | None = fn
+        self._args: tuple[Any, ...] = args
+        self._kwargs: dict[str, Any] = kwargs
+        self._with_interface = with_interface
+        self._event = event
+        self._canceller = canceller
+        self._state = State.QUEUED
+        self._outcome: outcome.Outcome[T] | None = None
+        self._callbacks: list[Callable[[outcome.Outcome[T]], object]] = []
+        self._cancel_requested = False
+        self._abandoned = False
+        #: The id of the worker that ran the job, or None if none has (yet).
+        self.worker_id: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<trio_pool.Job {self._state.value} worker_id={self.worker_id}>"
+
+    @property
+    def done(self) -> bool:
+        """True once the job has its Outcome."""
+        return self._outcome is not None
+
+    @property
+    def outcome(self) -> outcome.Outcome[T] | None:
+        """The job's Outcome, or None while it is queued or running.
+
+        It is the same object that :meth:`wait` returns and that every
+        done-callback receives, so unwrap it at most once.
+        """
+        return self._outcome
+
+    async def wait(self) -> outcome.Outcome[T]:
+        """Wait for the job to finish and return its Outcome.
+
+        Cancellation: cancelling this wait leaves the job alone; it keeps its
+        place in the queue, or keeps running. Use :meth:`cancel` to cancel the
+        job itself.
+        """
+        await self._event.wait()
+        assert self._outcome is not None
+        return self._outcome
+
+    def cancel(self) -> bool:
+        """Cancel the job.
+
+        A queued job is removed: it never runs, and its Outcome is an
+        :class:`~outcome.Error` holding :class:`JobCancelled`. A running job is
+        asked to stop: :func:`trio_pool.check_cancelled` raises inside it from
+        now on. A finished job is left as it is.
+
+        Returns:
+            True if the job was removed before it started.
+        """
+        return self._canceller(self)
+
+    def add_done_callback(self, callback: Callable[[outcome.Outcome[T]], object]) -> None:
+        """Call ``callback(outcome)`` in the event-loop thread when the job is done.
+
+        If the job is already done, the callback is called at once. An
+        exception raised by a callback is logged on the ``trio_pool`` logger
+        and does not stop the other callbacks.
+        """
+        if self._outcome is None:
+            self._callbacks.append(callback)
+        else:
+            _call_safely(callback, self._outcome)
+
+    def _finish(self, result: outcome.Outcome[T]) -> None:
+        """Store the Outcome, wake the waiters and run the callbacks (loop thread)."""
+        self._state = State.DONE
+        self._outcome = result
+        self._fn = None
+        self._args = ()
+        self._kwargs = {}
+        self._event.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _call_safely(callback, result)
+
+
+def cancelled_outcome() -> outcome.Error:
+    return outcome.Error(JobCancelled("the job was cancelled before it started"))
+
+
+def is_cancellation(result: outcome.Outcome[Any]) -> bool:
+    return isinstance(result, outcome.Error) and isinstance(result.error, JobCancelled)
+
+
+def _call_safely(callback: Callable[[Any], object], result: outcome.Outcome[Any]) -> None:
+    try:
+        callback(result)
+    except Exception:
+        logging.getLogger("trio_pool").exception("a done-callback of a job raised")
