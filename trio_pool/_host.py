@@ -41,18 +41,21 @@ class ThreadHost:
         if loaded is None:
             return
         if is_mapping(loaded):
-            self.interface = loaded
+            exit_hook = loaded.get("__exit__")
+        else:
+            exit_hook = getattr(loaded, "__exit__", None)
+            enter = getattr(type(loaded), "__enter__", None)
+            if enter is not None:
+                loaded = enter(loaded)
+        self.interface, self._exit = loaded, exit_hook
+        if is_mapping(loaded):
             self.operations = frozenset(k for k in loaded if not k.startswith("_"))
-            self._exit = loaded.get("__exit__")
-            return
-        enter = getattr(type(loaded), "__enter__", None)
-        self.interface = enter(loaded) if enter is not None else loaded
-        self._exit = getattr(loaded, "__exit__", None)
-        self.operations = frozenset(
-            name
-            for name in dir(self.interface)
-            if not name.startswith("_") and callable(getattr(self.interface, name, None))
-        )
+        else:
+            self.operations = frozenset(
+                name
+                for name in dir(loaded)
+                if not name.startswith("_") and callable(getattr(loaded, name, None))
+            )
 
     def operation(self, name: str) -> Callable[..., Any]:
         """The interface's operation ``name``; AttributeError if there is none."""

@@ -84,6 +84,7 @@ class Worker:
             context.job = None
             job._fn, job._args, job._kwargs = None, (), {}
             channel.finish(self, result)
+            del job, result  # hold nothing while waiting for the next job
         self.state = "stopping"
         error = host.close(self.exit_info)
         self.state = "stopped"

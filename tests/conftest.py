@@ -1,0 +1,53 @@
+"""Run every backend-neutral async test three ways, and check for leftover threads.
+
+An ``async def`` test not marked ``trio`` runs under plain ``trio.run``
+(pytest-trio), under anyio on trio, and under anyio on asyncio (anyio's
+pytest plugin), so no behaviour can silently exist on one backend only.
+Tests that need trio itself (MockClock, trio's KeyboardInterrupt handling)
+are marked ``@pytest.mark.trio`` and run once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+BACKENDS = ["trio", "anyio-trio", "anyio-asyncio"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if inspect.iscoroutinefunction(metafunc.function) and not metafunc.definition.get_closest_marker(
+        "trio"
+    ):
+        metafunc.parametrize("backend", BACKENDS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") == "trio":
+            item.add_marker(pytest.mark.trio)
+
+
+@pytest.fixture(autouse=True)
+def anyio_backend(request: pytest.FixtureRequest) -> str | None:
+    """Tells anyio's plugin which backend to run the test on (None: not anyio's)."""
+    backend = request.node.callspec.params.get("backend") if hasattr(request.node, "callspec") else None
+    if backend is None or not backend.startswith("anyio-"):
+        return None
+    return str(backend).removeprefix("anyio-")
+
+
+def pool_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "-worker-" in t.name]
+
+
+@pytest.fixture(autouse=True)
+def no_pool_thread_left() -> Iterator[None]:
+    """Every pool thread has ended (or gone back to a thread cache, renamed)."""
+    assert pool_threads() == [], "a pool thread was running before the test"
+    yield
+    assert pool_threads() == [], "a pool thread was left running"

@@ -1,0 +1,743 @@
+"""The Pool: lifetime, hooks, calling work, cancellation, errors, statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import sys
+import threading
+import traceback
+import weakref
+from typing import Any
+
+import anyio
+import outcome
+import pytest
+import trio
+
+import trio_pool
+from helpers import Gate, wait_in_thread
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
+
+
+class Log:
+    """A thread-safe list of events, for interfaces to report their life."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[tuple[Any, ...]] = []
+
+    def add(self, *item: Any) -> None:
+        with self.lock:
+            self.items.append(item)
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [i[1:] for i in self.items if i[0] == kind]
+
+
+def recording_interface(log: Log, *, fail_exit: set[int] = frozenset(), fail_load: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
+    class Iface:
+        def __init__(self, tag: str) -> None:
+            worker = trio_pool.current_worker().id
+            log.add("load", worker, threading.get_ident())
+            if worker in fail_load:
+                raise OSError(f"cannot load worker {worker}")
+            self.tag = tag
+            self.thread = threading.get_ident()
+
+        def echo(self, value: object) -> object:
+            return (self.tag, value)
+
+        def where(self) -> int:
+            assert self.thread == threading.get_ident()
+            return threading.get_ident()
+
+        def __exit__(self, *exc_info: Any) -> None:
+            worker = trio_pool.current_worker().id
+            log.add("exit", worker, threading.get_ident(), exc_info)
+            if worker in fail_exit:
+                raise RuntimeError(f"hook of worker {worker} failed")
+
+    return Iface
+
+
+# --- bad arguments: rejected before any thread starts ---------------------------
+
+
+@pytest.mark.parametrize(("workers", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("4", TypeError), (True, TypeError)])
+def test_bad_worker_counts(workers: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="workers"):
+        trio_pool.Pool(workers=workers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"queue_size": 0}, ValueError, "queue_size"),
+    ({"queue_size": 2.0}, TypeError, "queue_size"),
+    ({"abandon_on_cancel": 1}, TypeError, "abandon_on_cancel"),
+    ({"name": 3}, TypeError, "name"),
+])
+def test_bad_options(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        trio_pool.Pool(**kwargs)
+
+
+def test_bad_interfaces() -> None:
+    with pytest.raises(TypeError, match="interface must be"):
+        trio_pool.Pool(42)
+    with pytest.raises(TypeError, match="arguments"):
+        trio_pool.Pool(None, "app.db")
+    with pytest.raises(TypeError, match="maps names to functions"):
+        trio_pool.Pool({"query": "not a function"})
+
+
+def test_default_workers_follow_thread_pool_executor() -> None:
+    import os
+
+    assert trio_pool.Pool()._size == min(32, (os.cpu_count() or 1) + 4)
+
+
+async def test_async_functions_and_non_callables_are_refused(backend: str) -> None:
+    async def coro() -> None:
+        pass  # pragma: no cover
+
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(TypeError, match="async function"):
+            await pool.run(coro)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="async function"):
+            pool.submit_nowait(coro)
+        with pytest.raises(TypeError, match="callable"):
+            await pool.run(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="name of an operation"):
+            await pool.call(len)  # type: ignore[arg-type]
+        # A sync callable that returns a coroutine is caught in the worker.
+        with pytest.raises(TypeError, match="returned a coroutine"):
+            await pool.run(lambda: coro())
+        assert pool.statistics().submitted == 1
+
+
+async def test_a_pool_is_entered_once_and_only_after_entering_takes_work(backend: str) -> None:
+    pool = trio_pool.Pool(workers=1)
+    with pytest.raises(RuntimeError, match="enter the pool first"):
+        await pool.run(int)
+    async with pool:
+        pass
+    with pytest.raises(RuntimeError, match="only once"):
+        async with pool:
+            pass  # pragma: no cover
+
+
+# --- the basic surface ----------------------------------------------------------
+
+
+async def test_calling_work_every_way(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log), "db", workers=2) as pool:
+        assert await pool.interface.echo(1) == ("db", 1)
+        result = await pool.call("echo", 2)
+        assert isinstance(result, outcome.Value)
+        assert result.unwrap() == ("db", 2)
+        assert await pool.run(len, b"abc") == 3
+        assert await pool.run(int, "7", base=8) == 7
+        assert await pool.call_method(recording_interface(log).echo, 3) == ("db", 3)
+        job = await pool.submit("echo", 4)
+        assert (await job.wait()).unwrap() == ("db", 4)
+        job = await pool.submit(sorted, [3, 1, 2], reverse=True)
+        assert (await job.wait()).unwrap() == [3, 2, 1]
+        assert "echo" in dir(pool.interface)
+
+
+async def test_mapping_and_no_interface(backend: str) -> None:
+    log = Log()
+    interface = {"double": lambda x: 2 * x, "__exit__": lambda *exc: log.add("exit", exc)}
+    async with trio_pool.Pool(interface, workers=2) as pool:
+        assert await pool.interface.double(21) == 42
+        assert isinstance((await pool.call("__exit__")).error, AttributeError)  # type: ignore[union-attr]
+        assert isinstance((await pool.call("triple", 1)).error, AttributeError)  # type: ignore[union-attr]
+    assert log.items == [("exit", (None, None, None))] * 2
+
+    async with trio_pool.Pool(workers=1) as pool:
+        assert await pool.run(sum, [1, 2]) == 3
+        error = (await pool.call("anything")).error  # type: ignore[union-attr]
+        assert isinstance(error, AttributeError)
+        assert "no interface" in str(error)
+        with pytest.raises(AttributeError):
+            pool.interface.anything  # noqa: B018
+
+
+async def test_unknown_and_private_operations(backend: str) -> None:
+    async with trio_pool.Pool(recording_interface(Log()), "x", workers=1) as pool:
+        with pytest.raises(AttributeError, match="no operation 'nope'"):
+            pool.interface.nope  # noqa: B018
+        with pytest.raises(AttributeError):
+            pool.interface._record  # noqa: B018
+        for op in ("nope", "__init__", "_private"):
+            result = await pool.call(op)
+            assert isinstance(result, outcome.Error)
+            assert isinstance(result.error, AttributeError)
+        # An operation's own errors come back inside the Outcome too.
+        result = await pool.call("echo")
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, TypeError)
+
+
+async def test_each_interface_lives_and_dies_in_its_own_thread(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log), "db", workers=3) as pool:
+        assert sorted(w for w, _ in log.of("load")) == [0, 1, 2]
+        threads = await pool.broadcast_for_test() if hasattr(pool, "broadcast_for_test") else None
+        seen = {await pool.interface.where() for _ in range(30)}
+        assert seen <= {thread for _, thread in log.of("load")}
+    loads = dict(log.of("load"))
+    exits = log.of("exit")
+    assert len(exits) == 3
+    for worker, thread, exc_info in exits:
+        assert loads[worker] == thread
+        assert exc_info == (None, None, None)
+    assert threads is None
+
+
+async def test_enter_result_is_the_interface_and_exit_runs_on_the_loaded_object(backend: str) -> None:
+    log = Log()
+
+    class Resource:
+        def __enter__(self) -> dict[str, Any]:
+            log.add("enter", threading.get_ident())
+            return {"ping": lambda: "pong"}
+
+        def __exit__(self, *exc_info: Any) -> None:
+            log.add("exit", threading.get_ident())
+
+    async with trio_pool.Pool(Resource, workers=1) as pool:
+        assert await pool.interface.ping() == "pong"
+        assert await pool.run(lambda: trio_pool.current_interface()["ping"]()) == "pong"
+    assert log.of("enter") == log.of("exit")
+    assert len(log.of("exit")) == 1
+
+
+# --- errors ----------------------------------------------------------------------
+
+
+class Custom(BaseException):
+    pass
+
+
+def fails_with_cause() -> None:
+    try:
+        raise KeyError("root")
+    except KeyError as exc:
+        raise ValueError("outer") from exc
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, Custom, GeneratorExit])
+async def test_base_exceptions_are_captured_and_the_worker_keeps_serving(backend: str, error: type[BaseException]) -> None:
+    def raise_it() -> None:
+        raise error("from a job")
+
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(raise_it)
+        result = await job.wait()
+        assert isinstance(result, outcome.Error)
+        assert type(result.error) is error
+        assert job.worker_id == 0
+        assert await pool.run(int, "5") == 5
+        stats = pool.statistics()
+        assert (stats.workers, stats.failed, stats.completed) == (1, 1, 1)
+
+
+async def test_errors_keep_their_traceback_and_causes(backend: str) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(ValueError, match="outer") as info:
+            await pool.run(fails_with_cause)
+        assert isinstance(info.value.__cause__, KeyError)
+        frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+        assert "fails_with_cause" in frames
+        result = await pool.call_method(lambda _: 1)
+        assert result == 1
+
+
+async def test_a_failing_loader_stops_the_others_and_raises(backend: str) -> None:
+    log = Log()
+    body_ran = False
+    with pytest.raises(OSError, match="cannot load worker 2"):
+        async with trio_pool.Pool(recording_interface(log, fail_load={2}), "x", workers=4):
+            body_ran = True  # pragma: no cover
+    assert not body_ran
+    assert sorted(w for w, _ in log.of("load")) == [0, 1, 2, 3]
+    exits = log.of("exit")
+    assert sorted(w for w, _, _ in exits) == [0, 1, 3]
+    for _, _, (exc_type, exc, _tb) in exits:
+        assert exc_type is OSError
+        assert "worker 2" in str(exc)
+
+
+async def test_several_failing_loaders_raise_a_group(backend: str) -> None:
+    log = Log()
+    with pytest.raises(ExceptionGroup) as info:
+        async with trio_pool.Pool(recording_interface(log, fail_load={0, 1}), "x", workers=3):
+            pass  # pragma: no cover
+    assert sorted(str(e) for e in info.value.exceptions) == ["cannot load worker 0", "cannot load worker 1"]
+    assert [w for w, _, _ in log.of("exit")] == [2]
+
+
+async def test_a_failing_hook_surfaces_at_exit_and_the_others_still_run(backend: str) -> None:
+    log = Log()
+    with pytest.raises(RuntimeError, match="hook of worker 1 failed"):
+        async with trio_pool.Pool(recording_interface(log, fail_exit={1}), "x", workers=3) as pool:
+            await pool.interface.echo(1)
+    assert sorted(w for w, _, _ in log.of("exit")) == [0, 1, 2]
+
+    log = Log()
+    with pytest.raises(ExceptionGroup) as info:
+        async with trio_pool.Pool(recording_interface(log, fail_exit={0, 2}), "x", workers=3):
+            pass
+    assert len(info.value.exceptions) == 2
+    assert sorted(w for w, _, _ in log.of("exit")) == [0, 1, 2]
+
+
+async def test_a_hook_error_joins_the_body_error_in_a_group(backend: str) -> None:
+    log = Log()
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with trio_pool.Pool(recording_interface(log, fail_exit={0}), "x", workers=1):
+            raise KeyError("body")
+    assert [type(e) for e in info.value.exceptions] == [KeyError, RuntimeError]
+
+
+# --- lifetime under errors and cancellation -------------------------------------
+
+
+async def fill_one_worker(pool: trio_pool.Pool, gate: Gate, log: Log) -> tuple[trio_pool.Job[Any], list[trio_pool.Job[Any]]]:
+    """One job running on the only worker, behind ``gate``; two queued behind it."""
+    running = await pool.submit(gate.enter, "running")
+    await wait_in_thread(gate.entered)
+    queued = [await pool.submit(log.add, "ran", i) for i in range(2)]
+    return running, queued
+
+
+async def test_body_error_cancels_queued_jobs_and_waits_for_running_ones(backend: str) -> None:
+    log, gate = Log(), Gate(cooperative=True)
+    with pytest.raises(KeyError, match="body"):
+        async with trio_pool.Pool(recording_interface(log), "x", workers=1) as pool:
+            running, queued = await fill_one_worker(pool, gate, log)
+            raise KeyError("body")
+    assert log.of("ran") == []  # queued jobs never started
+    for job in queued:
+        assert isinstance(job.outcome, outcome.Error)
+        assert isinstance(job.outcome.error, trio_pool.JobCancelled)
+    # The running job was told to stop, and was waited for.
+    assert isinstance(running.outcome, outcome.Error)
+    assert isinstance(running.outcome.error, trio_pool.JobCancelled)
+    [(_, _, (exc_type, _, _))] = log.of("exit")
+    assert exc_type is KeyError
+    assert pool.statistics().cancelled == 3
+
+
+async def test_cancelling_the_enclosing_scope_stops_the_pool(backend: str) -> None:
+    log, gate = Log(), Gate(cooperative=True)
+    with anyio.CancelScope() as scope:
+        async with trio_pool.Pool(recording_interface(log), "x", workers=1) as pool:
+            running, queued = await fill_one_worker(pool, gate, log)
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    assert log.of("ran") == []
+    assert running.done
+    assert all(job.done for job in queued)
+    [(_, _, (exc_type, _, _))] = log.of("exit")
+    assert exc_type is anyio.get_cancelled_exc_class()
+
+
+async def test_normal_exit_finishes_every_accepted_job(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(workers=2, queue_size=100) as pool:
+        jobs = [pool.submit_nowait(log.add, "ran", i) for i in range(50)]
+    assert sorted(i for (i,) in log.of("ran")) == list(range(50))
+    assert all(isinstance(job.outcome, outcome.Value) for job in jobs)
+    assert pool.statistics().completed == 50
+
+
+async def test_cancelled_while_finishing_jobs_at_exit(backend: str) -> None:
+    log, gate = Log(), Gate(cooperative=True)
+    with anyio.CancelScope() as scope:
+        async with trio_pool.Pool(recording_interface(log), "x", workers=1) as pool:
+            await fill_one_worker(pool, gate, log)
+
+            async def cancel_soon() -> None:
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+
+            # The exit waits for the jobs; the cancellation interrupts that wait.
+            pool._task_group.start_soon(cancel_soon)
+    assert scope.cancelled_caught
+    assert log.of("ran") == []
+    assert len(log.of("exit")) == 1
+
+
+async def test_loading_interrupted_by_cancellation(backend: str) -> None:
+    gate = Gate()
+    log = Log()
+
+    class Slow:
+        def __init__(self) -> None:
+            gate.enter()
+
+        def __exit__(self, *exc_info: Any) -> None:
+            log.add("exit", exc_info[0])
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_loading() -> None:
+                await wait_in_thread(gate.entered)
+                scope.cancel()
+                gate.open()
+
+            tg.start_soon(cancel_when_loading)
+            async with trio_pool.Pool(Slow, workers=2):
+                raise AssertionError("the body must not run")  # pragma: no cover
+    assert scope.cancelled_caught
+    assert log.of("exit") == [(anyio.get_cancelled_exc_class(),)] * 2
+
+
+# --- cancellation of a caller -----------------------------------------------------
+
+
+async def test_caller_cancelled_while_queued(backend: str) -> None:
+    log, gate = Log(), Gate()
+    async with trio_pool.Pool(workers=1) as pool:
+        await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.run, log.add, "ran", "cancelled caller")
+                await anyio.wait_all_tasks_blocked()
+                assert pool.statistics().queued == 1
+                scope.cancel()
+        assert pool.statistics().queued == 0
+        gate.open()
+        # The next caller gets its own result, and the cancelled job never ran.
+        assert await pool.run(lambda: "mine") == "mine"
+        assert log.of("ran") == []
+        stats = pool.statistics()
+        assert (stats.submitted, stats.completed, stats.cancelled) == (3, 2, 1)
+
+
+async def test_caller_cancelled_while_running_waits_by_default(backend: str) -> None:
+    gate = Gate()
+    finished = anyio.Event()
+    caller_scope = anyio.CancelScope()
+
+    async def caller() -> None:
+        with caller_scope:
+            try:
+                await pool.run(gate.enter, "value")
+            finally:
+                finished.set()
+
+    async with trio_pool.Pool(workers=1) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await wait_in_thread(gate.entered)
+            caller_scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert not finished.is_set()  # still waiting for the job
+            assert pool.statistics().busy == 1
+            gate.open()
+        assert caller_scope.cancelled_caught
+        assert finished.is_set()
+        stats = pool.statistics()
+        assert (stats.busy, stats.completed) == (0, 1)
+
+
+async def test_a_running_job_sees_its_callers_cancellation(backend: str) -> None:
+    gate = Gate(cooperative=True)
+    async with trio_pool.Pool(workers=1) as pool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.run, gate.enter)
+                await wait_in_thread(gate.entered)
+                scope.cancel()
+        assert scope.cancelled_caught
+        stats = pool.statistics()
+        assert (stats.cancelled, stats.failed, stats.busy) == (1, 0, 0)
+
+
+async def test_abandon_on_cancel_returns_at_once(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=1, abandon_on_cancel=True) as pool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.run, gate.enter)
+                await wait_in_thread(gate.entered)
+                scope.cancel()
+        assert scope.cancelled_caught
+        stats = pool.statistics()
+        assert (stats.busy, stats.cancelled) == (1, 1)  # the job still runs
+        gate.open()
+        assert await pool.run(lambda: "next") == "next"  # the worker moved on
+        stats = pool.statistics()
+        assert (stats.submitted, stats.completed, stats.cancelled) == (2, 1, 1)
+
+
+# --- jobs ------------------------------------------------------------------------
+
+
+async def test_job_lifecycle_and_done_callbacks(backend: str) -> None:
+    gate = Gate()
+    seen: list[tuple[outcome.Outcome[Any], int]] = []
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(gate.enter, "value")
+        job.add_done_callback(lambda o: seen.append((o, threading.get_ident())))
+        assert not job.done
+        assert job.outcome is None
+        await wait_in_thread(gate.entered)
+        assert job.worker_id == 0
+        gate.open()
+        result = await job.wait()
+        assert result is job.outcome
+        assert seen == [(result, threading.get_ident())]
+        job.add_done_callback(lambda o: seen.append((o, 0)))  # already done: at once
+        assert seen[1][0] is result
+        assert job.done
+        assert result.unwrap() == "value"
+        assert "done" in repr(job)
+
+
+async def test_cancelling_the_wait_leaves_the_job_alone(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(gate.enter, "kept")
+        with anyio.move_on_after(0):
+            await job.wait()
+        gate.open()
+        assert (await job.wait()).unwrap() == "kept"
+
+
+async def test_job_cancel(backend: str) -> None:
+    log, gate = Log(), Gate(cooperative=True)
+    async with trio_pool.Pool(workers=1) as pool:
+        running = await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        queued = await pool.submit(log.add, "ran")
+        assert queued.cancel() is True
+        assert isinstance(queued.outcome, outcome.Error)
+        assert isinstance(queued.outcome.error, trio_pool.JobCancelled)
+        assert queued.cancel() is False  # already done
+        assert running.cancel() is False  # running: asked to stop
+        result = await running.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.JobCancelled)
+    assert log.of("ran") == []
+    assert pool.statistics().cancelled == 2
+
+
+async def test_a_failing_done_callback_is_logged(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(int)
+        job.add_done_callback(lambda _: 1 / 0)
+        seen: list[object] = []
+        job.add_done_callback(seen.append)
+        await job.wait()
+    assert seen == [job.outcome]
+    assert "done-callback" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
+
+
+async def test_the_pool_keeps_no_reference_to_finished_jobs(backend: str) -> None:
+    class Blob:
+        pass
+
+    async with trio_pool.Pool(workers=2) as pool:
+        arg, result = Blob(), None
+        refs = [weakref.ref(arg)]
+
+        def make() -> Blob:
+            made = Blob()
+            refs.append(weakref.ref(made))
+            return made
+
+        result = await pool.run(lambda a: make(), arg)
+        job = await pool.submit(make)
+        await job.wait()
+        del arg, result, job
+        gc.collect()
+        assert [ref() for ref in refs] == [None, None, None]
+
+
+# --- backpressure and closing -----------------------------------------------------
+
+
+async def test_backpressure(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=1, queue_size=2) as pool:
+        await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        pool.submit_nowait(int)
+        pool.submit_nowait(int)
+        with pytest.raises(trio.WouldBlock):
+            pool.submit_nowait(int)
+        with pytest.raises(anyio.WouldBlock):
+            pool.submit_nowait(int)
+        got_in: list[trio_pool.Job[Any]] = []
+
+        async def submit_one() -> None:
+            got_in.append(await pool.submit(str, "late"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit_one)
+            await anyio.wait_all_tasks_blocked()
+            assert got_in == []  # waiting for room
+            assert pool.statistics().queued == 2
+            gate.open()
+        assert (await got_in[0].wait()).unwrap() == "late"
+
+
+async def test_cancelled_while_waiting_for_room_submits_nothing(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=1, queue_size=1) as pool:
+        await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        pool.submit_nowait(int)
+        with anyio.move_on_after(0):
+            await pool.submit(int)
+        gate.open()
+        assert await pool.run(str, 1) == "1"
+        assert pool.statistics().submitted == 3
+
+
+async def test_waiting_for_room_when_the_pool_closes(backend: str) -> None:
+    gate = Gate()
+    errors: list[BaseException] = []
+    async with anyio.create_task_group() as tg:
+        async with trio_pool.Pool(workers=1, queue_size=1) as pool:
+            await pool.submit(gate.enter)
+            await wait_in_thread(gate.entered)
+            pool.submit_nowait(int)
+
+            async def late() -> None:
+                try:
+                    await pool.submit(int)
+                except trio_pool.PoolClosedError as exc:
+                    errors.append(exc)
+
+            tg.start_soon(late)
+            await anyio.wait_all_tasks_blocked()
+            gate.open()
+            await pool.aclose()
+    assert len(errors) == 1
+
+
+async def test_use_after_exit_and_idempotent_aclose(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log), "x", workers=2) as pool:
+        await pool.aclose()
+        await pool.aclose()
+        assert len(log.of("exit")) == 2
+        with pytest.raises(trio_pool.PoolClosedError):
+            await pool.run(int)
+    await pool.aclose()
+    assert len(log.of("exit")) == 2
+    for attempt in (pool.run(int), pool.call("echo"), pool.submit(int), pool.interface.echo(1)):
+        with pytest.raises(trio.ClosedResourceError):
+            await attempt
+    with pytest.raises(anyio.ClosedResourceError):
+        pool.submit_nowait(int)
+    assert "closed" in repr(pool)
+
+
+async def test_aclose_raises_hook_errors_once(backend: str) -> None:
+    async with trio_pool.Pool(recording_interface(Log(), fail_exit={0}), "x", workers=1) as pool:
+        with pytest.raises(RuntimeError, match="hook"):
+            await pool.aclose()
+        await pool.aclose()
+
+
+# --- threads, workers, statistics, logging -----------------------------------------
+
+
+async def test_current_worker_ids_names_and_local(backend: str) -> None:
+    barrier = threading.Barrier(3, timeout=10)
+
+    def who() -> tuple[int, str, str]:
+        worker = trio_pool.current_worker()
+        barrier.wait()  # all three workers at once: each job on its own worker
+        return worker.id, worker.name, threading.current_thread().name
+
+    def count() -> int:
+        local = trio_pool.current_worker().local
+        local.calls = getattr(local, "calls", 0) + 1
+        return int(local.calls)
+
+    async with trio_pool.Pool(workers=3, name="db") as pool:
+        jobs = [await pool.submit(who) for _ in range(3)]
+        seen = sorted([(await job.wait()).unwrap() for job in jobs])
+        assert seen == [(i, f"db-worker-{i}", f"db-worker-{i}") for i in range(3)]
+        assert [w.name for w in pool.statistics().worker_states] == [f"db-worker-{i}" for i in range(3)]
+    async with trio_pool.Pool(workers=1) as pool:
+        assert [await pool.run(count) for _ in range(3)] == [1, 2, 3]
+
+
+async def test_in_worker_functions_refuse_other_threads(backend: str) -> None:
+    for fn in (trio_pool.current_worker, trio_pool.current_interface, trio_pool.check_cancelled):
+        with pytest.raises(RuntimeError, match="worker"):
+            fn()
+
+    def during_load() -> None:
+        trio_pool.current_interface()
+
+    with pytest.raises(RuntimeError, match="loaded"):
+        async with trio_pool.Pool(during_load, workers=1):
+            pass  # pragma: no cover
+
+
+async def test_statistics(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=2, queue_size=10) as pool:
+        stats = pool.statistics()
+        assert (stats.workers, stats.idle, stats.busy, stats.queued) == (2, 2, 0, 0)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            stats.workers = 3  # type: ignore[misc]
+        blocked = [await pool.submit(gate.enter) for _ in range(2)]
+        await wait_in_thread(gate.entered)
+        queued = pool.submit_nowait(int)
+        await pool.submit(int)
+        queued.cancel()
+        stats = pool.statistics()
+        assert stats.queued == 1
+        assert stats.busy + stats.idle == 2
+        gate.open()
+        for job in blocked:
+            await job.wait()
+        await pool.run(int)
+        with pytest.raises(ZeroDivisionError):
+            await pool.run(lambda: 1 / 0)
+        stats = pool.statistics()
+        assert (stats.submitted, stats.completed, stats.failed, stats.cancelled) == (6, 4, 1, 1)
+        assert stats.submitted == stats.completed + stats.failed + stats.cancelled
+        assert sum(w.jobs_done for w in stats.worker_states) == 5
+        assert {w.state for w in stats.worker_states} == {"idle"}
+    assert pool.statistics().workers == 0
+
+
+async def test_logger_reports_workers_and_hook_errors(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_pool")
+    with pytest.raises(RuntimeError):
+        async with trio_pool.Pool(recording_interface(Log(), fail_exit={0}), "x", workers=1, name="logged"):
+            pass
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "trio_pool"]
+    assert (logging.DEBUG, "worker logged-worker-0 started") in messages
+    assert (logging.DEBUG, "worker logged-worker-0 stopped") in messages
+    assert (logging.ERROR, "worker logged-worker-0: the exit hook raised") in messages
+
+
+async def test_many_workers_beside_the_default_thread_limiter(backend: str) -> None:
+    barrier = threading.Barrier(64, timeout=10)
+    async with trio_pool.Pool(workers=64) as pool:
+        jobs = [await pool.submit(barrier.wait) for _ in range(64)]  # 64 threads at once
+        # Meanwhile unrelated to_thread calls still get threads of their own.
+        assert await anyio.to_thread.run_sync(lambda: "free") == "free"
+        for job in jobs:
+            (await job.wait()).unwrap()
+        assert pool.statistics().workers == 64
