@@ -19,24 +19,26 @@ BACKENDS = ["trio", "anyio-trio", "anyio-asyncio"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if inspect.iscoroutinefunction(metafunc.function) and not metafunc.definition.get_closest_marker(
-        "trio"
-    ):
+    if inspect.iscoroutinefunction(
+        metafunc.function
+    ) and not metafunc.definition.get_closest_marker("trio"):
         metafunc.parametrize("backend", BACKENDS)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("backend") == "trio":
+        is_async = inspect.iscoroutinefunction(getattr(item, "function", None))
+        if is_async and callspec is not None and callspec.params.get("backend") == "trio":
             item.add_marker(pytest.mark.trio)
 
 
 @pytest.fixture(autouse=True)
 def anyio_backend(request: pytest.FixtureRequest) -> str | None:
     """Tells anyio's plugin which backend to run the test on (None: not anyio's)."""
-    backend = request.node.callspec.params.get("backend") if hasattr(request.node, "callspec") else None
-    if backend is None or not backend.startswith("anyio-"):
+    callspec = getattr(request.node, "callspec", None)
+    backend = callspec.params.get("backend") if callspec is not None else None
+    if not isinstance(backend, str) or not backend.startswith("anyio-"):
         return None
     return str(backend).removeprefix("anyio-")
 

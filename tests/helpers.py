@@ -62,7 +62,9 @@ class Recorder:
 
     def _record(self, what: str, *extra: object) -> None:
         with Recorder.lock:
-            Recorder.log.append((what, trio_pool.current_worker().id, threading.get_ident(), *extra))  # type: ignore[arg-type]
+            Recorder.log.append(
+                (what, trio_pool.current_worker().id, threading.get_ident(), *extra)
+            )  # type: ignore[arg-type]
 
     def echo(self, value: object) -> object:
         return value

@@ -15,9 +15,9 @@ import anyio
 import outcome
 import pytest
 import trio
+from helpers import Gate, wait_in_thread
 
 import trio_pool
-from helpers import Gate, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -38,7 +38,9 @@ class Log:
         return [i[1:] for i in self.items if i[0] == kind]
 
 
-def recording_interface(log: Log, *, fail_exit: set[int] = frozenset(), fail_load: set[int] = frozenset()) -> Any:  # type: ignore[assignment]
+def recording_interface(
+    log: Log, *, fail_exit: set[int] = frozenset(), fail_load: set[int] = frozenset()
+) -> Any:  # type: ignore[assignment]
     class Iface:
         def __init__(self, tag: str) -> None:
             worker = trio_pool.current_worker().id
@@ -67,18 +69,24 @@ def recording_interface(log: Log, *, fail_exit: set[int] = frozenset(), fail_loa
 # --- bad arguments: rejected before any thread starts ---------------------------
 
 
-@pytest.mark.parametrize(("workers", "error"), [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("4", TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    ("workers", "error"),
+    [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("4", TypeError), (True, TypeError)],
+)
 def test_bad_worker_counts(workers: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="workers"):
         trio_pool.Pool(workers=workers)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"queue_size": 0}, ValueError, "queue_size"),
-    ({"queue_size": 2.0}, TypeError, "queue_size"),
-    ({"abandon_on_cancel": 1}, TypeError, "abandon_on_cancel"),
-    ({"name": 3}, TypeError, "name"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"queue_size": 0}, ValueError, "queue_size"),
+        ({"queue_size": 2.0}, TypeError, "queue_size"),
+        ({"abandon_on_cancel": 1}, TypeError, "abandon_on_cancel"),
+        ({"name": 3}, TypeError, "name"),
+    ],
+)
 def test_bad_options(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
     with pytest.raises(error, match=match):
         trio_pool.Pool(**kwargs)
@@ -199,7 +207,9 @@ async def test_each_interface_lives_and_dies_in_its_own_thread(backend: str) -> 
     assert threads is None
 
 
-async def test_enter_result_is_the_interface_and_exit_runs_on_the_loaded_object(backend: str) -> None:
+async def test_enter_result_is_the_interface_and_exit_runs_on_the_loaded_object(
+    backend: str,
+) -> None:
     log = Log()
 
     class Resource:
@@ -232,7 +242,9 @@ def fails_with_cause() -> None:
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, SystemExit, Custom, GeneratorExit])
-async def test_base_exceptions_are_captured_and_the_worker_keeps_serving(backend: str, error: type[BaseException]) -> None:
+async def test_base_exceptions_are_captured_and_the_worker_keeps_serving(
+    backend: str, error: type[BaseException]
+) -> None:
     def raise_it() -> None:
         raise error("from a job")
 
@@ -278,7 +290,10 @@ async def test_several_failing_loaders_raise_a_group(backend: str) -> None:
     with pytest.raises(ExceptionGroup) as info:
         async with trio_pool.Pool(recording_interface(log, fail_load={0, 1}), "x", workers=3):
             pass  # pragma: no cover
-    assert sorted(str(e) for e in info.value.exceptions) == ["cannot load worker 0", "cannot load worker 1"]
+    assert sorted(str(e) for e in info.value.exceptions) == [
+        "cannot load worker 0",
+        "cannot load worker 1",
+    ]
     assert [w for w, _, _ in log.of("exit")] == [2]
 
 
@@ -308,7 +323,9 @@ async def test_a_hook_error_joins_the_body_error_in_a_group(backend: str) -> Non
 # --- lifetime under errors and cancellation -------------------------------------
 
 
-async def fill_one_worker(pool: trio_pool.Pool, gate: Gate, log: Log) -> tuple[trio_pool.Job[Any], list[trio_pool.Job[Any]]]:
+async def fill_one_worker(
+    pool: trio_pool.Pool, gate: Gate, log: Log
+) -> tuple[trio_pool.Job[Any], list[trio_pool.Job[Any]]]:
     """One job running on the only worker, behind ``gate``; two queued behind it."""
     running = await pool.submit(gate.enter, "running")
     await wait_in_thread(gate.entered)
@@ -533,7 +550,9 @@ async def test_job_cancel(backend: str) -> None:
     assert pool.statistics().cancelled == 2
 
 
-async def test_a_failing_done_callback_is_logged(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failing_done_callback_is_logged(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     async with trio_pool.Pool(workers=1) as pool:
         job = await pool.submit(int)
         job.add_done_callback(lambda _: 1 / 0)
@@ -610,22 +629,21 @@ async def test_cancelled_while_waiting_for_room_submits_nothing(backend: str) ->
 async def test_waiting_for_room_when_the_pool_closes(backend: str) -> None:
     gate = Gate()
     errors: list[BaseException] = []
-    async with anyio.create_task_group() as tg:
-        async with trio_pool.Pool(workers=1, queue_size=1) as pool:
-            await pool.submit(gate.enter)
-            await wait_in_thread(gate.entered)
-            pool.submit_nowait(int)
+    async with anyio.create_task_group() as tg, trio_pool.Pool(workers=1, queue_size=1) as pool:
+        await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        pool.submit_nowait(int)
 
-            async def late() -> None:
-                try:
-                    await pool.submit(int)
-                except trio_pool.PoolClosedError as exc:
-                    errors.append(exc)
+        async def late() -> None:
+            try:
+                await pool.submit(int)
+            except trio_pool.PoolClosedError as exc:
+                errors.append(exc)
 
-            tg.start_soon(late)
-            await anyio.wait_all_tasks_blocked()
-            gate.open()
-            await pool.aclose()
+        tg.start_soon(late)
+        await anyio.wait_all_tasks_blocked()
+        gate.open()
+        await pool.aclose()
     assert len(errors) == 1
 
 
@@ -674,7 +692,9 @@ async def test_current_worker_ids_names_and_local(backend: str) -> None:
         jobs = [await pool.submit(who) for _ in range(3)]
         seen = sorted([(await job.wait()).unwrap() for job in jobs])
         assert seen == [(i, f"db-worker-{i}", f"db-worker-{i}") for i in range(3)]
-        assert [w.name for w in pool.statistics().worker_states] == [f"db-worker-{i}" for i in range(3)]
+        assert [w.name for w in pool.statistics().worker_states] == [
+            f"db-worker-{i}" for i in range(3)
+        ]
     async with trio_pool.Pool(workers=1) as pool:
         assert [await pool.run(count) for _ in range(3)] == [1, 2, 3]
 
@@ -721,10 +741,14 @@ async def test_statistics(backend: str) -> None:
     assert pool.statistics().workers == 0
 
 
-async def test_logger_reports_workers_and_hook_errors(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_logger_reports_workers_and_hook_errors(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger="trio_pool")
     with pytest.raises(RuntimeError):
-        async with trio_pool.Pool(recording_interface(Log(), fail_exit={0}), "x", workers=1, name="logged"):
+        async with trio_pool.Pool(
+            recording_interface(Log(), fail_exit={0}), "x", workers=1, name="logged"
+        ):
             pass
     messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "trio_pool"]
     assert (logging.DEBUG, "worker logged-worker-0 started") in messages

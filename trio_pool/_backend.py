@@ -8,6 +8,7 @@ the loop from a worker thread without a round trip, and a bare event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -34,15 +35,19 @@ class Backend(Protocol):
 
         Does nothing once the loop has finished.
         """
+        ...
 
     def event(self) -> Event:
         """A new event for this loop."""
+        ...
 
     async def checkpoint_if_cancelled(self) -> None:
         """Raise the loop's cancellation if the task is cancelled."""
+        ...
 
     async def cancel_shielded_checkpoint(self) -> None:
         """Let other tasks run, without raising a cancellation."""
+        ...
 
 
 class _Trio:
@@ -52,10 +57,8 @@ class _Trio:
         self._token = trio.lowlevel.current_trio_token()
 
     def post(self, fn: Callable[[], object]) -> None:
-        try:
+        with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(fn)
-        except trio.RunFinishedError:
-            pass
 
     def event(self) -> Event:
         return trio.Event()
@@ -71,10 +74,8 @@ class _Asyncio:
         self._loop = asyncio.get_running_loop()
 
     def post(self, fn: Callable[[], object]) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed
             self._loop.call_soon_threadsafe(fn)
-        except RuntimeError:  # the loop is closed
-            pass
 
     def event(self) -> Event:
         return asyncio.Event()
@@ -106,6 +107,6 @@ async def wait_through_cancellation(event: Event) -> BaseException | None:
         try:
             with anyio.CancelScope(shield=True):
                 await event.wait()
-        except anyio.get_cancelled_exc_class() as exc:
+        except anyio.get_cancelled_exc_class() as exc:  # noqa: PERF203 (not a hot loop)
             cancelled = exc
     return cancelled

@@ -24,7 +24,9 @@ Delivery = list[tuple[Job[Any], outcome.Outcome[Any]]]
 
 
 class Channel:
-    def __init__(self, post: Callable[[Callable[[], object]], None], deliver: Callable[[Delivery], None]) -> None:
+    def __init__(
+        self, post: Callable[[Callable[[], object]], None], deliver: Callable[[Delivery], None]
+    ) -> None:
         self.lock = threading.Lock()
         self._has_work = threading.Condition(self.lock)
         self._jobs: deque[Job[Any]] = deque()

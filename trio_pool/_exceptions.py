@@ -15,7 +15,7 @@ class PoolClosedError(trio.ClosedResourceError, anyio.ClosedResourceError):
     """
 
 
-class JobCancelled(BaseException):  # noqa: N818 (named like trio.Cancelled)
+class JobCancelled(BaseException):
     """A job was cancelled: removed before it started, or told to stop.
 
     It is the error inside the Outcome of a job removed before it started,
@@ -26,5 +26,5 @@ class JobCancelled(BaseException):  # noqa: N818 (named like trio.Cancelled)
     """
 
 
-class _QueueFull(trio.WouldBlock, anyio.WouldBlock):
+class QueueFull(trio.WouldBlock, anyio.WouldBlock):
     """The submission queue is full (``submit_nowait``)."""

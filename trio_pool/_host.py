@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeGuard
 
 import outcome
 
@@ -19,7 +19,7 @@ ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType 
 NO_EXC: ExcInfo = (None, None, None)
 
 
-def is_mapping(interface: object) -> bool:
+def is_mapping(interface: object) -> TypeGuard[Mapping[str, Any]]:
     return isinstance(interface, Mapping)
 
 
@@ -44,7 +44,8 @@ class ThreadHost:
             exit_hook = loaded.get("__exit__")
         else:
             exit_hook = getattr(loaded, "__exit__", None)
-            enter = getattr(type(loaded), "__enter__", None)
+            cls: type[Any] = type(loaded)  # pyright: ignore[reportUnknownVariableType]
+            enter = getattr(cls, "__enter__", None)
             if enter is not None:
                 loaded = enter(loaded)
         self.interface, self._exit = loaded, exit_hook
@@ -60,7 +61,9 @@ class ThreadHost:
     def operation(self, name: str) -> Callable[..., Any]:
         """The interface's operation ``name``; AttributeError if there is none."""
         if name.startswith("_"):
-            raise AttributeError(f"{name!r} is not an operation: names starting with '_' are private")
+            raise AttributeError(
+                f"{name!r} is not an operation: names starting with '_' are private"
+            )
         if self.interface is None:
             raise AttributeError(f"no operation {name!r}: this pool has no interface")
         if is_mapping(self.interface):

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
-import outcome
+from outcome import Error, Outcome
 
 from ._exceptions import JobCancelled
 
@@ -63,8 +63,8 @@ class Job(Generic[T]):
         self._event = event
         self._canceller = canceller
         self._state = State.QUEUED
-        self._outcome: outcome.Outcome[T] | None = None
-        self._callbacks: list[Callable[[outcome.Outcome[T]], object]] = []
+        self._outcome: Outcome[T] | None = None
+        self._callbacks: list[Callable[[Outcome[T]], object]] = []
         self._cancel_requested = False
         self._abandoned = False
         #: The id of the worker that ran the job, or None if none has (yet).
@@ -79,7 +79,7 @@ class Job(Generic[T]):
         return self._outcome is not None
 
     @property
-    def outcome(self) -> outcome.Outcome[T] | None:
+    def outcome(self) -> Outcome[T] | None:
         """The job's Outcome, or None while it is queued or running.
 
         It is the same object that :meth:`wait` returns and that every
@@ -87,7 +87,7 @@ class Job(Generic[T]):
         """
         return self._outcome
 
-    async def wait(self) -> outcome.Outcome[T]:
+    async def wait(self) -> Outcome[T]:
         """Wait for the job to finish and return its Outcome.
 
         Cancellation: cancelling this wait leaves the job alone; it keeps its
@@ -102,7 +102,7 @@ class Job(Generic[T]):
         """Cancel the job.
 
         A queued job is removed: it never runs, and its Outcome is an
-        :class:`~outcome.Error` holding :class:`JobCancelled`. A running job is
+        :class:`~Error` holding :class:`JobCancelled`. A running job is
         asked to stop: :func:`trio_pool.check_cancelled` raises inside it from
         now on. A finished job is left as it is.
 
@@ -111,7 +111,7 @@ class Job(Generic[T]):
         """
         return self._canceller(self)
 
-    def add_done_callback(self, callback: Callable[[outcome.Outcome[T]], object]) -> None:
+    def add_done_callback(self, callback: Callable[[Outcome[T]], object]) -> None:
         """Call ``callback(outcome)`` in the event-loop thread when the job is done.
 
         If the job is already done, the callback is called at once. An
@@ -123,7 +123,7 @@ class Job(Generic[T]):
         else:
             _call_safely(callback, self._outcome)
 
-    def _finish(self, result: outcome.Outcome[T]) -> None:
+    def _finish(self, result: Outcome[T]) -> None:
         """Store the Outcome, wake the waiters and run the callbacks (loop thread)."""
         self._state = State.DONE
         self._outcome = result
@@ -136,15 +136,15 @@ class Job(Generic[T]):
             _call_safely(callback, result)
 
 
-def cancelled_outcome() -> outcome.Error:
-    return outcome.Error(JobCancelled("the job was cancelled before it started"))
+def cancelled_outcome() -> Error:
+    return Error(JobCancelled("the job was cancelled before it started"))
 
 
-def is_cancellation(result: outcome.Outcome[Any]) -> bool:
-    return isinstance(result, outcome.Error) and isinstance(result.error, JobCancelled)
+def is_cancellation(result: Outcome[Any]) -> bool:
+    return isinstance(result, Error) and isinstance(result.error, JobCancelled)
 
 
-def _call_safely(callback: Callable[[Any], object], result: outcome.Outcome[Any]) -> None:
+def _call_safely(callback: Callable[[Any], object], result: Outcome[Any]) -> None:
     try:
         callback(result)
     except Exception:

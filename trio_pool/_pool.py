@@ -18,7 +18,7 @@ import outcome
 
 from ._backend import Backend, Event, current_backend, wait_through_cancellation
 from ._channel import Channel, Delivery
-from ._exceptions import PoolClosedError, _QueueFull
+from ._exceptions import PoolClosedError, QueueFull
 from ._host import ThreadHost
 from ._job import Job, cancelled_outcome, is_cancellation
 from ._statistics import PoolStatistics, WorkerStatistics
@@ -137,7 +137,8 @@ class Pool:
             if args:
                 raise TypeError("arguments are only accepted for a class or factory interface")
             if isinstance(interface, Mapping):
-                for key, fn in interface.items():
+                items: Mapping[object, object] = interface  # pyright: ignore[reportUnknownVariableType]
+                for key, fn in items.items():
                     if not isinstance(key, str) or not callable(fn):
                         raise TypeError(
                             f"an interface mapping maps names to functions, not {key!r} to {fn!r}"
@@ -158,7 +159,7 @@ class Pool:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, not {name!r}")
         self.name: str = name if name is not None else f"trio_pool-{next(_pool_numbers)}"
-        self._interface = interface
+        self._interface: object = interface
         self._args = args
         self._abandon_on_cancel = abandon_on_cancel
         self._state: Literal["new", "open", "closing", "closed"] = "new"
@@ -194,7 +195,7 @@ class Pool:
             await self._started.wait()
         except BaseException as exc:
             error = await self._exit(exc)
-            if error is not exc:
+            if error is not None and error is not exc:
                 raise error from None
             raise
         if self._errors:  # a loader failed
@@ -297,6 +298,7 @@ class Pool:
         self._task_group.start_soon(self._run_worker, worker, name=worker.info.name)
 
     async def _run_worker(self, worker: Worker) -> None:
+        hook_error: BaseException | None = None
         with anyio.CancelScope(shield=True):
             hook_error = await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
         self._channel.flush()  # deliver the outcomes the thread left behind
@@ -358,7 +360,12 @@ class Pool:
         self._reserved -= 1
 
     def _accept(
-        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any], *, with_interface: bool
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        with_interface: bool,
     ) -> Job[Any]:
         self._check_open()
         job: Job[Any] = Job(
@@ -374,7 +381,12 @@ class Pool:
         return job
 
     async def _submit(
-        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any], *, with_interface: bool = False
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        with_interface: bool = False,
     ) -> Job[Any]:
         self._check_open()
         await self._backend.checkpoint_if_cancelled()
@@ -523,7 +535,7 @@ class Pool:
         _check_target(fn)
         self._check_open()
         if not self._has_room():
-            raise _QueueFull
+            raise QueueFull
         return self._accept(fn, args, kwargs, with_interface=False)
 
     # --- looking at it ----------------------------------------------------
@@ -537,7 +549,9 @@ class Pool:
                 queued = self._channel.queued
                 for worker in self._workers.values():
                     state = "busy" if worker.job is not None else worker.state
-                    workers.append(WorkerStatistics(worker.id, worker.info.name, state, worker.jobs_done))
+                    workers.append(
+                        WorkerStatistics(worker.id, worker.info.name, state, worker.jobs_done)
+                    )
         return PoolStatistics(
             workers=len(workers),
             busy=sum(w.state == "busy" for w in workers),

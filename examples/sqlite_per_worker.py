@@ -1,0 +1,65 @@
+"""One SQLite connection per worker thread, opened and closed in that thread.
+
+sqlite3 connections may only be used by the thread that created them: the
+pool builds one per worker, runs every query there, and closes it (committing
+on a clean exit, rolling back on an error) in the same thread.
+"""
+
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+import trio
+
+import trio_pool
+
+
+class Db:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, timeout=10)
+
+    def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def execute(self, sql: str, *params: object) -> int:
+        with self.conn:  # one transaction
+            return self.conn.execute(sql, params).rowcount
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.conn.commit()
+        else:
+            self.conn.rollback()
+        self.conn.close()
+
+
+async def main(path: Path) -> None:
+    with sqlite3.connect(path) as setup:
+        setup.execute("create table if not exists visits (page text, n integer)")
+    setup.close()
+
+    async with trio_pool.Pool(Db, path, workers=4) as pool:
+        async with trio.open_nursery() as nursery:
+            for page in ["home", "about", "blog"] * 10:
+                nursery.start_soon(
+                    pool.call_method, Db.execute, "insert into visits values (?, 1)", page
+                )
+        rows = await pool.interface.query(
+            "select page, sum(n) from visits group by page order by page"
+        )
+        for page, count in rows:
+            print(f"{page}: {count} visits")
+        threads = {w.name for w in pool.statistics().worker_states}
+        print(f"{len(threads)} connections, one per worker thread")
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        trio.run(main, Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tmp) / "visits.db")

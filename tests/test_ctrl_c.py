@@ -1,0 +1,62 @@
+"""Ctrl-C while jobs run: the program ends promptly, hooks run, one Ctrl-C is enough."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys, threading, time
+    import anyio, trio_pool
+
+    running = threading.Semaphore(0)
+
+    class Iface:
+        def __exit__(self, exc_type, exc, tb):
+            print("hook", exc_type is not None, flush=True)
+
+    def spin():
+        running.release()
+        while True:  # a long job that stops when asked
+            trio_pool.check_cancelled()
+            time.sleep(0.005)
+
+    async def main():
+        async with trio_pool.Pool(Iface, workers=2) as pool:
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):  # two run, two wait in the queue
+                    tg.start_soon(pool.run, spin)
+                for _ in range(2):
+                    await anyio.to_thread.run_sync(running.acquire)
+                print("ready", flush=True)
+                await anyio.sleep_forever()
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_ctrl_c_while_jobs_run(backend: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+        os.kill(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in stderr
+    assert stdout.splitlines() == ["hook True", "hook True"]

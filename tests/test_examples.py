@@ -1,0 +1,36 @@
+"""Every file in examples/ runs, offline, and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+EXPECTED = {
+    "quickstart.py": ["digest: 2cf24dba5fb0a30e", "jobs: [0, 1, 4, 9, 16]", "all workers stopped"],
+    "sqlite_per_worker.py": ["about: 10 visits", "blog: 10 visits", "home: 10 visits"],
+}
+
+
+def test_every_example_is_checked() -> None:
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example(name: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    for expected in EXPECTED[name]:
+        assert expected in lines
