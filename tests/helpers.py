@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 import anyio
 
@@ -15,13 +14,6 @@ TIMEOUT = 10  # a bug fails fast; nothing here ever waits this long when it work
 async def wait_in_thread(event: threading.Event) -> None:
     """Wait, without blocking the loop, for a threading.Event set by a job."""
     assert await anyio.to_thread.run_sync(event.wait, TIMEOUT), "the handshake never came"
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Let the loop run until ``predicate()`` holds (for state a thread sets)."""
-    with anyio.fail_after(TIMEOUT):
-        while not predicate():
-            await anyio.sleep(0.001)
 
 
 class Gate:
@@ -47,30 +39,3 @@ class Gate:
             else:
                 raise AssertionError("the gate was never opened")
         return value
-
-
-class Recorder:
-    """An interface that records, per worker, where its life happened."""
-
-    log: list[tuple[str, int | None, int]]
-    lock = threading.Lock()
-
-    def __init__(self, tag: str = "") -> None:
-        self.tag = tag
-        self.thread = threading.get_ident()
-        self._record("init")
-
-    def _record(self, what: str, *extra: object) -> None:
-        with Recorder.lock:
-            Recorder.log.append(
-                (what, trio_pool.current_worker().id, threading.get_ident(), *extra)
-            )  # type: ignore[arg-type]
-
-    def echo(self, value: object) -> object:
-        return value
-
-    def thread_id(self) -> int:
-        return threading.get_ident()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._record("exit", exc_info)

@@ -16,10 +16,12 @@ SCRIPT = textwrap.dedent(
     import anyio, trio_pool
 
     running = threading.Semaphore(0)
+    printing = threading.Lock()
 
     class Iface:
         def __exit__(self, exc_type, exc, tb):
-            print("hook", exc_type is not None, flush=True)
+            with printing:
+                print("hook", exc_type is not None, flush=True)
 
     def spin():
         running.release()
@@ -58,5 +60,10 @@ def test_ctrl_c_while_jobs_run(backend: str) -> None:
     finally:
         process.kill()
     assert process.returncode != 0
-    assert "KeyboardInterrupt" in stderr
+    if backend == "asyncio" and sys.version_info < (3, 11):
+        # asyncio.run learned to turn Ctrl-C into KeyboardInterrupt in 3.11;
+        # before, the main task ends with CancelledError. The pool still stops.
+        assert "CancelledError" in stderr or "KeyboardInterrupt" in stderr
+    else:
+        assert "KeyboardInterrupt" in stderr
     assert stdout.splitlines() == ["hook True", "hook True"]

@@ -1,0 +1,77 @@
+"""Sessions: tests (Python x dependency matrix), lint, typing, examples.
+
+`nox` runs them all; `nox -s "tests-3.12(deps='lowest')"` runs one cell;
+`nox -l` lists them. Interpreters installed with pyenv are found without
+any set-up, and a missing one is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PACKAGE = "trio_pool"
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests", "lint", "typing", "examples"]
+
+
+def _find_pyenv_pythons() -> None:
+    """Put every pyenv-installed interpreter on PATH (after what is there)."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    bins = sorted(glob.glob(os.path.join(root, "versions", "*", "bin")))
+    os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), *bins])
+
+
+_find_pyenv_pythons()
+
+
+def lowest_pins() -> list[str]:
+    """The runtime dependencies at the lowest versions pyproject.toml allows."""
+    pins = []
+    for requirement in nox.project.load_toml("pyproject.toml")["project"]["dependencies"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([^;,\s]+)\s*(;.*)?", requirement)
+        if match is None:
+            raise ValueError(f"give {requirement!r} a plain lower bound (name>=version)")
+        name, version, marker = match.groups()
+        pins.append(f"{name}=={version}{marker or ''}")
+    return pins
+
+
+@nox.session(python=PYTHONS)
+@nox.parametrize("deps", ["lowest", "newest"])
+def tests(session: nox.Session, deps: str) -> None:
+    """The test suite, on every backend, at the lowest or newest dependencies."""
+    pins = lowest_pins() if deps == "lowest" else []
+    session.install(".[test]", *pins)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typing(session: nox.Session) -> None:
+    """mypy --strict and pyright (strict) on the package; the public types are complete."""
+    session.install(".[test]", "mypy", "pyright[nodejs]", "typing_extensions")
+    session.run("mypy", "--strict", PACKAGE, "tests/type_tests")
+    session.run("pyright", PACKAGE, "tests/type_tests")
+    session.run("pyright", "--verifytypes", PACKAGE, "--ignoreexternal")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every example as a user would."""
+    session.install(".")
+    for path in sorted(glob.glob("examples/*.py")):
+        session.run("python", path)
