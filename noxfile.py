@@ -63,7 +63,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """mypy --strict and pyright (strict) on the package; the public types are complete."""
-    session.install(".[test]", "mypy", "pyright[nodejs]", "typing_extensions")
+    # exceptiongroup: pyright checks the Python 3.10 branch too.
+    session.install(".[test]", "mypy", "pyright[nodejs]", "typing_extensions", "exceptiongroup")
     session.run("mypy", "--strict", PACKAGE, "tests/type_tests")
     session.run("pyright", PACKAGE, "tests/type_tests")
     session.run("pyright", "--verifytypes", PACKAGE, "--ignoreexternal")

@@ -25,14 +25,21 @@ class Gate:
 
     def __init__(self, *, cooperative: bool = False) -> None:
         self.entered = threading.Event()
+        self.arrivals = threading.Semaphore(0)
         self._open = threading.Event()
         self._cooperative = cooperative
 
     def open(self) -> None:
         self._open.set()
 
+    async def wait_arrivals(self, count: int) -> None:
+        """Wait until ``count`` more jobs have entered."""
+        for _ in range(count):
+            assert await anyio.to_thread.run_sync(self.arrivals.acquire, True, TIMEOUT)
+
     def enter(self, value: object = None) -> object:
         self.entered.set()
+        self.arrivals.release()
         while not self._open.wait(0.005 if self._cooperative else TIMEOUT):
             if self._cooperative:
                 trio_pool.check_cancelled()

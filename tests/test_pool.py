@@ -718,7 +718,7 @@ async def test_statistics(backend: str) -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             stats.workers = 3  # type: ignore[misc]
         blocked = [await pool.submit(gate.enter) for _ in range(2)]
-        await wait_in_thread(gate.entered)
+        await gate.wait_arrivals(2)
         queued = pool.submit_nowait(int)
         await pool.submit(int)
         queued.cancel()

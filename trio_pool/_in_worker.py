@@ -26,9 +26,9 @@ class WorkerInfo:
     __slots__ = ("id", "local", "name")
 
     def __init__(self, id: int, name: str) -> None:  # noqa: A002
-        self.id = id
-        self.name = name
-        self.local = types.SimpleNamespace()
+        self.id: int = id
+        self.name: str = name
+        self.local: types.SimpleNamespace = types.SimpleNamespace()
 
     def __repr__(self) -> str:
         return f"<trio_pool.WorkerInfo id={self.id} name={self.name!r}>"
