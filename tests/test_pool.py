@@ -15,6 +15,7 @@ import anyio
 import outcome
 import pytest
 import trio
+import trio.testing
 from helpers import Gate, wait_in_thread
 
 import trio_pool
@@ -763,3 +764,22 @@ async def test_many_workers_beside_the_default_thread_limiter(backend: str) -> N
         for job in jobs:
             (await job.wait()).unwrap()
         assert pool.statistics().workers == 64
+
+
+@pytest.mark.trio
+async def test_public_async_methods_are_checkpoints() -> None:
+    async with trio_pool.Pool({"op": int}, workers=1) as pool:
+        with trio.testing.assert_checkpoints():
+            await pool.run(int)
+        with trio.testing.assert_checkpoints():
+            await pool.call("op")
+        with trio.testing.assert_checkpoints():
+            await pool.interface.op()
+        with trio.testing.assert_checkpoints():
+            job = await pool.submit(int)
+        await job.wait()
+        with trio.testing.assert_checkpoints():
+            await job.wait()  # already done
+        await pool.aclose()
+        with trio.testing.assert_checkpoints():
+            await pool.aclose()  # already closed

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
+import anyio
 from outcome import Error, Outcome
 
 from ._exceptions import JobCancelled
@@ -94,12 +95,15 @@ class Job(Generic[T]):
         place in the queue, or keeps running. Use :meth:`cancel` to cancel the
         job itself.
         """
-        await self._event.wait()
+        if self._outcome is None:
+            await self._event.wait()
+        else:
+            await anyio.lowlevel.checkpoint()
         assert self._outcome is not None
         return self._outcome
 
     def cancel(self) -> bool:
-        """Cancel the job.
+        """Cancel the job (from the event-loop thread).
 
         A queued job is removed: it never runs, and its Outcome is an
         :class:`~Error` holding :class:`JobCancelled`. A running job is

@@ -231,6 +231,8 @@ class Pool:
         """
         if self._state == "new":
             self._state = "closed"
+        if self._state == "closed":
+            await anyio.lowlevel.checkpoint()
             return
         error = _combine(await self._stop(None))
         if error is not None:
@@ -410,7 +412,7 @@ class Pool:
         return job._outcome
 
     def _cancel_job(self, job: Job[Any]) -> bool:
-        if self._state == "new" or not self._channel.cancel(job):
+        if not self._channel.cancel(job):
             return False
         self._record(job, cancelled_outcome())
         self._let_in_waiters()
