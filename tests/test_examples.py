@@ -10,6 +10,11 @@ import pytest
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 EXPECTED = {
+    "anyio_asyncio.py": [
+        "running on asyncio",
+        "slow job cancelled by the deadline: True",
+        "completed=8 cancelled=1",
+    ],
     "quickstart.py": ["digest: 2cf24dba5fb0a30e", "jobs: [0, 1, 4, 9, 16]", "all workers stopped"],
     "sqlite_per_worker.py": ["about: 10 visits", "blog: 10 visits", "home: 10 visits"],
 }

@@ -16,9 +16,10 @@ import outcome
 import pytest
 import trio
 import trio.testing
-from helpers import Gate, wait_in_thread
 
 import trio_pool
+
+from helpers import Gate, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
