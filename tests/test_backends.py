@@ -42,7 +42,8 @@ def test_native_task_cancel_removes_a_queued_job() -> None:
             await pool.submit(gate.enter)
             await wait_entered(gate)
             task = asyncio.create_task(pool.run(ran.append, "queued"))
-            await asyncio.sleep(0)  # let it queue its job
+            for _ in range(10):  # let it queue its job (a few loop iterations)
+                await asyncio.sleep(0)
             assert pool.statistics().queued == 1
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -183,3 +184,46 @@ def test_posting_after_the_loop_finished_is_silent(
     thread.join(TIMEOUT)
     assert called == []
     assert capfd.readouterr() == ("", "")
+
+
+ASYNCIO_RUN_ENDS = """
+import asyncio, threading, time, trio_pool
+
+started = threading.Event()
+
+class Iface:
+    def __exit__(self, exc_type, exc, tb):
+        print("hook", exc_type.__name__, flush=True)
+
+def work():
+    started.set()
+    while True:
+        trio_pool.check_cancelled()
+        time.sleep(0.005)
+
+async def background():
+    async with trio_pool.Pool(Iface, workers=1) as pool:
+        await pool.run(work)
+
+async def main():
+    asyncio.create_task(background())
+    await asyncio.to_thread(started.wait)
+    # main returns: asyncio.run cancels every task left, the pool's included.
+
+asyncio.run(main())
+print("asyncio.run returned", flush=True)
+"""
+
+
+def test_asyncio_run_ending_with_a_pool_open_stops_it() -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", ASYNCIO_RUN_ENDS],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["hook CancelledError", "asyncio.run returned"]

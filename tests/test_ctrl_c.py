@@ -67,3 +67,49 @@ def test_ctrl_c_while_jobs_run(backend: str) -> None:
     else:
         assert "KeyboardInterrupt" in stderr
     assert stdout.splitlines() == ["hook True", "hook True"]
+
+
+SECOND_CTRL_C = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import anyio, trio_pool
+
+    class Iface:
+        def __exit__(self, exc_type, exc, tb):
+            print("hook", exc_type is not None, flush=True)
+
+    def job():
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, once the job runs
+        while True:
+            try:
+                trio_pool.check_cancelled()
+            except trio_pool.JobCancelled:
+                break
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)  # the second, while the exit waits
+        time.sleep(0.2)  # the job finishes its step before it stops
+        print("job finished its step", flush=True)
+
+    async def main():
+        async with trio_pool.Pool(Iface, workers=1) as pool:
+            await pool.submit(job)
+            await anyio.sleep_forever()
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_second_ctrl_c_still_joins_the_threads(backend: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SECOND_CTRL_C, backend],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stdout.splitlines() == ["job finished its step", "hook True"]
+    assert "KeyboardInterrupt" in result.stderr or "CancelledError" in result.stderr
+    assert "TrioInternalError" not in result.stderr

@@ -19,7 +19,7 @@ import trio.testing
 
 import trio_pool
 
-from helpers import Gate, wait_in_thread
+from helpers import TIMEOUT, Gate, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -784,3 +784,126 @@ async def test_public_async_methods_are_checkpoints() -> None:
         await pool.aclose()
         with trio.testing.assert_checkpoints():
             await pool.aclose()  # already closed
+
+
+# --- regressions found in review ---------------------------------------------------
+
+
+async def test_an_error_exit_cancels_even_while_aclose_finishes_jobs(backend: str) -> None:
+    log, gate = Log(), Gate(cooperative=True)
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with (
+            anyio.create_task_group() as tg,
+            trio_pool.Pool(recording_interface(log), "x", workers=1) as pool,
+        ):
+            running, queued = await fill_one_worker(pool, gate, log)
+            tg.start_soon(pool.aclose)  # a graceful stop, asked for elsewhere
+            await anyio.wait_all_tasks_blocked()
+            raise KeyError("body")
+    assert [type(e) for e in info.value.exceptions] == [KeyError]
+    assert log.of("ran") == []
+    assert all(job.done for job in queued)
+    assert isinstance(running.outcome, outcome.Error)
+    assert isinstance(running.outcome.error, trio_pool.JobCancelled)
+    [(_, _, (exc_type, _, _))] = log.of("exit")
+    assert exc_type is KeyError
+
+
+async def test_a_hook_error_after_a_cancellation_is_raised_as_itself(backend: str) -> None:
+    with pytest.raises(RuntimeError, match="hook of worker 0"):
+        with anyio.CancelScope() as scope:
+            async with trio_pool.Pool(recording_interface(Log(), fail_exit={0}), "x", workers=1):
+                scope.cancel()
+                await anyio.sleep_forever()
+
+
+async def test_properties_are_not_run_to_find_operations(backend: str) -> None:
+    log = Log()
+
+    class Conn:
+        def __enter__(self) -> Conn:
+            return self
+
+        def __exit__(self, *exc_info: object) -> None:
+            log.add("exit")
+
+        @property
+        def cursor(self) -> object:
+            raise RuntimeError("no cursor open")
+
+        def query(self) -> int:
+            return 1
+
+        @staticmethod
+        def version() -> str:
+            return "1.0"
+
+    async with trio_pool.Pool(Conn, workers=1) as pool:
+        assert await pool.interface.query() == 1
+        assert await pool.interface.version() == "1.0"
+        with pytest.raises(AttributeError):
+            pool.interface.cursor  # noqa: B018
+    assert log.items == [("exit",)]
+
+
+async def test_a_done_callback_raising_a_base_exception_breaks_nothing(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(int)
+        job.add_done_callback(lambda _: sys.exit("bye"))
+        other = await pool.submit(str, 2)
+        assert (await other.wait()).unwrap() == "2"
+        assert job.done
+    assert "SystemExit" in caplog.text
+
+
+async def test_jobs_see_the_callers_context_variables(backend: str) -> None:
+    import contextvars
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    async with trio_pool.Pool(workers=2) as pool:
+        request_id.set("a")
+        job = await pool.submit(request_id.get)
+        request_id.set("b")
+        assert await pool.run(request_id.get) == "b"
+        assert (await job.wait()).unwrap() == "a"
+        # A job's own changes stay in the job.
+        await pool.run(request_id.set, "changed")
+        assert request_id.get() == "b"
+
+
+async def test_no_lost_wakeup_for_a_task_waiting_for_room(backend: str) -> None:
+    # Force the interleaving: the worker takes the queued job B exactly between
+    # the pool finding the queue full and the next submitter waiting for room.
+    a_gate, b_gate, hold_take = Gate(), Gate(), threading.Event()
+    inject = False
+    async with trio_pool.Pool(workers=1, queue_size=1) as pool:
+        real_take, real_has_room = pool._channel.take, pool._has_room
+
+        def take(worker: Any) -> Any:
+            if inject:
+                assert hold_take.wait(TIMEOUT)
+            return real_take(worker)
+
+        def has_room() -> bool:
+            room = real_has_room()
+            if not room and inject:
+                hold_take.set()  # the worker now takes B...
+                assert b_gate.entered.wait(TIMEOUT)  # ...before C's submitter waits
+            return room
+
+        pool._channel.take = take  # type: ignore[method-assign]
+        pool._has_room = has_room  # type: ignore[method-assign]
+        job_a = await pool.submit(a_gate.enter)
+        await wait_in_thread(a_gate.entered)
+        job_b = await pool.submit(b_gate.enter)  # queued: the queue is full
+        inject = True
+        a_gate.open()
+        await job_a.wait()
+        with anyio.fail_after(TIMEOUT):
+            job_c = await pool.submit(int)  # the queue emptied: C gets in
+        inject = False
+        assert not job_b.done
+        b_gate.open()
+        assert (await job_c.wait()).unwrap() == 0

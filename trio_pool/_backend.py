@@ -41,12 +41,16 @@ class Backend(Protocol):
         """A new event for this loop."""
         ...
 
-    async def checkpoint_if_cancelled(self) -> None:
-        """Raise the loop's cancellation if the task is cancelled."""
+    async def checkpoint(self) -> None:
+        """Let other tasks run; raise the task's cancellation if there is one."""
         ...
 
-    async def cancel_shielded_checkpoint(self) -> None:
-        """Let other tasks run, without raising a cancellation."""
+    async def cancellation_point(self) -> None:
+        """Raise the task's cancellation if there is one (cheapest way per loop).
+
+        On asyncio this is a full checkpoint: only a yield to the loop shows a
+        pending native ``Task.cancel()``.
+        """
         ...
 
 
@@ -63,8 +67,8 @@ class _Trio:
     def event(self) -> Event:
         return trio.Event()
 
-    checkpoint_if_cancelled = staticmethod(trio.lowlevel.checkpoint_if_cancelled)
-    cancel_shielded_checkpoint = staticmethod(trio.lowlevel.cancel_shielded_checkpoint)
+    checkpoint = staticmethod(trio.lowlevel.checkpoint)
+    cancellation_point = staticmethod(trio.lowlevel.checkpoint_if_cancelled)
 
 
 class _Asyncio:
@@ -80,8 +84,8 @@ class _Asyncio:
     def event(self) -> Event:
         return asyncio.Event()
 
-    checkpoint_if_cancelled = staticmethod(anyio.lowlevel.checkpoint_if_cancelled)
-    cancel_shielded_checkpoint = staticmethod(anyio.lowlevel.cancel_shielded_checkpoint)
+    checkpoint = staticmethod(anyio.lowlevel.checkpoint)
+    cancellation_point = staticmethod(anyio.lowlevel.checkpoint)
 
 
 def current_backend() -> Backend:
@@ -97,16 +101,25 @@ def current_backend() -> Backend:
 async def wait_through_cancellation(event: Event) -> BaseException | None:
     """Wait for ``event`` even if the calling task is cancelled meanwhile.
 
-    Returns the cancellation exception that arrived during the wait (for the
-    caller to re-raise once the event is set), or None. A shielded scope keeps
-    out cancellation by scope; native asyncio ``Task.cancel()`` gets through a
-    shield, so it is caught and the wait resumed.
+    Returns the cancellation that arrived during the wait (for the caller to
+    re-raise once the event is set), or None. A shielded scope keeps out
+    cancellation by scope; native asyncio ``Task.cancel()`` gets through a
+    shield, so it is caught and the wait resumed. Anything else (Ctrl-C)
+    propagates at once.
     """
-    cancelled: BaseException | None = None
+    interruptions = await wait_through(event, anyio.get_cancelled_exc_class())
+    return interruptions[0] if interruptions else None
+
+
+async def wait_through(
+    event: Event, absorb: type[BaseException] | tuple[type[BaseException], ...]
+) -> list[BaseException]:
+    """Wait for ``event``, absorbing exceptions of the ``absorb`` types; return them."""
+    interruptions: list[BaseException] = []
     while not event.is_set():
         try:
             with anyio.CancelScope(shield=True):
                 await event.wait()
-        except anyio.get_cancelled_exc_class() as exc:  # noqa: PERF203 (not a hot loop)
-            cancelled = exc
-    return cancelled
+        except absorb as exc:  # noqa: PERF203 (not a hot loop)
+            interruptions.append(exc)
+    return interruptions

@@ -18,6 +18,7 @@ import outcome
 from ._job import Job, State
 
 if TYPE_CHECKING:
+    from ._host import ExcInfo
     from ._worker import Worker
 
 Delivery = list[tuple[Job[Any], outcome.Outcome[Any]]]
@@ -34,7 +35,7 @@ class Channel:
         self._draining = False
         self._finished: Delivery = []
         self._flush_posted = False
-        self._post = post
+        self.post = post
         self._deliver = deliver
         #: Set by the pool while tasks wait for queue room: a worker that takes
         #: a job then wakes the loop so they can be let in.
@@ -64,19 +65,22 @@ class Channel:
                 job._cancel_requested = True
             return False
 
-    def stop(self, running: Iterable[Worker], *, cancel: bool) -> list[Job[Any]]:
+    def stop(self, workers: Iterable[Worker], *, cancel: ExcInfo | None = None) -> list[Job[Any]]:
         """Let workers stop once the queue is empty.
 
-        With ``cancel``, empty the queue first (returning the removed jobs, for
-        the pool to finish as cancelled) and ask the jobs that run to stop.
+        With ``cancel`` (the exception info their hooks receive), empty the
+        queue first, returning the removed jobs for the pool to finish as
+        cancelled, and ask the jobs that run to stop.
         """
         with self.lock:
             self._draining = True
             removed: list[Job[Any]] = []
-            if cancel:
+            if cancel is not None:
                 removed = list(self._jobs)
                 self._jobs.clear()
-                for worker in running:
+                for worker in workers:
+                    if worker.state not in ("stopping", "stopped"):
+                        worker.exit_info = cancel
                     if worker.job is not None:
                         worker.job._cancel_requested = True
             self._has_work.notify_all()
@@ -96,6 +100,7 @@ class Channel:
         with self.lock:
             while not self._jobs:
                 if self._draining:
+                    worker.state = "stopping"
                     return None
                 self._idle_workers += 1
                 self._has_work.wait()
@@ -108,7 +113,7 @@ class Channel:
             if wake:
                 self._flush_posted = True
         if wake:
-            self._post(self.flush)
+            self.post(self.flush)
         return job
 
     def finish(self, worker: Worker, result: outcome.Outcome[Any]) -> None:
@@ -121,4 +126,4 @@ class Channel:
             if self._flush_posted:
                 return
             self._flush_posted = True
-        self._post(self.flush)
+        self.post(self.flush)

@@ -41,22 +41,19 @@ class ThreadHost:
         if loaded is None:
             return
         if is_mapping(loaded):
-            exit_hook = loaded.get("__exit__")
-        else:
-            exit_hook = getattr(loaded, "__exit__", None)
-            cls: type[Any] = type(loaded)  # pyright: ignore[reportUnknownVariableType]
-            enter = getattr(cls, "__enter__", None)
-            if enter is not None:
-                loaded = enter(loaded)
-        self.interface, self._exit = loaded, exit_hook
-        if is_mapping(loaded):
-            self.operations = frozenset(k for k in loaded if not k.startswith("_"))
-        else:
-            self.operations = frozenset(
-                name
-                for name in dir(loaded)
-                if not name.startswith("_") and callable(getattr(loaded, name, None))
-            )
+            self.interface, self._exit = loaded, loaded.get("__exit__")
+            self.operations = _operations_of(loaded)
+            return
+        exit_hook = getattr(loaded, "__exit__", None)
+        cls: type[Any] = type(loaded)  # pyright: ignore[reportUnknownVariableType]
+        enter = getattr(cls, "__enter__", None)
+        self.interface = enter(loaded) if enter is not None else loaded
+        self._exit = exit_hook
+        try:
+            self.operations = _operations_of(self.interface)
+        except BaseException as exc:
+            self.close((type(exc), exc, exc.__traceback__))
+            raise
 
     def operation(self, name: str) -> Callable[..., Any]:
         """The interface's operation ``name``; AttributeError if there is none."""
@@ -111,3 +108,17 @@ class ThreadHost:
         except BaseException as exc:
             return exc
         return None
+
+
+def _operations_of(interface: object) -> frozenset[str]:
+    """The public callables of ``interface``, found without running properties."""
+    if is_mapping(interface):
+        return frozenset(k for k in interface if not k.startswith("_"))
+    names: set[str] = set()
+    for name in dir(interface):
+        if name.startswith("_"):
+            continue
+        attribute = inspect.getattr_static(interface, name, None)
+        if callable(attribute) or isinstance(attribute, (classmethod, staticmethod)):
+            names.add(name)
+    return frozenset(names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import logging
 from collections.abc import Callable
@@ -38,6 +39,7 @@ class Job(Generic[T]):
         "_callbacks",
         "_cancel_requested",
         "_canceller",
+        "_context",
         "_event",
         "_fn",
         "_kwargs",
@@ -56,7 +58,9 @@ class Job(Generic[T]):
         event: Event,
         canceller: Callable[[Job[Any]], bool],
         with_interface: bool = False,
+        context: contextvars.Context,
     ) -> None:
+        self._context = context
         self._fn: Callable[..., Any] | str | None = fn
         self._args: tuple[Any, ...] = args
         self._kwargs: dict[str, Any] = kwargs
@@ -151,5 +155,5 @@ def is_cancellation(result: Outcome[Any]) -> bool:
 def _call_safely(callback: Callable[[Any], object], result: Outcome[Any]) -> None:
     try:
         callback(result)
-    except Exception:
+    except BaseException:  # raising into the loop's callback machinery would break it
         logging.getLogger("trio_pool").exception("a done-callback of a job raised")

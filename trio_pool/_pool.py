@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import inspect
 import itertools
@@ -16,7 +18,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, final, overloa
 import anyio
 import outcome
 
-from ._backend import Backend, Event, current_backend, wait_through_cancellation
+from ._backend import Backend, Event, current_backend, wait_through, wait_through_cancellation
 from ._channel import Channel, Delivery
 from ._exceptions import PoolClosedError, QueueFull
 from ._host import ThreadHost
@@ -58,7 +60,15 @@ def _check_target(fn_or_op: object) -> None:
 
 
 def _combine(errors: list[BaseException]) -> BaseException | None:
-    """One error as itself, several as a group, none as None."""
+    """One error as itself, several as a group, none as None.
+
+    A cancellation is not an error: beside real errors it is left out (they
+    are raised while it is handled, so it stays their ``__context__``).
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    real = [e for e in errors if not isinstance(e, cancelled)]
+    if real:
+        errors = real
     if not errors:
         return None
     if len(errors) == 1:
@@ -240,25 +250,32 @@ class Pool:
 
     async def _exit(self, reason: BaseException | None) -> BaseException | None:
         """Stop, leave the task group; return what the block should raise."""
-        errors = await self._stop(reason)
-        await self._task_group.__aexit__(None, None, None)
-        return _combine(errors)
+        error = _combine(await self._stop(reason))
+        try:
+            # Every thread has ended, so this only closes the group; on asyncio
+            # it can still raise the enclosing scope's cancellation, which must
+            # not replace the error we have.
+            await self._task_group.__aexit__(None, None, None)
+        except anyio.get_cancelled_exc_class():
+            if error is None:
+                raise
+        return error
 
     async def _stop(self, reason: BaseException | None) -> list[BaseException]:
         """Stop the workers and wait for their threads; return the errors to raise.
 
         With no ``reason`` the queue is finished first, unless that wait is
         interrupted; with one, queued jobs are cancelled, running jobs told
-        to stop, and each hook receives the reason.
+        to stop, and each hook receives the reason. Several tasks may call it
+        (the block's exit and ``aclose()``); the first reason given wins, and
+        each errors is returned to one caller only.
         """
-        if self._state in ("closing", "closed"):
-            await wait_through_cancellation(self._stopped)
-            return []
-        self._state = "closing"
-        self._let_in_waiters()  # they find the pool closed
+        if self._state == "open":
+            self._state = "closing"
+            self._let_in_waiters()  # they find the pool closed
+            self._channel.stop(self._workers.values())
         errors: list[BaseException] = []
         if reason is None:
-            self._channel.stop(self._workers.values(), cancel=False)
             try:
                 await self._stopped.wait()
             except BaseException as exc:  # cancelled, or Ctrl-C, while finishing jobs
@@ -268,9 +285,13 @@ class Pool:
             errors.append(reason)
         if reason is not None:
             self._cancel_everything(reason)
-            await wait_through_cancellation(self._stopped)
-        self._state = "closed"
-        logger.debug("pool %s stopped", self.name)
+            # Join the threads whatever happens meanwhile; a second Ctrl-C
+            # included. Once they are joined, the first interruption is raised.
+            interruptions = await wait_through(self._stopped, BaseException)
+            errors.extend(interruptions[:1] if not errors else [])
+        if self._state != "closed":
+            self._state = "closed"
+            logger.debug("pool %s stopped", self.name)
         errors.extend(e for e in self._take_errors() if e is not reason)
         return errors
 
@@ -280,9 +301,7 @@ class Pool:
 
     def _cancel_everything(self, reason: BaseException) -> None:
         exit_info = (type(reason), reason, reason.__traceback__)
-        for worker in self._workers.values():
-            worker.exit_info = exit_info
-        for job in self._channel.stop(self._workers.values(), cancel=True):
+        for job in self._channel.stop(self._workers.values(), cancel=exit_info):
             self._record(job, cancelled_outcome())
 
     def _start_worker(self) -> None:
@@ -292,7 +311,8 @@ class Pool:
             f"{self.name}-worker-{worker_id}",
             ThreadHost(self._interface, self._args),
             self._channel,
-            self._loaded_in_thread,
+            loaded=self._loaded,
+            exited=self._exited,
         )
         self._workers[worker_id] = worker
         self._loading += 1
@@ -300,19 +320,13 @@ class Pool:
         self._task_group.start_soon(self._run_worker, worker, name=worker.info.name)
 
     async def _run_worker(self, worker: Worker) -> None:
-        hook_error: BaseException | None = None
-        with anyio.CancelScope(shield=True):
-            hook_error = await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
-        self._channel.flush()  # deliver the outcomes the thread left behind
-        del self._workers[worker.id]
-        if hook_error is not None:
-            self._errors.append(hook_error)
-        self._threads -= 1
-        if self._threads == 0:
-            self._stopped.set()
-
-    def _loaded_in_thread(self, worker: Worker, error: BaseException | None) -> None:
-        self._backend.post(functools.partial(self._loaded, worker, error))
+        # The thread reports its own end (``_exited``); this task only lends it
+        # a thread. A shield keeps scope cancellation out; native asyncio
+        # cancellation (asyncio.run shutting down) ends this task, and the
+        # thread still reports when it is done.
+        with contextlib.suppress(anyio.get_cancelled_exc_class()):
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
 
     def _loaded(self, worker: Worker, error: BaseException | None) -> None:
         self._loading -= 1
@@ -323,6 +337,15 @@ class Pool:
             self._operations = worker.host.operations
         if self._loading == 0:
             self._started.set()
+
+    def _exited(self, worker: Worker, hook_error: BaseException | None) -> None:
+        self._channel.flush()  # deliver the outcomes the thread left behind
+        del self._workers[worker.id]
+        if hook_error is not None:
+            self._errors.append(hook_error)
+        self._threads -= 1
+        if self._threads == 0:
+            self._stopped.set()
 
     # --- jobs ---------------------------------------------------------------
 
@@ -349,6 +372,8 @@ class Pool:
         event = self._backend.event()
         self._room_waiters.append(event)
         self._channel.room_wanted = True
+        # A worker may have taken a job before it could see room_wanted: look again.
+        self._let_in_waiters()
         try:
             await event.wait()
         except BaseException:
@@ -377,6 +402,7 @@ class Pool:
             event=self._backend.event(),
             canceller=self._cancel_job,
             with_interface=with_interface,
+            context=contextvars.copy_context(),
         )
         self._channel.put(job)
         self._submitted += 1
@@ -391,7 +417,7 @@ class Pool:
         with_interface: bool = False,
     ) -> Job[Any]:
         self._check_open()
-        await self._backend.checkpoint_if_cancelled()
+        await self._backend.cancellation_point()
         if not self._has_room():
             await self._wait_for_room()
         return self._accept(fn, args, kwargs, with_interface=with_interface)
@@ -518,9 +544,11 @@ class Pool:
         it waits for the job.
         """
         _check_target(fn)
-        job = await self._submit(fn, args, kwargs)
-        await self._backend.cancel_shielded_checkpoint()
-        return job
+        self._check_open()
+        await self._backend.checkpoint()  # nothing may raise once the job is accepted
+        if not self._has_room():
+            await self._wait_for_room()
+        return self._accept(fn, args, kwargs, with_interface=False)
 
     @overload
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -31,7 +32,9 @@ class Worker:
         name: str,
         host: ThreadHost,
         channel: Channel,
-        on_loaded: Callable[[Worker, BaseException | None], None],
+        *,
+        loaded: Callable[[Worker, BaseException | None], None],
+        exited: Callable[[Worker, BaseException | None], None],
     ) -> None:
         self.info = WorkerInfo(id, name)
         self.host = host
@@ -41,27 +44,32 @@ class Worker:
         #: Why the worker stops, as its hook will be told (set by the pool).
         self.exit_info: ExcInfo = NO_EXC
         self._channel = channel
-        self._on_loaded = on_loaded
+        self._loaded = loaded
+        self._exited = exited
 
     @property
     def id(self) -> int:
         return self.info.id
 
-    def main(self) -> BaseException | None:
-        """The thread's body. Returns what the exit hook raised, if anything.
+    def main(self) -> None:
+        """The thread's body.
 
-        A loader's error is reported through ``on_loaded`` instead.
+        It reports to the loop (through the channel's ``post``) once its
+        interface has loaded or failed to, ``loaded(worker, error)``, and, as
+        its last act, ``exited(worker, hook_error)``.
         """
         thread = threading.current_thread()
         old_name, thread.name = thread.name, self.info.name
         context.worker = self.info
+        hook_error: BaseException | None = None
         try:
-            return self._serve()
+            hook_error = self._serve()
         finally:
             context.worker = None
             context.interface = None
             context.has_interface = False
             thread.name = old_name
+            self._channel.post(functools.partial(self._exited, self, hook_error))
 
     def _serve(self) -> BaseException | None:
         host, channel = self.host, self._channel
@@ -70,22 +78,23 @@ class Worker:
         except BaseException as exc:
             logger.error("worker %s: the interface failed to load", self.info.name, exc_info=exc)
             self.state = "stopped"
-            self._on_loaded(self, exc)
+            self._channel.post(functools.partial(self._loaded, self, exc))
             return None
         context.interface = host.interface
         context.has_interface = True
         logger.debug("worker %s started", self.info.name)
         self.state = "idle"
-        self._on_loaded(self, None)
+        self._channel.post(functools.partial(self._loaded, self, None))
         while (job := channel.take(self)) is not None:
             context.job = job
             assert job._fn is not None
-            result = host.execute(job._fn, job._with_interface, job._args, job._kwargs)
+            result = job._context.run(
+                host.execute, job._fn, job._with_interface, job._args, job._kwargs
+            )
             context.job = None
             job._fn, job._args, job._kwargs = None, (), {}
             channel.finish(self, result)
             del job, result  # hold nothing while waiting for the next job
-        self.state = "stopping"
         error = host.close(self.exit_info)
         self.state = "stopped"
         if error is not None:
