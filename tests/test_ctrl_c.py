@@ -71,7 +71,7 @@ def test_ctrl_c_while_jobs_run(backend: str) -> None:
 
 SECOND_CTRL_C = textwrap.dedent(
     """
-    import os, signal, sys, time
+    import sys, time
     import anyio, trio_pool
 
     class Iface:
@@ -79,15 +79,15 @@ SECOND_CTRL_C = textwrap.dedent(
             print("hook", exc_type is not None, flush=True)
 
     def job():
-        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, once the job runs
+        print("running", flush=True)  # the test sends the first Ctrl-C
         while True:
             try:
                 trio_pool.check_cancelled()
             except trio_pool.JobCancelled:
                 break
             time.sleep(0.001)
-        os.kill(os.getpid(), signal.SIGINT)  # the second, while the exit waits
-        time.sleep(0.2)  # the job finishes its step before it stops
+        print("stopping", flush=True)  # the test sends the second, while the exit waits
+        time.sleep(0.3)  # the job finishes its step before it stops
         print("job finished its step", flush=True)
 
     async def main():
@@ -102,14 +102,22 @@ SECOND_CTRL_C = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_a_second_ctrl_c_still_joins_the_threads(backend: str) -> None:
-    result = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "-c", SECOND_CTRL_C, backend],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=30,
-        check=False,
     )
-    assert result.returncode != 0
-    assert result.stdout.splitlines() == ["job finished its step", "hook True"]
-    assert "KeyboardInterrupt" in result.stderr or "CancelledError" in result.stderr
-    assert "TrioInternalError" not in result.stderr
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "running\n"
+        os.kill(process.pid, signal.SIGINT)
+        assert process.stdout.readline() == "stopping\n"
+        os.kill(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert stdout.splitlines() == ["job finished its step", "hook True"]
+    assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr
+    assert "TrioInternalError" not in stderr
