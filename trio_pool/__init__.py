@@ -6,7 +6,10 @@ from ._in_worker import WorkerInfo as WorkerInfo
 from ._in_worker import check_cancelled as check_cancelled
 from ._in_worker import current_interface as current_interface
 from ._in_worker import current_worker as current_worker
+from ._in_worker import from_loop as from_loop
+from ._in_worker import wait as wait
 from ._job import Job as Job
+from ._lease import WorkerLease as WorkerLease
 from ._pool import Pool as Pool
 from ._statistics import PoolStatistics as PoolStatistics
 from ._statistics import WorkerStatistics as WorkerStatistics
@@ -20,8 +23,11 @@ __all__ = [
     "PoolClosedError",
     "PoolStatistics",
     "WorkerInfo",
+    "WorkerLease",
     "WorkerStatistics",
     "check_cancelled",
     "current_interface",
     "current_worker",
+    "from_loop",
+    "wait",
 ]

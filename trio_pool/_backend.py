@@ -101,11 +101,11 @@ def current_backend() -> Backend:
 async def wait_through_cancellation(event: Event) -> BaseException | None:
     """Wait for ``event`` even if the calling task is cancelled meanwhile.
 
-    Returns the cancellation that arrived during the wait (for the caller to
-    re-raise once the event is set), or None. A shielded scope keeps out
-    cancellation by scope; native asyncio ``Task.cancel()`` gets through a
-    shield, so it is caught and the wait resumed. Anything else (Ctrl-C)
-    propagates at once.
+    A shielded scope keeps out cancellation by scope, which the next
+    checkpoint after the wait delivers. Native asyncio ``Task.cancel()`` gets
+    through a shield: it is caught, the wait resumed, and the exception
+    returned for the caller to re-raise (None if there was none). Anything
+    else (Ctrl-C) propagates at once.
     """
     interruptions = await wait_through(event, anyio.get_cancelled_exc_class())
     return interruptions[0] if interruptions else None

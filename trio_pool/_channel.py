@@ -1,20 +1,26 @@
 """The bounded handoff between the event loop and the worker threads.
 
-Jobs go out through one deque that every worker takes from; outcomes come
-back through another, and the loop is woken once per batch of outcomes, not
-once per job. A worker never waits for the loop before it takes its next job.
-The queue's bound (backpressure) is kept by the pool, on the loop side.
+Jobs go out through a shared deque that every free worker takes from, or
+through a worker's own deque (a lease, a broadcast); outcomes come back
+through another deque, and the loop is woken once per batch of outcomes, not
+once per job. A worker never waits for the loop before it takes its next job,
+and a worker that finds jobs waiting takes the next without sleeping. Each
+worker sleeps on its own condition, so a new job wakes exactly one idle
+worker, the one idle most recently. The queue's bound (backpressure) is kept
+by the pool, on the loop side.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import outcome
 
+from ._exceptions import JobCancelled
 from ._job import Job, State
 
 if TYPE_CHECKING:
@@ -29,9 +35,8 @@ class Channel:
         self, post: Callable[[Callable[[], object]], None], deliver: Callable[[Delivery], None]
     ) -> None:
         self.lock = threading.Lock()
-        self._has_work = threading.Condition(self.lock)
         self._jobs: deque[Job[Any]] = deque()
-        self._idle_workers = 0
+        self._idle: list[Worker] = []  # free workers asleep in take(), most recent last
         self._draining = False
         self._finished: Delivery = []
         self._flush_posted = False
@@ -45,46 +50,92 @@ class Channel:
     def queued(self) -> int:
         return len(self._jobs)
 
+    @property
+    def idle_workers(self) -> int:
+        return len(self._idle)
+
+    def new_condition(self) -> threading.Condition:
+        return threading.Condition(self.lock)
+
+    def _wake(self, worker: Worker) -> None:
+        """Wake ``worker`` if it sleeps (lock held)."""
+        if worker in self._idle:
+            self._idle.remove(worker)
+        worker.wakeup.notify()
+
     # --- loop side ------------------------------------------------------
 
-    def put(self, job: Job[Any]) -> None:
+    def put(self, job: Job[Any], worker: Worker | None = None) -> None:
+        """Queue ``job`` for any free worker, or for ``worker`` alone."""
         with self.lock:
-            if self._draining:
-                raise RuntimeError("the channel is closed")  # the pool checks first
-            self._jobs.append(job)
-            if self._idle_workers:
-                self._has_work.notify()
+            if worker is None:
+                self._jobs.append(job)
+                if self._idle:
+                    self._idle.pop().wakeup.notify()
+            else:
+                job._target = worker
+                worker.direct.append(job)
+                self._wake(worker)
 
     def cancel(self, job: Job[Any]) -> bool:
         """Remove ``job`` if it is queued (True); ask it to stop if it runs."""
         with self.lock:
             if job._state is State.QUEUED:
-                self._jobs.remove(job)
+                queue = self._jobs if job._target is None else job._target.direct
+                queue.remove(job)
                 return True
             if job._state is State.RUNNING:
                 job._cancel_requested = True
+                assert job._worker is not None
+                job._worker.wakeup.notify()  # it may sleep in trio_pool.wait()
             return False
 
     def stop(self, workers: Iterable[Worker], *, cancel: ExcInfo | None = None) -> list[Job[Any]]:
-        """Let workers stop once the queue is empty.
+        """Let every worker stop once there is no work left for it.
 
         With ``cancel`` (the exception info their hooks receive), empty the
-        queue first, returning the removed jobs for the pool to finish as
+        queues first, returning the removed jobs for the pool to finish as
         cancelled, and ask the jobs that run to stop.
         """
         with self.lock:
             self._draining = True
             removed: list[Job[Any]] = []
             if cancel is not None:
-                removed = list(self._jobs)
+                removed.extend(self._jobs)
                 self._jobs.clear()
-                for worker in workers:
+            for worker in workers:
+                if cancel is not None:
+                    removed.extend(worker.direct)
+                    worker.direct.clear()
                     if worker.state not in ("stopping", "stopped"):
                         worker.exit_info = cancel
                     if worker.job is not None:
                         worker.job._cancel_requested = True
-            self._has_work.notify_all()
+                worker.wakeup.notify()
+            self._idle.clear()
             return removed
+
+    def stop_worker(self, worker: Worker) -> None:
+        """Let ``worker`` stop once it has finished its current and own jobs."""
+        with self.lock:
+            worker.stop_requested = True
+            self._wake(worker)
+
+    def lease(self, worker: Worker) -> None:
+        with self.lock:
+            worker.leased = True
+            if worker in self._idle:
+                self._idle.remove(worker)
+
+    def unlease(self, worker: Worker) -> None:
+        with self.lock:
+            worker.leased = False
+            self._wake(worker)  # it may take shared jobs again
+
+    def notify(self, worker: Worker, key: Hashable, values: tuple[Any, ...]) -> None:
+        with self.lock:
+            worker.mailbox.setdefault(key, deque()).append(values)
+            worker.wakeup.notify()
 
     def flush(self) -> None:
         """Deliver the finished jobs to the pool (loop thread)."""
@@ -98,18 +149,29 @@ class Channel:
     def take(self, worker: Worker) -> Job[Any] | None:
         """The next job for ``worker``, or None when it should stop."""
         with self.lock:
-            while not self._jobs:
+            while True:
+                if worker.direct:
+                    job = worker.direct.popleft()
+                    break
+                if worker.stop_requested:
+                    worker.state = "stopping"
+                    return None
+                if self._jobs and not worker.leased:
+                    job = self._jobs.popleft()
+                    break
                 if self._draining:
                     worker.state = "stopping"
                     return None
-                self._idle_workers += 1
-                self._has_work.wait()
-                self._idle_workers -= 1
-            job = self._jobs.popleft()
+                if not worker.leased:
+                    self._idle.append(worker)
+                worker.wakeup.wait()
+                if worker in self._idle:  # woken by something else than a new job
+                    self._idle.remove(worker)
             job._state = State.RUNNING
+            job._worker = worker
             job.worker_id = worker.id
             worker.job = job
-            wake = self.room_wanted and not self._flush_posted
+            wake = self.room_wanted and not self._flush_posted and job._target is None
             if wake:
                 self._flush_posted = True
         if wake:
@@ -127,3 +189,26 @@ class Channel:
                 return
             self._flush_posted = True
         self.post(self.flush)
+
+    def wait_for(
+        self, worker: Worker, job: Job[Any], key: Hashable, timeout: float | None
+    ) -> tuple[Any, ...]:
+        """Block ``worker``'s job until ``notify(worker, key, ...)``; return the values."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while True:
+                box = worker.mailbox.get(key)
+                if box:
+                    values = box.popleft()
+                    if not box:
+                        del worker.mailbox[key]
+                    return values
+                if job._cancel_requested:
+                    raise JobCancelled("the caller of this job is gone")
+                if deadline is None:
+                    worker.wakeup.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no notify for {key!r} within {timeout} seconds")
+                    worker.wakeup.wait(remaining)

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import threading
 import types
-from typing import TYPE_CHECKING, Any, final
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
 
 from ._exceptions import JobCancelled
+from ._job import LoopCall
 
 if TYPE_CHECKING:
     from ._job import Job
+
+R = TypeVar("R")
+
+
+class _Runtime(Protocol):
+    """What a worker offers the functions below (see _worker.Worker)."""
+
+    def wait_for(self, job: Job[Any], key: Hashable, timeout: float | None) -> tuple[Any, ...]: ...
+    def call_loop(self, job: Job[Any], call: LoopCall) -> None: ...
 
 
 @final
@@ -39,6 +50,7 @@ class _Context(threading.local):
     interface: Any = None
     has_interface = False
     job: Job[Any] | None = None
+    runtime: _Runtime | None = None
 
 
 context = _Context()
@@ -82,8 +94,64 @@ def check_cancelled() -> None:
         JobCancelled: if the job should stop.
         RuntimeError: if called outside a job in a worker thread.
     """
+    if _current_job("check_cancelled")._cancel_requested:
+        raise JobCancelled("the caller of this job is gone")
+
+
+def _current_job(name: str) -> Job[Any]:
     job = context.job
     if job is None:
-        raise RuntimeError("check_cancelled() must be called from a job in a trio_pool worker")
-    if job._cancel_requested:
-        raise JobCancelled("the caller of this job is gone")
+        raise RuntimeError(f"{name}() must be called from a job in a trio_pool worker")
+    return job
+
+
+def wait(event: Hashable, timeout: float | None = None) -> tuple[Any, ...]:
+    """Block this worker until ``pool.notify(worker_id, event, *values)``.
+
+    A notify that came first is not lost: ``wait`` returns it at once.
+    Notifies for the same event are returned in order, one per ``wait``.
+
+    Args:
+        event: Any hashable key naming what to wait for.
+        timeout: Seconds to wait at most, or None to wait as long as it takes.
+
+    Returns:
+        The notified values, as a tuple.
+
+    Raises:
+        TimeoutError: if no notify came within ``timeout``.
+        JobCancelled: if the job is cancelled while it waits (its caller was
+            cancelled, :meth:`Job.cancel`, or the pool is stopping on an error).
+        RuntimeError: if called outside a job in a worker thread.
+    """
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+        if timeout < 0:
+            raise ValueError(f"timeout must not be negative, not {timeout}")
+    job = _current_job("wait")
+    assert context.runtime is not None
+    return context.runtime.wait_for(job, event, timeout)
+
+
+def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
+    """Run ``await async_fn(*args)`` on the event loop, from a job; return its value.
+
+    It runs in the task that waits for the job (``run``, ``call``, a lease's
+    calls, ``broadcast``), inside that caller's cancel scope; for a job nobody
+    waits for (``submit``), in the pool's own scope. The worker blocks
+    meanwhile.
+
+    Raises:
+        BaseException: whatever ``async_fn`` raised.
+        JobCancelled: if the caller was cancelled, or is gone, or the pool is
+            stopping on an error: it raises at once instead of hanging.
+        RuntimeError: if called outside a job in a worker thread.
+    """
+    job = _current_job("from_loop")
+    call = LoopCall(async_fn, args)
+    assert context.runtime is not None
+    context.runtime.call_loop(job, call)
+    call.done.wait()
+    result: R = call.result.unwrap()
+    return result

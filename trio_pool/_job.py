@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextvars
 import enum
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
@@ -15,6 +16,7 @@ from ._exceptions import JobCancelled
 
 if TYPE_CHECKING:
     from ._backend import Event
+    from ._worker import Worker
 
 T = TypeVar("T")
 
@@ -44,8 +46,12 @@ class Job(Generic[T]):
         "_fn",
         "_kwargs",
         "_outcome",
+        "_requests",
+        "_served_by_caller",
         "_state",
+        "_target",
         "_with_interface",
+        "_worker",
         "worker_id",
     )
 
@@ -72,6 +78,11 @@ class Job(Generic[T]):
         self._callbacks: list[Callable[[Outcome[T]], object]] = []
         self._cancel_requested = False
         self._abandoned = False
+        self._target: Worker | None = None  # the one worker it is for, if any
+        self._worker: Worker | None = None  # the worker running it
+        #: True while a caller waits for the job and runs its from_loop() calls.
+        self._served_by_caller = False
+        self._requests: list[LoopCall] = []
         #: The id of the worker that ran the job, or None if none has (yet).
         self.worker_id: int | None = None
 
@@ -142,6 +153,23 @@ class Job(Generic[T]):
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
             _call_safely(callback, result)
+
+
+@final
+class LoopCall:
+    """A job's request to run ``async_fn(*args)`` on the event loop (from_loop)."""
+
+    __slots__ = ("args", "async_fn", "done", "result")
+
+    def __init__(self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        self.async_fn = async_fn
+        self.args = args
+        self.done = threading.Event()
+        self.result: Outcome[Any] = Error(RuntimeError("the loop never answered"))
+
+    def answer(self, result: Outcome[Any]) -> None:
+        self.result = result
+        self.done.set()
 
 
 def cancelled_outcome() -> Error:

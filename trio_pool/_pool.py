@@ -1,17 +1,17 @@
-"""The Pool: its lifetime, the submission of work, and its statistics."""
+"""The Pool: its lifetime, the submission of work, its workers and statistics."""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import inspect
 import itertools
 import logging
+import math
 import os
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, final, overload
 
@@ -20,9 +20,11 @@ import outcome
 
 from ._backend import Backend, Event, current_backend, wait_through, wait_through_cancellation
 from ._channel import Channel, Delivery
-from ._exceptions import PoolClosedError, QueueFull
+from ._exceptions import JobCancelled, PoolClosedError, QueueFull
 from ._host import ThreadHost
-from ._job import Job, cancelled_outcome, is_cancellation
+from ._interface import InterfaceProxy
+from ._job import Job, LoopCall, cancelled_outcome, is_cancellation
+from ._lease import Lease
 from ._statistics import PoolStatistics, WorkerStatistics
 from ._worker import Worker
 
@@ -36,12 +38,16 @@ logger = logging.getLogger("trio_pool")
 _pool_numbers = itertools.count(1)
 
 
-def _positive_int(name: str, value: object) -> int:
+def _count(name: str, value: object, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, not {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
     return value
+
+
+def _default_workers() -> int:
+    return min(32, (os.cpu_count() or 1) + 4)
 
 
 def _check_sync_callable(fn: object) -> None:
@@ -76,22 +82,10 @@ def _combine(errors: list[BaseException]) -> BaseException | None:
     return BaseExceptionGroup("several errors in a trio_pool.Pool", errors)
 
 
-@final
-class _Interface:
-    """``pool.interface``: each operation as an awaitable method."""
-
-    __slots__ = ("_pool",)
-
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_") or name not in self._pool._operations:
-            raise AttributeError(f"the pool's interface has no operation {name!r}")
-        return functools.partial(self._pool._run_operation, name)
-
-    def __dir__(self) -> list[str]:
-        return sorted(self._pool._operations)
+def _raise_combined(errors: list[BaseException]) -> None:
+    error = _combine(errors)
+    if error is not None:
+        raise error
 
 
 @final
@@ -110,8 +104,19 @@ class Pool:
         workers: The number of worker threads. The default follows
             :class:`concurrent.futures.ThreadPoolExecutor`:
             ``min(32, os.cpu_count() + 4)``.
+        min_workers: With ``max_workers`` and ``idle_timeout``, instead of
+            ``workers``: autoscaling. The pool starts ``min_workers`` (default
+            0; the first job then starts a worker), grows while jobs wait and
+            every worker is busy, and retires workers idle for longer than
+            ``idle_timeout`` seconds (default 60), never below ``min_workers``.
+        max_workers: The most workers autoscaling starts (default as for
+            ``workers``).
+        idle_timeout: Seconds of idleness, on the event loop's clock, before
+            autoscaling retires a worker.
         queue_size: How many accepted jobs may wait for a worker; callers
-            wait for room beyond that. Default ``max(64, 4 * workers)``.
+            wait for room beyond that. Default ``max(64, 4 * workers)`` (with
+            autoscaling, ``4 * max_workers``). Jobs for one worker (a lease,
+            a broadcast) do not count.
         abandon_on_cancel: If True, a caller cancelled while its job runs
             returns at once and the job's result is discarded; if False (the
             default) the caller waits for the job, like
@@ -139,6 +144,9 @@ class Pool:
         /,
         *args: Any,
         workers: int | None = None,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        idle_timeout: float | None = None,
         queue_size: int | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
@@ -158,11 +166,34 @@ class Pool:
                 "interface must be a class or factory, a mapping of names to functions, "
                 f"or None, not {interface!r}"
             )
-        if workers is None:
-            workers = min(32, (os.cpu_count() or 1) + 4)
-        self._size = _positive_int("workers", workers)
-        self._queue_size = _positive_int(
-            "queue_size", max(64, 4 * self._size) if queue_size is None else queue_size
+        self._max: int | None
+        self._autoscaling = not (
+            min_workers is None and max_workers is None and idle_timeout is None
+        )
+        if self._autoscaling:
+            if workers is not None:
+                raise TypeError("give workers=N, or min_workers/max_workers/idle_timeout, not both")
+            self._min = 0 if min_workers is None else _count("min_workers", min_workers, minimum=0)
+            self._max = (
+                _default_workers() if max_workers is None else _count("max_workers", max_workers)
+            )
+            if self._min > self._max:
+                raise ValueError(f"min_workers ({self._min}) is above max_workers ({self._max})")
+            if idle_timeout is None:
+                idle_timeout = 60.0
+            if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+                raise TypeError(f"idle_timeout must be a number of seconds, not {idle_timeout!r}")
+            if not idle_timeout > 0:
+                raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")
+            self._idle_timeout = float(idle_timeout)
+            initial = self._min
+        else:
+            initial = _count("workers", _default_workers() if workers is None else workers)
+            self._min, self._max, self._idle_timeout = 1, None, math.inf
+        self._initial = initial
+        busiest = self._max if self._max is not None else initial
+        self._queue_size = _count(
+            "queue_size", max(64, 4 * busiest) if queue_size is None else queue_size
         )
         if not isinstance(abandon_on_cancel, bool):
             raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
@@ -174,14 +205,20 @@ class Pool:
         self._abandon_on_cancel = abandon_on_cancel
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._operations: frozenset[str] = frozenset()
+        self._definitions: dict[str, Callable[..., Any]] = {}
         self._workers: dict[int, Worker] = {}
         self._worker_ids = itertools.count()
-        self._errors: list[BaseException] = []  # loaders' and hooks', in order
-        self._loading = 0
+        self._errors: list[BaseException] = []  # to raise at exit: loaders', hooks'
         self._threads = 0
         self._room_waiters: deque[Event] = deque()
         self._reserved = 0  # room promised to woken waiters
+        self._lease_waiters: deque[Event] = deque()
+        self._loop_calls: set[anyio.CancelScope] = set()
+        self._autoscale_deadline = math.inf
+        self._growth_failed = False
         self._submitted = self._completed = self._failed = self._cancelled = 0
+        self._started_count = self._stopped_count = self._hook_errors = 0
+        self._scaled_up = self._scaled_down = 0
 
     def __repr__(self) -> str:
         return f"<trio_pool.Pool {self.name!r} {self._state} workers={len(self._workers)}>"
@@ -193,26 +230,30 @@ class Pool:
             raise RuntimeError("a Pool can be entered only once; make a new one")
         self._backend: Backend = current_backend()
         self._channel = Channel(self._backend.post, self._deliver)
-        self._started = self._backend.event()
         self._stopped = self._backend.event()
-        self._limiter = anyio.CapacityLimiter(self._size)
+        self._pressure = self._backend.event()
+        self._autoscaler = anyio.CancelScope()
+        self._limiter = anyio.CapacityLimiter(max(1, self._initial))
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._state = "open"
-        for _ in range(self._size):
-            self._start_worker()
         try:
-            await self._started.wait()
+            load_errors = await self._loaded(self._start_workers(self._initial))
+            if not load_errors:
+                await self._backend.cancellation_point()  # cancelled meanwhile (trio)?
         except BaseException as exc:
             error = await self._exit(exc)
             if error is not None and error is not exc:
                 raise error from None
             raise
-        if self._errors:  # a loader failed
-            error = await self._exit(self._errors[0])
+        if load_errors:
+            self._errors[:0] = load_errors
+            error = await self._exit(load_errors[0])
             assert error is not None
             raise error
-        logger.debug("pool %s started %d workers", self.name, self._size)
+        if self._autoscaling:
+            self._task_group.start_soon(self._autoscale, name=f"{self.name}-autoscaler")
+        logger.debug("pool %s started %d workers", self.name, self._initial)
         return self
 
     async def __aexit__(
@@ -244,9 +285,7 @@ class Pool:
         if self._state == "closed":
             await anyio.lowlevel.checkpoint()
             return
-        error = _combine(await self._stop(None))
-        if error is not None:
-            raise error
+        _raise_combined(await self._stop(None))
 
     async def _exit(self, reason: BaseException | None) -> BaseException | None:
         """Stop, leave the task group; return what the block should raise."""
@@ -267,13 +306,18 @@ class Pool:
         With no ``reason`` the queue is finished first, unless that wait is
         interrupted; with one, queued jobs are cancelled, running jobs told
         to stop, and each hook receives the reason. Several tasks may call it
-        (the block's exit and ``aclose()``); the first reason given wins, and
-        each errors is returned to one caller only.
+        (the block's exit and ``aclose()``); each error is returned to one
+        caller only.
         """
         if self._state == "open":
             self._state = "closing"
+            self._autoscaler.cancel()
             self._let_in_waiters()  # they find the pool closed
+            for waiter in self._lease_waiters:
+                waiter.set()
             self._channel.stop(self._workers.values())
+            if self._threads == 0:
+                self._stopped.set()
         errors: list[BaseException] = []
         if reason is None:
             try:
@@ -303,49 +347,231 @@ class Pool:
         exit_info = (type(reason), reason, reason.__traceback__)
         for job in self._channel.stop(self._workers.values(), cancel=exit_info):
             self._record(job, cancelled_outcome())
+        for scope in self._loop_calls:
+            scope.cancel()
 
-    def _start_worker(self) -> None:
-        worker_id = next(self._worker_ids)
-        worker = Worker(
-            worker_id,
-            f"{self.name}-worker-{worker_id}",
-            ThreadHost(self._interface, self._args),
-            self._channel,
-            loaded=self._loaded,
-            exited=self._exited,
-        )
-        self._workers[worker_id] = worker
-        self._loading += 1
-        self._threads += 1
-        self._task_group.start_soon(self._run_worker, worker, name=worker.info.name)
+    # --- workers ------------------------------------------------------------
+
+    def _start_workers(self, count: int) -> list[Worker]:
+        started: list[Worker] = []
+        for _ in range(count):
+            worker_id = next(self._worker_ids)
+            worker = Worker(
+                worker_id,
+                f"{self.name}-worker-{worker_id}",
+                ThreadHost(self._interface, self._args),
+                self._channel,
+                loaded=self._backend.event(),
+                exited=self._backend.event(),
+                report=self._backend.post,
+                from_loop=self._from_loop,
+            )
+            self._workers[worker_id] = worker
+            self._threads += 1
+            self._started_count += 1
+            if self._limiter.total_tokens < self._threads:
+                self._limiter.total_tokens = self._threads
+            self._task_group.start_soon(self._run_worker, worker, name=worker.info.name)
+            started.append(worker)
+        return started
 
     async def _run_worker(self, worker: Worker) -> None:
-        # The thread reports its own end (``_exited``); this task only lends it
-        # a thread. A shield keeps scope cancellation out; native asyncio
+        # The thread reports its own load and end; this task only lends it a
+        # thread. A shield keeps scope cancellation out; native asyncio
         # cancellation (asyncio.run shutting down) ends this task, and the
         # thread still reports when it is done.
         with contextlib.suppress(anyio.get_cancelled_exc_class()):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
-
-    def _loaded(self, worker: Worker, error: BaseException | None) -> None:
-        self._loading -= 1
-        if error is not None:
-            self._errors.append(error)
-            self._started.set()
-        elif not self._operations:
-            self._operations = worker.host.operations
-        if self._loading == 0:
-            self._started.set()
-
-    def _exited(self, worker: Worker, hook_error: BaseException | None) -> None:
+        await wait_through_cancellation(worker.exited)  # its last report arrives
         self._channel.flush()  # deliver the outcomes the thread left behind
         del self._workers[worker.id]
-        if hook_error is not None:
-            self._errors.append(hook_error)
+        self._stopped_count += 1
+        if worker.hook_error is not None:
+            self._hook_errors += 1
+            if not worker.stop_owned:
+                self._errors.append(worker.hook_error)
         self._threads -= 1
-        if self._threads == 0:
+        if self._threads == 0 and self._state != "open":
             self._stopped.set()
+
+    async def _loaded(self, workers: list[Worker]) -> list[BaseException]:
+        """Wait until ``workers`` have loaded; return the loaders' errors.
+
+        Cancellation: it waits anyway, then raises the cancellation (after
+        the errors, which it leaves to the caller).
+        """
+        cancelled: BaseException | None = None
+        for worker in workers:
+            cancelled = await wait_through_cancellation(worker.loaded) or cancelled
+        for worker in workers:
+            if worker.load_error is None and not self._operations:
+                self._operations = worker.host.operations
+        self._let_in_lessees()
+        errors = [w.load_error for w in workers if w.load_error is not None]
+        if cancelled is not None:
+            _raise_combined([cancelled, *errors])
+        return errors
+
+    async def _stop_and_join(self, workers: list[Worker]) -> list[BaseException]:
+        """Stop ``workers`` once their jobs are done and wait for their threads.
+
+        Returns what their hooks raised, after the cancellation that arrived
+        meanwhile, if one did: the change always completes.
+        """
+        for worker in workers:
+            worker.stop_owned = True
+            self._channel.stop_worker(worker)
+        cancelled: BaseException | None = None
+        for worker in workers:
+            cancelled = await wait_through_cancellation(worker.exited) or cancelled
+        errors = [w.hook_error for w in workers if w.hook_error is not None]
+        return [cancelled, *errors] if cancelled is not None else errors
+
+    @property
+    def worker_count(self) -> int:
+        """Workers loading or serving (not those asked to stop)."""
+        return sum(w.serving for w in self._workers.values())
+
+    async def add_workers(self, count: int) -> None:
+        """Start ``count`` more workers; return once they have loaded.
+
+        If a new worker's loader fails, the others started with it are
+        stopped again and the error is raised: the pool keeps the workers it
+        had.
+
+        Cancellation: the change completes (new workers finish loading), then
+        the cancellation is raised.
+        """
+        count = _count("count", count)
+        self._check_open()
+        if self._max is not None and self.worker_count + count > self._max:
+            raise ValueError(f"{count} more workers would exceed max_workers={self._max}")
+        await self._backend.cancellation_point()
+        logger.info("pool %s: adding %d workers to %d", self.name, count, self.worker_count)
+        workers = self._start_workers(count)
+        try:
+            errors = await self._loaded(workers)
+        except BaseException:
+            self._let_in_lessees()
+            raise
+        if errors:  # all or nothing: stop the new workers that did load
+            loaded = [w for w in workers if w.load_error is None]
+            _raise_combined(errors + await self._stop_and_join(loaded))
+
+    async def stop_workers(self, count: int) -> None:
+        """Stop ``count`` workers, idle ones first; return once their threads have ended.
+
+        A stopping worker finishes its current job (and any job sent to it
+        alone), runs its hook in its own thread, and exits. At least one
+        worker remains, and leased workers are never chosen.
+
+        Raises:
+            ValueError: if that would leave no worker, or if too many workers
+                are leased.
+            BaseException: what the stopped workers' hooks raised.
+
+        Cancellation: the change completes (the chosen workers finish their
+        jobs and hooks), then the cancellation is raised.
+        """
+        count = _count("count", count)
+        self._check_open()
+        if self.worker_count - count < 1:
+            raise ValueError(f"cannot stop {count} of {self.worker_count} workers: one must remain")
+        free = [w for w in self._workers.values() if w.serving and not w.leased]
+        if len(free) < count:
+            raise ValueError(f"only {len(free)} workers are not leased; cannot stop {count}")
+        await self._backend.cancellation_point()
+        # Idle first, then busy, then loading; the youngest first among equals.
+        free.sort(key=lambda w: (w.state == "starting", w.job is not None, -w.id))
+        logger.info("pool %s: stopping %d of %d workers", self.name, count, self.worker_count)
+        _raise_combined(await self._stop_and_join(free[:count]))
+
+    async def resize(self, workers: int) -> None:
+        """Start or stop workers until there are ``workers``; return once done.
+
+        See :meth:`add_workers` and :meth:`stop_workers`.
+        """
+        workers = _count("workers", workers)
+        difference = workers - self.worker_count
+        if difference > 0:
+            await self.add_workers(difference)
+        elif difference < 0:
+            await self.stop_workers(-difference)
+        else:
+            await anyio.lowlevel.checkpoint()
+
+    async def ensure(self, *, at_least: int | None = None, at_most: int | None = None) -> None:
+        """Start or stop workers so that ``at_least <= worker_count <= at_most``."""
+        low = 1 if at_least is None else _count("at_least", at_least)
+        high = None if at_most is None else _count("at_most", at_most)
+        if high is not None and low > high:
+            raise ValueError(f"at_least ({low}) is above at_most ({high})")
+        count = self.worker_count
+        await self.resize(max(low, count) if high is None else min(max(low, count), high))
+
+    async def _autoscale(self) -> None:
+        """Grow while jobs wait and no worker is free; retire workers idle too long."""
+        assert self._max is not None
+        with self._autoscaler:
+            while True:
+                self._pressure = self._backend.event()
+                if self._should_grow():
+                    step = min(self._max - self.worker_count, max(1, self._channel.queued))
+                    logger.info(
+                        "pool %s autoscaling: %d jobs wait and no worker is free: starting %d",
+                        self.name,
+                        self._channel.queued,
+                        step,
+                    )
+                    self._scaled_up += step
+                    errors = await self._loaded(self._start_workers(step))
+                    if errors:
+                        self._growth_failed = True
+                        self._errors.extend(errors)
+                        logger.error(
+                            "pool %s autoscaling: a loader failed; no more growth", self.name
+                        )
+                    continue
+                self._autoscale_deadline = self._retire_idle()
+                with anyio.move_on_after(self._autoscale_deadline - anyio.current_time()):
+                    await self._pressure.wait()
+
+    def _should_grow(self) -> bool:
+        assert self._max is not None
+        return (
+            not self._growth_failed
+            and self._channel.queued > 0
+            and self._channel.idle_workers == 0
+            and self.worker_count < self._max
+            and not any(w.state == "starting" for w in self._workers.values())
+        )
+
+    def _retire_idle(self) -> float:
+        """Stop workers idle for too long; return when to look again."""
+        now = anyio.current_time()
+        idle = sorted(
+            (
+                w
+                for w in self._workers.values()
+                if w.serving and w.state == "idle" and w.job is None and not w.leased
+            ),
+            key=lambda w: w.idle_since,
+        )
+        surplus = self.worker_count - self._min
+        retired = [w for w in idle if now - w.idle_since >= self._idle_timeout][: max(0, surplus)]
+        for worker in retired:
+            self._channel.stop_worker(worker)
+        if retired:
+            self._scaled_down += len(retired)
+            logger.info(
+                "pool %s autoscaling: retiring %d workers idle for %g s or more",
+                self.name,
+                len(retired),
+                self._idle_timeout,
+            )
+        waiting = [w.idle_since + self._idle_timeout for w in idle if w not in retired]
+        return min(waiting) if waiting and surplus > len(retired) else math.inf
 
     # --- jobs ---------------------------------------------------------------
 
@@ -392,9 +618,12 @@ class Pool:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
-        with_interface: bool,
+        with_interface: bool = False,
+        worker: Worker | None = None,
     ) -> Job[Any]:
         self._check_open()
+        if isinstance(fn, str) and fn in self._definitions:
+            fn = self._definitions[fn]  # the function defined now, whatever comes later
         job: Job[Any] = Job(
             fn,
             args,
@@ -404,8 +633,10 @@ class Pool:
             with_interface=with_interface,
             context=contextvars.copy_context(),
         )
-        self._channel.put(job)
+        self._channel.put(job, worker)
         self._submitted += 1
+        if self._autoscaling and worker is None and not self._channel.idle_workers:
+            self._pressure.set()
         return job
 
     async def _submit(
@@ -423,19 +654,80 @@ class Pool:
         return self._accept(fn, args, kwargs, with_interface=with_interface)
 
     async def _outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
-        """Wait for a job as its caller, applying the cancellation rules."""
+        return (await self._outcomes_of((job,)))[0]
+
+    async def _outcomes_of(self, jobs: Iterable[Job[Any]]) -> list[outcome.Outcome[Any]]:
+        """Wait for jobs as their caller, applying the cancellation rules.
+
+        Meanwhile, run their ``from_loop()`` calls in this task.
+        """
+        jobs = list(jobs)
+        for job in jobs:
+            job._served_by_caller = True
         try:
-            await job._event.wait()
+            for job in jobs:
+                while job._outcome is None:
+                    await job._event.wait()
+                    if job._requests:
+                        await self._serve_loop_calls(job)
         except BaseException as exc:
-            if job._outcome is None and not self._cancel_job(job):  # it runs
-                if self._abandon_on_cancel or not isinstance(exc, anyio.get_cancelled_exc_class()):
+            running: list[Job[Any]] = []
+            for job in jobs:
+                job._served_by_caller = False
+                for call in job._requests:
+                    call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
+                job._requests = []
+                if job._outcome is None and not self._cancel_job(job):
+                    running.append(job)
+            if self._abandon_on_cancel or not isinstance(exc, anyio.get_cancelled_exc_class()):
+                for job in running:
                     job._abandoned = True
                     self._cancelled += 1
-                else:
-                    await wait_through_cancellation(job._event)
+            else:
+                for job in running:
+                    while job._outcome is None:
+                        if job._event.is_set():  # set by a from_loop() call; nobody serves it now
+                            job._event = self._backend.event()
+                        await wait_through_cancellation(job._event)
             raise
-        assert job._outcome is not None
-        return job._outcome
+        for job in jobs:
+            job._served_by_caller = False
+        return [job._outcome for job in jobs if job._outcome is not None]
+
+    async def _serve_loop_calls(self, job: Job[Any]) -> None:
+        job._event = self._backend.event()  # re-armed first: the job may finish meanwhile
+        calls, job._requests = job._requests, []
+        cancelled = anyio.get_cancelled_exc_class()
+        for index, call in enumerate(calls):
+            result = await outcome.acapture(call.async_fn, *call.args)
+            if isinstance(result, outcome.Error) and isinstance(result.error, cancelled):
+                job._requests[:0] = calls[index:]  # answered as cancelled by the caller's handler
+                raise result.error
+            call.answer(result)
+
+    def _from_loop(self, job: Job[Any], call: LoopCall) -> None:
+        """A job asks to run ``call`` on the loop (loop thread)."""
+        if job._cancel_requested or self._state == "closed":
+            call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
+        elif job._served_by_caller:
+            job._requests.append(call)
+            job._event.set()  # wake the caller
+        else:
+            self._task_group.start_soon(self._serve_loop_call_in_pool, call)
+
+    async def _serve_loop_call_in_pool(self, call: LoopCall) -> None:
+        result: outcome.Outcome[Any] = outcome.Error(JobCancelled("the pool is stopping"))
+        with anyio.CancelScope() as scope:
+            self._loop_calls.add(scope)
+            try:
+                result = await outcome.acapture(call.async_fn, *call.args)
+            finally:
+                self._loop_calls.discard(scope)
+        if isinstance(result, outcome.Error) and isinstance(
+            result.error, anyio.get_cancelled_exc_class()
+        ):
+            result = outcome.Error(JobCancelled("the pool is stopping"))
+        call.answer(result)
 
     def _cancel_job(self, job: Job[Any]) -> bool:
         if not self._channel.cancel(job):
@@ -445,10 +737,15 @@ class Pool:
         return True
 
     def _deliver(self, batch: Delivery) -> None:
+        now = anyio.current_time() if self._autoscaling else 0.0
         for job, result in batch:
+            if job._worker is not None:
+                job._worker.idle_since = now
             self._record(job, result)
         if self._room_waiters:
             self._let_in_waiters()
+        if self._autoscaling and self._autoscale_deadline == math.inf:
+            self._pressure.set()  # a worker may have become idle: time its retirement
 
     def _record(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
         if job._abandoned:
@@ -465,6 +762,8 @@ class Pool:
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run ``fn(*args, **kwargs)`` in a worker and return its value.
+
+        The job runs in a copy of the caller's :mod:`contextvars` context.
 
         Raises:
             BaseException: whatever ``fn`` raised, with its worker-side traceback.
@@ -483,9 +782,10 @@ class Pool:
         return result
 
     async def call(self, op: str, /, *args: Any, **kwargs: Any) -> outcome.Outcome[Any]:
-        """Run the interface operation ``op`` in a worker and return its Outcome.
+        """Run the operation ``op`` in a worker and return its Outcome.
 
-        Errors of the operation, an unknown one included
+        ``op`` names a method of the interface, or an operation added with
+        :meth:`define`. Errors of the operation, an unknown one included
         (:class:`AttributeError`), come back inside the Outcome. Names that
         start with ``_`` are not operations.
 
@@ -513,18 +813,18 @@ class Pool:
         result: R = (await self._outcome_of(job)).unwrap()
         return result
 
-    async def _run_operation(self, op: str, /, *args: Any, **kwargs: Any) -> Any:
-        return (await self.call(op, *args, **kwargs)).unwrap()
-
     @property
     def interface(self) -> Any:
-        """The interface's operations as awaitable methods.
+        """The interface's operations (and defined ones) as awaitable methods.
 
         ``await pool.interface.query(sql)`` runs ``query`` in a worker and
         returns its value or raises its error. An unknown operation raises
         :class:`AttributeError` at attribute access.
         """
-        return _Interface(self)
+        return InterfaceProxy(self.call, self._operation_names())
+
+    def _operation_names(self) -> frozenset[str]:
+        return self._operations | self._definitions.keys()
 
     @overload
     async def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -548,7 +848,7 @@ class Pool:
         await self._backend.checkpoint()  # nothing may raise once the job is accepted
         if not self._has_room():
             await self._wait_for_room()
-        return self._accept(fn, args, kwargs, with_interface=False)
+        return self._accept(fn, args, kwargs)
 
     @overload
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -566,7 +866,143 @@ class Pool:
         self._check_open()
         if not self._has_room():
             raise QueueFull
-        return self._accept(fn, args, kwargs, with_interface=False)
+        return self._accept(fn, args, kwargs)
+
+    async def broadcast(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> list[outcome.Outcome[Any]]:
+        """Run a function or operation once on every worker; Outcomes in worker order.
+
+        Every worker loading or serving runs it, leased ones included
+        (between the lease's calls), after the jobs it has already started.
+        These jobs wait for their worker, not for room in the queue.
+
+        Cancellation: as for :meth:`run`, job by job: queued ones are removed,
+        running ones waited for (or abandoned with ``abandon_on_cancel``).
+        """
+        _check_target(fn)
+        self._check_open()
+        await self._backend.cancellation_point()
+        workers = sorted((w for w in self._workers.values() if w.serving), key=lambda w: w.id)
+        jobs = [self._accept(fn, args, kwargs, worker=w) for w in workers]
+        return await self._outcomes_of(jobs)
+
+    def lease(self) -> Lease:
+        """Exclusive use of one worker: ``async with pool.lease() as worker:``.
+
+        The :class:`WorkerLease` has the pool's ``run``, ``call``,
+        ``call_method`` and ``interface``, all served by that one worker
+        (a transaction on a thread-bound connection), while other tasks use
+        the rest of the pool. An idle worker is preferred; if every worker is
+        leased, entering waits for one. Leaving the block, even by an error
+        or a cancellation, returns the worker to the pool.
+        """
+        return Lease(
+            self._acquire_worker, self._release_worker, self._call_on, self._operation_names
+        )
+
+    async def _acquire_worker(self) -> Worker:
+        while True:
+            self._check_open()
+            free = [w for w in self._workers.values() if w.serving and not w.leased]
+            if free:
+                await self._backend.cancellation_point()
+                worker = min(free, key=lambda w: (w.state == "starting", w.job is not None, w.id))
+                self._channel.lease(worker)
+                return worker
+            event = self._backend.event()
+            self._lease_waiters.append(event)
+            try:
+                await event.wait()
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._lease_waiters.remove(event)
+
+    def _release_worker(self, worker: Worker) -> None:
+        self._channel.unlease(worker)
+        self._let_in_lessees()
+
+    def _let_in_lessees(self) -> None:
+        if self._lease_waiters:
+            self._lease_waiters.popleft().set()
+
+    async def _call_on(
+        self,
+        worker: Worker,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+    ) -> outcome.Outcome[Any]:
+        self._check_open()
+        await self._backend.cancellation_point()
+        job = self._accept(fn, args, kwargs, with_interface=with_interface, worker=worker)
+        return await self._outcome_of(job)
+
+    def define(self, name: str, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+        """Make ``fn`` the operation ``name`` on every worker, now and later.
+
+        ``pool.call(name, ...)``, ``pool.interface.<name>(...)`` and
+        ``pool.submit(name, ...)`` then run ``fn(...)`` in a worker, where
+        :func:`current_interface` gives the worker's interface. A call
+        accepted before :meth:`undefine` (or a new ``define`` of the name)
+        runs the function it was accepted with.
+
+        Returns:
+            An async function that runs the operation and returns its value.
+
+        Raises:
+            ValueError: if ``name`` starts with ``_`` or is one of the
+                interface's own operations.
+            TypeError: if ``fn`` is not a sync callable.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"an operation's name is a str, not {name!r}")
+        if name.startswith("_"):
+            raise ValueError(
+                f"{name!r} cannot be an operation: names starting with '_' are private"
+            )
+        if name in self._operations:
+            raise ValueError(f"the interface already has an operation {name!r}")
+        _check_sync_callable(fn)
+        self._check_open()
+        self._definitions[name] = fn
+        call = self.call
+
+        async def operation(*args: P.args, **kwargs: P.kwargs) -> R:
+            result: R = (await call(name, *args, **kwargs)).unwrap()
+            return result
+
+        operation.__name__ = operation.__qualname__ = name
+        return operation
+
+    def undefine(self, name: str) -> None:
+        """Remove an operation added with :meth:`define`.
+
+        Calls accepted before still run it; later ones get
+        :class:`AttributeError` (inside the Outcome for :meth:`call`).
+
+        Raises:
+            LookupError: if no operation ``name`` was defined.
+        """
+        try:
+            del self._definitions[name]
+        except KeyError:
+            raise LookupError(f"no operation {name!r} was defined on this pool") from None
+
+    def notify(self, worker_id: int, event: Hashable, /, *values: Any) -> None:
+        """Wake the job of worker ``worker_id`` that waits in :func:`trio_pool.wait`.
+
+        ``wait(event)`` returns ``values`` as a tuple. A notify with no job
+        waiting yet is kept until a job of that worker waits for ``event``.
+
+        Raises:
+            LookupError: if the pool has no worker ``worker_id``.
+        """
+        worker = self._workers.get(worker_id) if self._state != "new" else None
+        if worker is None or worker.state == "stopped":
+            raise LookupError(f"the pool has no worker {worker_id!r}")
+        self._channel.notify(worker, event, values)
 
     # --- looking at it ----------------------------------------------------
 
@@ -580,7 +1016,9 @@ class Pool:
                 for worker in self._workers.values():
                     state = "busy" if worker.job is not None else worker.state
                     workers.append(
-                        WorkerStatistics(worker.id, worker.info.name, state, worker.jobs_done)
+                        WorkerStatistics(
+                            worker.id, worker.info.name, state, worker.jobs_done, worker.leased
+                        )
                     )
         return PoolStatistics(
             workers=len(workers),
@@ -591,5 +1029,10 @@ class Pool:
             completed=self._completed,
             failed=self._failed,
             cancelled=self._cancelled,
+            workers_started=self._started_count,
+            workers_stopped=self._stopped_count,
+            hook_errors=self._hook_errors,
+            scaled_up=self._scaled_up,
+            scaled_down=self._scaled_down,
             worker_states=tuple(sorted(workers, key=lambda w: w.id)),
         )

@@ -15,12 +15,14 @@ class WorkerStatistics:
         state: ``"starting"`` (loading its interface), ``"idle"``,
             ``"busy"``, ``"stopping"`` (running its exit hook) or ``"stopped"``.
         jobs_done: Jobs this worker has finished.
+        leased: Whether a :meth:`Pool.lease` holds it.
     """
 
     id: int
     name: str
     state: str
     jobs_done: int
+    leased: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,11 @@ class PoolStatistics:
         cancelled: Jobs removed before they started, jobs abandoned by their
             caller (``abandon_on_cancel``), and jobs that ended by raising
             :class:`JobCancelled`.
+        workers_started: Workers started since the pool opened.
+        workers_stopped: Workers whose threads have ended.
+        hook_errors: Exit hooks that raised.
+        scaled_up: Workers autoscaling started.
+        scaled_down: Workers autoscaling retired.
         worker_states: One record per live worker, in id order.
 
     Once every accepted job has finished, ``submitted == completed + failed +
@@ -52,4 +59,9 @@ class PoolStatistics:
     completed: int
     failed: int
     cancelled: int
+    workers_started: int
+    workers_stopped: int
+    hook_errors: int
+    scaled_up: int
+    scaled_down: int
     worker_states: tuple[WorkerStatistics, ...]

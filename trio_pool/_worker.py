@@ -5,15 +5,17 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from ._host import NO_EXC, ExcInfo, ThreadHost
 from ._in_worker import WorkerInfo, context
 
 if TYPE_CHECKING:
+    from ._backend import Event
     from ._channel import Channel
-    from ._job import Job
+    from ._job import Job, LoopCall
 
 logger = logging.getLogger("trio_pool")
 
@@ -21,9 +23,10 @@ logger = logging.getLogger("trio_pool")
 class Worker:
     """A worker thread's state, shared by the thread and the pool.
 
-    ``state`` (starting, idle, stopping, stopped), ``job`` (the job it runs)
-    and ``jobs_done`` are written by the thread, the last two under the
-    channel's lock, and read by the pool for statistics.
+    The thread writes ``state`` (starting, idle, stopping, stopped) and, under
+    the channel's lock, ``job`` (the job it runs) and ``jobs_done``. The pool
+    writes ``leased`` and ``stop_requested`` under that lock, and the rest in
+    the loop thread.
     """
 
     def __init__(
@@ -33,43 +36,62 @@ class Worker:
         host: ThreadHost,
         channel: Channel,
         *,
-        loaded: Callable[[Worker, BaseException | None], None],
-        exited: Callable[[Worker, BaseException | None], None],
+        loaded: Event,
+        exited: Event,
+        report: Callable[[Callable[[], object]], None],
+        from_loop: Callable[[Job[Any], LoopCall], None],
     ) -> None:
         self.info = WorkerInfo(id, name)
         self.host = host
         self.state = "starting"
         self.job: Job[Any] | None = None
         self.jobs_done = 0
+        self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
+        self.leased = False
+        self.stop_requested = False
+        self.wakeup = channel.new_condition()
+        self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told (set by the pool).
         self.exit_info: ExcInfo = NO_EXC
+        # Loop side: set once the interface has loaded (or failed: load_error),
+        # and once the thread has ended (hook_error: what its hook raised).
+        self.loaded = loaded
+        self.exited = exited
+        self.load_error: BaseException | None = None
+        self.hook_error: BaseException | None = None
+        self.idle_since = 0.0  # loop clock, for autoscaling
+        self.stop_owned = False  # a resize collects its hook error
         self._channel = channel
-        self._loaded = loaded
-        self._exited = exited
+        self._report = report
+        self._from_loop = from_loop
 
     @property
     def id(self) -> int:
         return self.info.id
 
+    @property
+    def serving(self) -> bool:
+        """Loaded (or loading) and not asked to stop."""
+        return self.state in ("starting", "idle") and not self.stop_requested
+
     def main(self) -> None:
         """The thread's body.
 
-        It reports to the loop (through the channel's ``post``) once its
-        interface has loaded or failed to, ``loaded(worker, error)``, and, as
-        its last act, ``exited(worker, hook_error)``.
+        Reports to the loop through ``report`` once its interface has loaded
+        (or failed to), and, as its last act, that the thread has ended.
         """
         thread = threading.current_thread()
         old_name, thread.name = thread.name, self.info.name
         context.worker = self.info
-        hook_error: BaseException | None = None
+        context.runtime = self
         try:
-            hook_error = self._serve()
+            self.hook_error = self._serve()
         finally:
-            context.worker = None
+            context.worker = context.runtime = None
             context.interface = None
             context.has_interface = False
             thread.name = old_name
-            self._channel.post(functools.partial(self._exited, self, hook_error))
+            self._report(self.exited.set)
 
     def _serve(self) -> BaseException | None:
         host, channel = self.host, self._channel
@@ -78,13 +100,14 @@ class Worker:
         except BaseException as exc:
             logger.error("worker %s: the interface failed to load", self.info.name, exc_info=exc)
             self.state = "stopped"
-            self._channel.post(functools.partial(self._loaded, self, exc))
+            self.load_error = exc
+            self._report(self.loaded.set)
             return None
         context.interface = host.interface
         context.has_interface = True
         logger.debug("worker %s started", self.info.name)
         self.state = "idle"
-        self._channel.post(functools.partial(self._loaded, self, None))
+        self._report(self.loaded.set)
         while (job := channel.take(self)) is not None:
             context.job = job
             assert job._fn is not None
@@ -101,3 +124,11 @@ class Worker:
             logger.error("worker %s: the exit hook raised", self.info.name, exc_info=error)
         logger.debug("worker %s stopped", self.info.name)
         return error
+
+    # --- what trio_pool.wait() and from_loop() call, in this thread ---------
+
+    def wait_for(self, job: Job[Any], key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        return self._channel.wait_for(self, job, key, timeout)
+
+    def call_loop(self, job: Job[Any], call: LoopCall) -> None:
+        self._report(functools.partial(self._from_loop, job, call))

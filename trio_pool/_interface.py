@@ -1,0 +1,35 @@
+"""``pool.interface``: each operation of the workers' interface as an awaitable method."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, final
+
+import outcome
+
+
+@final
+class InterfaceProxy:
+    """Turns ``proxy.op(*args)`` into ``(await call("op", *args)).unwrap()``."""
+
+    __slots__ = ("_call", "_names")
+
+    def __init__(
+        self, call: Callable[..., Awaitable[outcome.Outcome[Any]]], names: frozenset[str]
+    ) -> None:
+        self._call = call
+        self._names = names
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        if name.startswith("_") or name not in self._names:
+            raise AttributeError(f"the pool's interface has no operation {name!r}")
+        call = self._call
+
+        async def operation(*args: Any, **kwargs: Any) -> Any:
+            return (await call(name, *args, **kwargs)).unwrap()
+
+        operation.__name__ = operation.__qualname__ = name
+        return operation
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._names)
