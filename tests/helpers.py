@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 
@@ -46,3 +49,58 @@ class Gate:
             else:
                 raise AssertionError("the gate was never opened")
         return value
+
+
+async def poll_until(predicate: Callable[[], bool]) -> None:
+    """Yield to the loop until ``predicate()`` holds (state that threads change).
+
+    It yields without sleeping, so it works under trio's MockClock too; the
+    bound is only there so a bug fails instead of hanging.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition never came true"
+        await anyio.lowlevel.checkpoint()
+
+
+class Log:
+    """A thread-safe list of events, for interfaces to report their life."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: list[tuple[Any, ...]] = []
+
+    def add(self, *item: Any) -> None:
+        with self.lock:
+            self.items.append(item)
+
+    def of(self, kind: str) -> list[tuple[Any, ...]]:
+        return [i[1:] for i in self.items if i[0] == kind]
+
+
+def recording_interface(
+    log: Log, *, fail_exit: set[int] = frozenset(), fail_load: set[int] = frozenset()
+) -> Any:  # type: ignore[assignment]
+    class Iface:
+        def __init__(self, tag: str) -> None:
+            worker = trio_pool.current_worker().id
+            log.add("load", worker, threading.get_ident())
+            if worker in fail_load:
+                raise OSError(f"cannot load worker {worker}")
+            self.tag = tag
+            self.thread = threading.get_ident()
+
+        def echo(self, value: object) -> object:
+            return (self.tag, value)
+
+        def where(self) -> int:
+            assert self.thread == threading.get_ident()
+            return threading.get_ident()
+
+        def __exit__(self, *exc_info: Any) -> None:
+            worker = trio_pool.current_worker().id
+            log.add("exit", worker, threading.get_ident(), exc_info)
+            if worker in fail_exit:
+                raise RuntimeError(f"hook of worker {worker} failed")
+
+    return Iface

@@ -19,53 +19,10 @@ import trio.testing
 
 import trio_pool
 
-from helpers import TIMEOUT, Gate, wait_in_thread
+from helpers import TIMEOUT, Gate, Log, recording_interface, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
-
-
-class Log:
-    """A thread-safe list of events, for interfaces to report their life."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.items: list[tuple[Any, ...]] = []
-
-    def add(self, *item: Any) -> None:
-        with self.lock:
-            self.items.append(item)
-
-    def of(self, kind: str) -> list[tuple[Any, ...]]:
-        return [i[1:] for i in self.items if i[0] == kind]
-
-
-def recording_interface(
-    log: Log, *, fail_exit: set[int] = frozenset(), fail_load: set[int] = frozenset()
-) -> Any:  # type: ignore[assignment]
-    class Iface:
-        def __init__(self, tag: str) -> None:
-            worker = trio_pool.current_worker().id
-            log.add("load", worker, threading.get_ident())
-            if worker in fail_load:
-                raise OSError(f"cannot load worker {worker}")
-            self.tag = tag
-            self.thread = threading.get_ident()
-
-        def echo(self, value: object) -> object:
-            return (self.tag, value)
-
-        def where(self) -> int:
-            assert self.thread == threading.get_ident()
-            return threading.get_ident()
-
-        def __exit__(self, *exc_info: Any) -> None:
-            worker = trio_pool.current_worker().id
-            log.add("exit", worker, threading.get_ident(), exc_info)
-            if worker in fail_exit:
-                raise RuntimeError(f"hook of worker {worker} failed")
-
-    return Iface
 
 
 # --- bad arguments: rejected before any thread starts ---------------------------

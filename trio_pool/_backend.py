@@ -41,6 +41,10 @@ class Backend(Protocol):
         """A new event for this loop."""
         ...
 
+    def current_time(self) -> float:
+        """The loop's clock (trio's MockClock under test); callable from callbacks."""
+        ...
+
     async def checkpoint(self) -> None:
         """Let other tasks run; raise the task's cancellation if there is one."""
         ...
@@ -67,6 +71,7 @@ class _Trio:
     def event(self) -> Event:
         return trio.Event()
 
+    current_time = staticmethod(trio.current_time)
     checkpoint = staticmethod(trio.lowlevel.checkpoint)
     cancellation_point = staticmethod(trio.lowlevel.checkpoint_if_cancelled)
 
@@ -83,6 +88,9 @@ class _Asyncio:
 
     def event(self) -> Event:
         return asyncio.Event()
+
+    def current_time(self) -> float:
+        return self._loop.time()
 
     checkpoint = staticmethod(anyio.lowlevel.checkpoint)
     cancellation_point = staticmethod(anyio.lowlevel.checkpoint)

@@ -239,8 +239,6 @@ class Pool:
         self._state = "open"
         try:
             load_errors = await self._loaded(self._start_workers(self._initial))
-            if not load_errors:
-                await self._backend.cancellation_point()  # cancelled meanwhile (trio)?
         except BaseException as exc:
             error = await self._exit(exc)
             if error is not None and error is not exc:
@@ -363,6 +361,7 @@ class Pool:
                 self._channel,
                 loaded=self._backend.event(),
                 exited=self._backend.event(),
+                on_exit=self._on_exit,
                 report=self._backend.post,
                 from_loop=self._from_loop,
             )
@@ -383,8 +382,10 @@ class Pool:
         with contextlib.suppress(anyio.get_cancelled_exc_class()):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
-        await wait_through_cancellation(worker.exited)  # its last report arrives
-        self._channel.flush()  # deliver the outcomes the thread left behind
+
+    def _on_exit(self, worker: Worker) -> None:
+        """A worker thread's last report: its hook has run and it is leaving."""
+        self._channel.flush()  # deliver the outcomes it left behind
         del self._workers[worker.id]
         self._stopped_count += 1
         if worker.hook_error is not None:
@@ -394,6 +395,7 @@ class Pool:
         self._threads -= 1
         if self._threads == 0 and self._state != "open":
             self._stopped.set()
+        worker.exited.set()
 
     async def _loaded(self, workers: list[Worker]) -> list[BaseException]:
         """Wait until ``workers`` have loaded; return the loaders' errors.
@@ -401,9 +403,7 @@ class Pool:
         Cancellation: it waits anyway, then raises the cancellation (after
         the errors, which it leaves to the caller).
         """
-        cancelled: BaseException | None = None
-        for worker in workers:
-            cancelled = await wait_through_cancellation(worker.loaded) or cancelled
+        cancelled = await self._wait_all(w.loaded for w in workers)
         for worker in workers:
             if worker.load_error is None and not self._operations:
                 self._operations = worker.host.operations
@@ -412,6 +412,18 @@ class Pool:
         if cancelled is not None:
             _raise_combined([cancelled, *errors])
         return errors
+
+    async def _wait_all(self, events: Iterable[Event]) -> BaseException | None:
+        """Wait for every event, whatever comes; return the cancellation that came."""
+        cancelled: BaseException | None = None
+        for event in events:
+            cancelled = await wait_through_cancellation(event) or cancelled
+        if cancelled is None:  # on trio, a shield held it back: look now
+            try:
+                await self._backend.cancellation_point()
+            except anyio.get_cancelled_exc_class() as exc:
+                cancelled = exc
+        return cancelled
 
     async def _stop_and_join(self, workers: list[Worker]) -> list[BaseException]:
         """Stop ``workers`` once their jobs are done and wait for their threads.
@@ -422,9 +434,7 @@ class Pool:
         for worker in workers:
             worker.stop_owned = True
             self._channel.stop_worker(worker)
-        cancelled: BaseException | None = None
-        for worker in workers:
-            cancelled = await wait_through_cancellation(worker.exited) or cancelled
+        cancelled = await self._wait_all(w.exited for w in workers)
         errors = [w.hook_error for w in workers if w.hook_error is not None]
         return [cancelled, *errors] if cancelled is not None else errors
 
@@ -534,7 +544,7 @@ class Pool:
                         )
                     continue
                 self._autoscale_deadline = self._retire_idle()
-                with anyio.move_on_after(self._autoscale_deadline - anyio.current_time()):
+                with anyio.move_on_after(self._autoscale_deadline - self._backend.current_time()):
                     await self._pressure.wait()
 
     def _should_grow(self) -> bool:
@@ -549,7 +559,7 @@ class Pool:
 
     def _retire_idle(self) -> float:
         """Stop workers idle for too long; return when to look again."""
-        now = anyio.current_time()
+        now = self._backend.current_time()
         idle = sorted(
             (
                 w
@@ -737,7 +747,7 @@ class Pool:
         return True
 
     def _deliver(self, batch: Delivery) -> None:
-        now = anyio.current_time() if self._autoscaling else 0.0
+        now = self._backend.current_time() if self._autoscaling else 0.0
         for job, result in batch:
             if job._worker is not None:
                 job._worker.idle_since = now

@@ -38,6 +38,7 @@ class Worker:
         *,
         loaded: Event,
         exited: Event,
+        on_exit: Callable[[Worker], None],
         report: Callable[[Callable[[], object]], None],
         from_loop: Callable[[Job[Any], LoopCall], None],
     ) -> None:
@@ -54,7 +55,8 @@ class Worker:
         #: Why the worker stops, as its hook will be told (set by the pool).
         self.exit_info: ExcInfo = NO_EXC
         # Loop side: set once the interface has loaded (or failed: load_error),
-        # and once the thread has ended (hook_error: what its hook raised).
+        # and, by on_exit, once the thread has ended (hook_error: what its
+        # hook raised).
         self.loaded = loaded
         self.exited = exited
         self.load_error: BaseException | None = None
@@ -63,6 +65,7 @@ class Worker:
         self.stop_owned = False  # a resize collects its hook error
         self._channel = channel
         self._report = report
+        self._on_exit = on_exit
         self._from_loop = from_loop
 
     @property
@@ -78,7 +81,7 @@ class Worker:
         """The thread's body.
 
         Reports to the loop through ``report`` once its interface has loaded
-        (or failed to), and, as its last act, that the thread has ended.
+        (or failed to), and, as its last act, that it has ended (``on_exit``).
         """
         thread = threading.current_thread()
         old_name, thread.name = thread.name, self.info.name
@@ -91,7 +94,7 @@ class Worker:
             context.interface = None
             context.has_interface = False
             thread.name = old_name
-            self._report(self.exited.set)
+            self._report(functools.partial(self._on_exit, self))
 
     def _serve(self) -> BaseException | None:
         host, channel = self.host, self._channel

@@ -1,0 +1,455 @@
+"""Living workers: resizing, autoscaling, define/undefine, broadcast and leases."""
+
+from __future__ import annotations
+
+import functools
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import outcome
+import pytest
+import trio
+import trio.testing
+
+import trio_pool
+
+from helpers import TIMEOUT, Gate, Log, poll_until, recording_interface, wait_in_thread
+
+
+def worker_id() -> int:
+    return trio_pool.current_worker().id
+
+
+def stats_add_up(pool: trio_pool.Pool) -> None:
+    stats = pool.statistics()
+    assert stats.workers == len(stats.worker_states)
+    assert stats.workers_started - stats.workers_stopped == stats.workers
+    assert stats.busy + stats.idle <= stats.workers
+    assert (
+        stats.submitted
+        == stats.completed + stats.failed + stats.cancelled + stats.queued + stats.busy
+    )
+
+
+# --- resizing --------------------------------------------------------------------
+
+
+async def test_resize_up_and_down(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log), "x", workers=2) as pool:
+        assert pool.worker_count == 2
+        await pool.resize(4)
+        assert pool.worker_count == 4
+        assert sorted(w for w, _ in log.of("load")) == [0, 1, 2, 3]
+        assert await pool.run(worker_id) in range(4)
+        await pool.resize(1)
+        assert pool.worker_count == 1
+        stats = pool.statistics()
+        assert (stats.workers, stats.workers_started, stats.workers_stopped) == (1, 4, 3)
+        exits = log.of("exit")
+        assert len(exits) == 3  # hooks ran before resize returned, in their own threads
+        loads = dict(log.of("load"))
+        assert all(loads[w] == thread for w, thread, _ in exits)
+        await pool.add_workers(2)
+        await pool.ensure(at_least=4)
+        assert pool.worker_count == 4
+        await pool.ensure(at_most=2)
+        assert pool.worker_count == 2
+        await pool.ensure(at_least=1, at_most=3)
+        assert pool.worker_count == 2
+        stats_add_up(pool)
+    assert len(log.of("exit")) == 7
+
+
+async def test_jobs_keep_flowing_during_a_resize(backend: str) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+        results: list[int] = []
+
+        async def client(n: int) -> None:
+            for i in range(20):
+                results.append(await pool.run(lambda x: x, n * 100 + i))  # noqa: PERF401
+
+        async with anyio.create_task_group() as tg:
+            for n in range(4):
+                tg.start_soon(client, n)
+            await pool.resize(5)
+            await pool.resize(1)
+            await pool.resize(3)
+        assert sorted(results) == sorted(n * 100 + i for n in range(4) for i in range(20))
+        stats_add_up(pool)
+
+
+async def test_shrinking_stops_idle_workers_first(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=3) as pool:
+        busy = await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        await pool.stop_workers(2)
+        assert [w.id for w in pool.statistics().worker_states] == [busy.worker_id]
+        gate.open()
+        await busy.wait()
+
+
+async def test_a_stopping_worker_finishes_its_job_first(backend: str) -> None:
+    gate = Gate()
+    stopped = anyio.Event()
+    async with trio_pool.Pool(workers=2) as pool:
+        jobs = [await pool.submit(gate.enter, i) for i in range(2)]
+        await gate.wait_arrivals(2)
+
+        async def shrink() -> None:
+            await pool.stop_workers(1)
+            stopped.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(shrink)
+            await anyio.wait_all_tasks_blocked()
+            assert not stopped.is_set()  # waits for a busy worker's job
+            gate.open()
+        assert [(await job.wait()).unwrap() for job in jobs] == [0, 1]
+        assert pool.worker_count == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda pool: pool.resize(0), ValueError),
+        (lambda pool: pool.resize(-1), ValueError),
+        (lambda pool: pool.resize(1.5), TypeError),
+        (lambda pool: pool.stop_workers(2), ValueError),
+        (lambda pool: pool.add_workers(0), ValueError),
+        (lambda pool: pool.ensure(at_least=3, at_most=2), ValueError),
+    ],
+)
+async def test_bad_resizes(backend: str, call: Any, error: type[Exception]) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+        with pytest.raises(error):
+            await call(pool)
+        assert pool.worker_count == 2
+
+
+def test_bad_autoscaling_options() -> None:
+    with pytest.raises(ValueError, match="above max_workers"):
+        trio_pool.Pool(min_workers=3, max_workers=2)
+    with pytest.raises(TypeError, match="not both"):
+        trio_pool.Pool(workers=2, max_workers=4)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        trio_pool.Pool(max_workers=2, idle_timeout=0)
+    with pytest.raises(ValueError, match="min_workers"):
+        trio_pool.Pool(min_workers=-1, max_workers=2)
+
+
+async def test_add_workers_beyond_max_workers(backend: str) -> None:
+    async with trio_pool.Pool(min_workers=1, max_workers=2) as pool:
+        with pytest.raises(ValueError, match="max_workers"):
+            await pool.add_workers(2)
+
+
+async def test_a_new_worker_failing_to_load_leaves_the_pool_as_it_was(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log, fail_load={3}), "x", workers=2) as pool:
+        with pytest.raises(OSError, match="worker 3"):
+            await pool.resize(4)  # workers 2 and 3: 3 fails, so 2 is stopped again
+        assert pool.worker_count == 2
+        assert sorted(w for w, _, _ in log.of("exit")) == [2]
+        assert {await pool.run(worker_id) for _ in range(20)} <= {0, 1}
+        stats_add_up(pool)
+
+
+async def test_hook_errors_of_stopped_workers_are_raised_by_the_resize(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log, fail_exit={1}), "x", workers=2) as pool:
+        with pytest.raises(RuntimeError, match="hook of worker 1"):
+            await pool.stop_workers(1)  # the youngest idle worker: 1
+        assert pool.statistics().hook_errors == 1
+    # ...and not again at exit.
+
+
+async def test_cancelling_a_resize_half_way_leaves_the_pool_consistent(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=2) as pool:
+        jobs = [await pool.submit(gate.enter) for _ in range(2)]
+        await gate.wait_arrivals(2)
+        returned = False
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+
+                async def shrink() -> None:
+                    nonlocal returned
+                    await pool.stop_workers(1)
+                    returned = True
+
+                tg.start_soon(shrink)
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+                gate.open()
+        assert not returned
+        for job in jobs:
+            await job.wait()
+        assert pool.worker_count == 1
+        stats_add_up(pool)
+        assert await pool.run(str, 1) == "1"
+
+
+# --- autoscaling -----------------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_autoscaling_grows_and_retires_on_the_loops_clock(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(min_workers=1, max_workers=4, idle_timeout=10) as pool:
+        assert pool.worker_count == 1
+        jobs = [await pool.submit(gate.enter, i) for i in range(6)]
+        await gate.wait_arrivals(4)  # grown to 4: four jobs run at once
+        stats = pool.statistics()
+        assert (stats.workers, stats.busy, stats.queued) == (4, 4, 2)
+        assert stats.scaled_up == 3
+        gate.open()
+        for job in jobs:
+            await job.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.worker_count == 4  # not idle long enough yet
+        mock_clock.jump(9)
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.worker_count == 4
+        mock_clock.jump(2)
+        await poll_until(lambda: pool.statistics().workers == 1)
+        stats = pool.statistics()
+        assert (stats.scaled_down, stats.workers_stopped) == (3, 3)
+        assert pool.worker_count == 1  # never below min_workers
+
+
+async def test_autoscaling_from_zero(backend: str) -> None:
+    async with trio_pool.Pool(min_workers=0, max_workers=2, idle_timeout=0.01) as pool:
+        assert pool.worker_count == 0
+        assert await pool.run(str, 5) == "5"  # the first job starts a worker
+        assert pool.statistics().scaled_up == 1
+        await poll_until(lambda: pool.statistics().workers == 0)  # then it retires
+        assert await pool.run(str, 6) == "6"
+        assert pool.statistics().scaled_up == 2
+
+
+async def test_autoscaling_logs_its_decisions(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="trio_pool")
+    async with trio_pool.Pool(min_workers=0, max_workers=1, idle_timeout=0.01) as pool:
+        await pool.run(int)
+        await poll_until(lambda: pool.statistics().workers == 0)
+    text = caplog.text
+    assert "autoscaling: 1 jobs wait and no worker is free: starting 1" in text
+    assert "autoscaling: retiring 1 workers" in text
+
+
+# --- define / undefine ------------------------------------------------------------------
+
+
+async def test_define_and_undefine(backend: str) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(recording_interface(Log()), "tag", workers=1) as pool:
+        double = pool.define("double", lambda x: 2 * x)
+        assert await double(4) == 8
+        assert await pool.interface.double(5) == 10
+        assert (await pool.call("double", 6)).unwrap() == 12
+        tagged = pool.define("tagged", lambda: trio_pool.current_interface().tag)
+        assert await tagged() == "tag"
+        await pool.resize(3)  # later workers have it too
+        assert set(await pool.broadcast("double", 1)) == {outcome.Value(2)}
+        # A call accepted before undefine runs what it was accepted with.
+        await pool.resize(1)
+        await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        accepted = await pool.submit("double", 7)
+        pool.undefine("double")
+        pool.define("double", lambda x: 3 * x)
+        redefined = await pool.submit("double", 7)
+        pool.undefine("double")
+        gate.open()
+        assert (await accepted.wait()).unwrap() == 14
+        assert (await redefined.wait()).unwrap() == 21
+        result = await pool.call("double", 1)
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, AttributeError)
+        with pytest.raises(AttributeError):
+            pool.interface.double  # noqa: B018
+        with pytest.raises(AttributeError):
+            await double(1)
+
+
+async def test_bad_definitions(backend: str) -> None:
+    async with trio_pool.Pool(recording_interface(Log()), "tag", workers=1) as pool:
+        with pytest.raises(ValueError, match="private"):
+            pool.define("_hidden", int)
+        with pytest.raises(ValueError, match="already has"):
+            pool.define("echo", int)
+        with pytest.raises(TypeError):
+            pool.define("x", "not callable")  # type: ignore[arg-type]
+        with pytest.raises(LookupError):
+            pool.undefine("never")
+
+
+# --- broadcast ----------------------------------------------------------------------------
+
+
+async def test_broadcast_runs_once_on_every_worker_in_order(backend: str) -> None:
+    async with trio_pool.Pool(recording_interface(Log()), "tag", workers=3) as pool:
+        results = await pool.broadcast(worker_id)
+        assert [r.unwrap() for r in results] == [0, 1, 2]
+        results = await pool.broadcast("echo", "x")
+        assert [r.unwrap() for r in results] == [("tag", "x")] * 3
+
+        def fail_on_one() -> int:
+            if worker_id() == 1:
+                raise KeyError("one")
+            return worker_id()
+
+        results = await pool.broadcast(fail_on_one)
+        assert isinstance(results[1], outcome.Error)
+        assert [results[0].unwrap(), results[2].unwrap()] == [0, 2]
+
+
+async def test_cancelling_a_broadcast_half_way(backend: str) -> None:
+    gate, log = Gate(), Log()
+    async with trio_pool.Pool(workers=2) as pool:
+        blocker = await pool.submit(gate.enter)  # worker 0 or 1 is busy
+        await wait_in_thread(gate.entered)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.broadcast, log.add, "ran")
+                await poll_until(lambda: len(log.items) == 1)  # the idle worker ran it
+                scope.cancel()
+        assert scope.cancelled_caught
+        gate.open()
+        await blocker.wait()
+        assert len(log.items) == 1  # the busy worker's copy was removed
+        stats_add_up(pool)
+        assert [r.unwrap() for r in await pool.broadcast(worker_id)] == [0, 1]
+
+
+# --- leases ---------------------------------------------------------------------------------
+
+
+class Db:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, timeout=TIMEOUT, isolation_level=None)
+
+    def execute(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.conn.close()
+
+
+async def test_a_transaction_through_a_lease(backend: str, tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    sqlite3.connect(path).execute("create table t (n integer)").connection.close()
+    async with trio_pool.Pool(Db, path, workers=3) as pool:
+        async with pool.lease() as db:
+            await db.call_method(Db.execute, "begin")
+            await db.interface.execute("insert into t values (1)")
+            # Other tasks keep using the rest of the pool meanwhile...
+            others = {await pool.run(worker_id) for _ in range(30)}
+            assert db.id not in others
+            # ...and do not see the uncommitted row.
+            assert await pool.interface.execute("select count(*) from t") == [(0,)]
+            assert (await db.call("execute", "insert into t values (2)")).unwrap() == []
+            assert await db.run(worker_id) == db.id
+            await db.interface.execute("commit")
+        assert await pool.interface.execute("select sum(n) from t") == [(3,)]
+        assert not any(w.leased for w in pool.statistics().worker_states)
+        with pytest.raises(RuntimeError, match="ended"):
+            await db.run(int)
+
+
+async def test_leaving_a_lease_by_error_or_cancellation_returns_the_worker(backend: str) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(KeyError):
+            async with pool.lease() as worker:
+                assert pool.statistics().worker_states[0].leased
+                raise KeyError("inside")
+        assert not pool.statistics().worker_states[0].leased
+        with anyio.CancelScope() as scope:
+            async with pool.lease():
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert not pool.statistics().worker_states[0].leased
+        assert await pool.run(str, 1) == "1"
+        assert worker.id == 0
+
+
+async def test_a_lease_waits_while_every_worker_is_leased(backend: str) -> None:
+    order: list[str] = []
+    async with trio_pool.Pool(workers=1) as pool:
+        async with anyio.create_task_group() as tg, pool.lease():
+
+            async def second() -> None:
+                async with pool.lease():
+                    order.append("second")
+
+            tg.start_soon(second)
+            await anyio.wait_all_tasks_blocked()
+            order.append("first")
+        assert order == ["first", "second"]
+
+
+# --- every accepted job gets exactly one outcome, whatever happens ----------------------------
+
+
+async def test_random_interleavings(backend: str) -> None:
+    rng = random.Random(1234)
+    log = Log()
+    callbacks: dict[int, int] = {}
+    jobs: list[trio_pool.Job[Any]] = []
+
+    def count_callback(n: int, _: object) -> None:
+        callbacks[n] = callbacks.get(n, 0) + 1
+
+    async with trio_pool.Pool(recording_interface(log), "x", workers=2, queue_size=8) as pool:
+
+        async def submit_some() -> None:
+            for _ in range(rng.randrange(1, 4)):
+                n = len(jobs)
+                job = await pool.submit(lambda n: n, n)
+                job.add_done_callback(functools.partial(count_callback, n))
+                jobs.append(job)
+
+        async def cancelled_caller() -> None:
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await pool.run(int)
+
+        for _step in range(1000):
+            action = rng.random()
+            if action < 0.05:
+                await pool.resize(rng.randrange(1, 5))
+            elif action < 0.6:
+                await submit_some()
+            elif action < 0.75 and jobs:
+                rng.choice(jobs).cancel()
+            elif action < 0.85:
+                await cancelled_caller()
+            elif action < 0.95:
+                async with pool.lease() as worker:
+                    assert await worker.run(worker_id) == worker.id
+            else:
+                await anyio.lowlevel.checkpoint()
+    for n, job in enumerate(jobs):
+        assert job.done
+        assert callbacks[n] == 1
+        result = job.outcome
+        if isinstance(result, outcome.Value):
+            assert result.value == n  # nobody got another job's result
+        else:
+            assert isinstance(result, outcome.Error)
+            assert isinstance(result.error, trio_pool.JobCancelled)
+    stats = pool.statistics()
+    assert stats.submitted == stats.completed + stats.failed + stats.cancelled
+    loads, exits = log.of("load"), log.of("exit")
+    assert sorted(w for w, _ in loads) == sorted(w for w, _, _ in exits)  # one hook per worker
+    assert len(loads) == stats.workers_started
