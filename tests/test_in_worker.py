@@ -1,0 +1,197 @@
+"""What a job can do from inside its worker thread: wait/notify and from_loop."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import outcome
+import pytest
+
+import trio_pool
+
+from helpers import Gate, poll_until, wait_in_thread
+
+# --- wait / notify ------------------------------------------------------------------
+
+
+def waiter(
+    started: threading.Event, event: object, timeout: float | None = None
+) -> tuple[Any, ...]:
+    started.set()
+    return trio_pool.wait(event, timeout)
+
+
+async def test_notify_wakes_a_waiting_job(backend: str) -> None:
+    started = threading.Event()
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(waiter, started, "ready")
+        await wait_in_thread(started)
+        assert job.worker_id is not None
+        pool.notify(job.worker_id, "other", 0)  # another event: kept, not returned
+        pool.notify(job.worker_id, "ready", 1, "two")
+        assert (await job.wait()).unwrap() == (1, "two")
+        # The other notify is kept for the next wait on that worker.
+        assert await pool.run(trio_pool.wait, "other") == (0,)
+
+
+async def test_a_notify_that_comes_first_is_kept(backend: str) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        pool.notify(0, "go", "early")
+        pool.notify(0, "go", "later")
+        assert await pool.run(trio_pool.wait, "go") == ("early",)
+        assert await pool.run(trio_pool.wait, "go") == ("later",)
+
+
+async def test_wait_times_out(backend: str) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(TimeoutError):
+            await pool.run(trio_pool.wait, "never", 0.01)
+        with pytest.raises(TimeoutError):
+            await pool.run(trio_pool.wait, "never", 0)
+
+
+async def test_cancelling_the_caller_wakes_a_waiting_job(backend: str) -> None:
+    started = threading.Event()
+    async with trio_pool.Pool(workers=1) as pool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.run, waiter, started, "never")
+                await wait_in_thread(started)
+                scope.cancel()
+        assert scope.cancelled_caught
+        stats = pool.statistics()
+        assert (stats.cancelled, stats.busy) == (1, 0)
+
+
+async def test_job_cancel_wakes_a_waiting_job(backend: str) -> None:
+    started = threading.Event()
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(waiter, started, "never")
+        await wait_in_thread(started)
+        job.cancel()
+        result = await job.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.JobCancelled)
+
+
+async def test_bad_waits_and_notifies(backend: str) -> None:
+    with pytest.raises(RuntimeError, match="job"):
+        trio_pool.wait("x")
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(LookupError):
+            pool.notify(5, "x")
+        with pytest.raises(ValueError, match="negative"):
+            await pool.run(trio_pool.wait, "x", -1)
+        with pytest.raises(TypeError, match="timeout"):
+            await pool.run(trio_pool.wait, "x", "1")
+    with pytest.raises(LookupError):
+        pool.notify(0, "x")  # the pool is closed: its workers are gone
+
+
+# --- from_loop ----------------------------------------------------------------------
+
+
+async def double_later(x: int) -> int:
+    await anyio.lowlevel.checkpoint()
+    return 2 * x
+
+
+async def fail_later() -> None:
+    await anyio.lowlevel.checkpoint()
+    raise KeyError("from the loop")
+
+
+async def test_from_loop_returns_the_value(backend: str) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+        assert await pool.run(trio_pool.from_loop, double_later, 21) == 42
+        job = await pool.submit(trio_pool.from_loop, double_later, 4)  # served in the pool's scope
+        assert (await job.wait()).unwrap() == 8
+        with pytest.raises(KeyError, match="from the loop"):
+            await pool.run(trio_pool.from_loop, fail_later)
+        async with pool.lease() as worker:
+            assert await worker.run(trio_pool.from_loop, double_later, 1) == 2
+        results = await pool.broadcast(trio_pool.from_loop, double_later, 3)
+        assert [r.unwrap() for r in results] == [6, 6]
+
+
+async def test_from_loop_runs_in_the_callers_task_and_scope(backend: str) -> None:
+    async def where() -> object:
+        return anyio.get_current_task().id
+
+    me = anyio.get_current_task().id
+    async with trio_pool.Pool(workers=1) as pool:
+        assert await pool.run(trio_pool.from_loop, where) == me
+        # Cancelling the caller's scope cancels what from_loop runs, and the job
+        # sees JobCancelled.
+        seen: list[BaseException] = []
+        entered = anyio.Event()
+
+        async def forever() -> None:
+            entered.set()
+            await anyio.sleep_forever()
+
+        def job() -> None:
+            try:
+                trio_pool.from_loop(forever)
+            except BaseException as exc:
+                seen.append(exc)
+                raise
+
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.run, job)
+                await entered.wait()
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert [type(e) for e in seen] == [trio_pool.JobCancelled]
+        assert pool.statistics().cancelled == 1
+
+
+async def test_from_loop_after_the_caller_left_raises_at_once(backend: str) -> None:
+    gate = Gate(cooperative=False)
+    seen: list[object] = []
+
+    def job() -> None:
+        gate.enter()
+        seen.append(outcome.capture(trio_pool.from_loop, double_later, 1))
+
+    async with trio_pool.Pool(workers=1, abandon_on_cancel=True) as pool:
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pool.run, job)
+                await wait_in_thread(gate.entered)
+                scope.cancel()
+        gate.open()
+        await poll_until(lambda: bool(seen))
+    [result] = seen
+    assert isinstance(result, outcome.Error)
+    assert isinstance(result.error, trio_pool.JobCancelled)
+
+
+async def test_from_loop_while_the_pool_stops_on_an_error(backend: str) -> None:
+    entered = threading.Event()
+    seen: list[object] = []
+
+    async def forever() -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    def job() -> None:
+        seen.append(outcome.capture(trio_pool.from_loop, forever))
+
+    with pytest.raises(KeyError):
+        async with trio_pool.Pool(workers=1) as pool:
+            await pool.submit(job)  # nobody waits: it runs in the pool's scope
+            await wait_in_thread(entered)
+            raise KeyError("body")
+    [result] = seen
+    assert isinstance(result, outcome.Error)
+    assert isinstance(result.error, trio_pool.JobCancelled)
+
+
+def test_from_loop_outside_a_job() -> None:
+    with pytest.raises(RuntimeError, match="job"):
+        trio_pool.from_loop(double_later, 1)
