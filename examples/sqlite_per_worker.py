@@ -1,8 +1,9 @@
-"""One SQLite connection per worker thread, opened and closed in that thread.
+"""One SQLite connection per worker thread, and a transaction through a lease.
 
 sqlite3 connections may only be used by the thread that created them: the
-pool builds one per worker, runs every query there, and closes it (committing
-on a clean exit, rolling back on an error) in the same thread.
+pool builds one per worker, runs every query there, and closes it in the same
+thread (rolling back a transaction left open if the pool stops on an error).
+A transaction spans several calls on one connection, so it leases one worker.
 """
 
 import sqlite3
@@ -18,14 +19,14 @@ import trio_pool
 
 class Db:
     def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, timeout=10)
+        # Autocommit mode: transactions are explicit (begin ... commit).
+        self.conn = sqlite3.connect(path, timeout=10, isolation_level=None)
 
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         return self.conn.execute(sql, params).fetchall()
 
     def execute(self, sql: str, *params: object) -> int:
-        with self.conn:  # one transaction
-            return self.conn.execute(sql, params).rowcount
+        return self.conn.execute(sql, params).rowcount
 
     def __exit__(
         self,
@@ -33,10 +34,8 @@ class Db:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc_type is None:
-            self.conn.commit()
-        else:
-            self.conn.rollback()
+        if self.conn.in_transaction:  # a transaction left open: keep it only on success
+            self.conn.execute("commit" if exc_type is None else "rollback")
         self.conn.close()
 
 
@@ -51,6 +50,15 @@ async def main(path: Path) -> None:
                 nursery.start_soon(
                     pool.call_method, Db.execute, "insert into visits values (?, 1)", page
                 )
+        # A transaction needs one connection, so one worker: lease it. Other
+        # tasks keep using the other workers meanwhile.
+        async with pool.lease() as db:
+            await db.interface.query("begin")
+            await db.interface.query("update visits set n = 2 where page = 'home'")
+            before = await pool.interface.query("select sum(n) from visits where page = 'home'")
+            await db.interface.query("commit")
+        after = await pool.interface.query("select sum(n) from visits where page = 'home'")
+        print(f"home during the transaction, seen from another worker: {before[0][0]}; after: {after[0][0]}")
         rows = await pool.interface.query(
             "select page, sum(n) from visits group by page order by page"
         )
