@@ -58,7 +58,10 @@ async def main(path: Path) -> None:
             before = await pool.interface.query("select sum(n) from visits where page = 'home'")
             await db.interface.query("commit")
         after = await pool.interface.query("select sum(n) from visits where page = 'home'")
-        print(f"home during the transaction, seen from another worker: {before[0][0]}; after: {after[0][0]}")
+        print(
+            "home during the transaction, seen from another worker: "
+            f"{before[0][0]}; after: {after[0][0]}"
+        )
         rows = await pool.interface.query(
             "select page, sum(n) from visits group by page order by page"
         )

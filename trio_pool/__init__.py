@@ -10,7 +10,12 @@ from ._in_worker import from_loop as from_loop
 from ._in_worker import wait as wait
 from ._job import Job as Job
 from ._lease import WorkerLease as WorkerLease
+from ._map import MapResults as MapResults
 from ._pool import Pool as Pool
+from ._primitives import Shared as Shared
+from ._primitives import ThreadSafeLock as ThreadSafeLock
+from ._primitives import named_lock as named_lock
+from ._primitives import run_in_thread as run_in_thread
 from ._statistics import PoolStatistics as PoolStatistics
 from ._statistics import WorkerStatistics as WorkerStatistics
 
@@ -19,9 +24,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Job",
     "JobCancelled",
+    "MapResults",
     "Pool",
     "PoolClosedError",
     "PoolStatistics",
+    "Shared",
+    "ThreadSafeLock",
     "WorkerInfo",
     "WorkerLease",
     "WorkerStatistics",
@@ -29,5 +37,7 @@ __all__ = [
     "current_interface",
     "current_worker",
     "from_loop",
+    "named_lock",
+    "run_in_thread",
     "wait",
 ]

@@ -87,16 +87,9 @@ class ThreadHost:
                 fn = self.operation(fn)
             elif with_interface:
                 args = (self.interface, *args)
-            result = fn(*args, **kwargs)
-            if inspect.iscoroutine(result):
-                result.close()
-                raise TypeError(
-                    f"{fn!r} returned a coroutine: the pool runs sync functions; "
-                    "await async ones on the event loop instead"
-                )
         except BaseException as exc:
             return outcome.Error(exc)
-        return outcome.Value(result)
+        return call_sync(fn, args, kwargs)
 
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the exit hook once, if there is one; return what it raised."""
@@ -122,3 +115,20 @@ def _operations_of(interface: object) -> frozenset[str]:
         if callable(attribute) or isinstance(attribute, (classmethod, staticmethod)):
             names.add(name)
     return frozenset(names)
+
+
+def call_sync(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> outcome.Outcome[Any]:
+    """``fn(*args, **kwargs)`` as an Outcome, whatever it raises; a coroutine is an error."""
+    try:
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result.close()
+            raise TypeError(
+                f"{fn!r} returned a coroutine: the pool runs sync functions; "
+                "await async ones on the event loop instead"
+            )
+    except BaseException as exc:
+        return outcome.Error(exc)
+    return outcome.Value(result)

@@ -21,6 +21,7 @@ class _Runtime(Protocol):
 
     def wait_for(self, job: Job[Any], key: Hashable, timeout: float | None) -> tuple[Any, ...]: ...
     def call_loop(self, job: Job[Any], call: LoopCall) -> None: ...
+    def operation(self, name: str) -> Callable[..., Any]: ...
 
 
 @final
@@ -105,6 +106,18 @@ def _current_job(name: str) -> Job[Any]:
     return job
 
 
+def _runtime(name: str) -> _Runtime:
+    runtime = context.runtime
+    if runtime is None:
+        raise RuntimeError(f"{name}() must be called from a job in a pool's worker")
+    return runtime
+
+
+def operation(name: str) -> Callable[..., Any]:
+    """The operation ``name`` of this worker's interface (for pool.map)."""
+    return _runtime("operation").operation(name)
+
+
 def wait(event: Hashable, timeout: float | None = None) -> tuple[Any, ...]:
     """Block this worker until ``pool.notify(worker_id, event, *values)``.
 
@@ -130,8 +143,7 @@ def wait(event: Hashable, timeout: float | None = None) -> tuple[Any, ...]:
         if timeout < 0:
             raise ValueError(f"timeout must not be negative, not {timeout}")
     job = _current_job("wait")
-    assert context.runtime is not None
-    return context.runtime.wait_for(job, event, timeout)
+    return _runtime("wait").wait_for(job, event, timeout)
 
 
 def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
@@ -150,8 +162,7 @@ def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
     """
     job = _current_job("from_loop")
     call = LoopCall(async_fn, args)
-    assert context.runtime is not None
-    context.runtime.call_loop(job, call)
+    _runtime("from_loop").call_loop(job, call)
     call.done.wait()
     result: R = call.result.unwrap()
     return result

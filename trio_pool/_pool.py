@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, final, overload
 
@@ -25,6 +25,7 @@ from ._host import ThreadHost
 from ._interface import InterfaceProxy
 from ._job import Job, LoopCall, cancelled_outcome, is_cancellation
 from ._lease import Lease
+from ._map import MapResults
 from ._statistics import PoolStatistics, WorkerStatistics
 from ._worker import Worker
 
@@ -33,6 +34,7 @@ if sys.version_info < (3, 11):
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 logger = logging.getLogger("trio_pool")
 _pool_numbers = itertools.count(1)
@@ -526,8 +528,8 @@ class Pool:
         with self._autoscaler:
             while True:
                 self._pressure = self._backend.event()
-                if self._should_grow():
-                    step = min(self._max - self.worker_count, max(1, self._channel.queued))
+                step = self._growth_step()
+                if step:
                     logger.info(
                         "pool %s autoscaling: %d jobs wait and no worker is free: starting %d",
                         self.name,
@@ -547,15 +549,13 @@ class Pool:
                 with anyio.move_on_after(self._autoscale_deadline - self._backend.current_time()):
                     await self._pressure.wait()
 
-    def _should_grow(self) -> bool:
+    def _growth_step(self) -> int:
+        """How many workers to start now: one per job no free worker will take."""
         assert self._max is not None
-        return (
-            not self._growth_failed
-            and self._channel.queued > 0
-            and self._channel.idle_workers == 0
-            and self.worker_count < self._max
-            and not any(w.state == "starting" for w in self._workers.values())
-        )
+        if self._growth_failed or any(w.state == "starting" for w in self._workers.values()):
+            return 0
+        free = sum(w.serving and w.job is None and not w.leased for w in self._workers.values())
+        return max(0, min(self._max - self.worker_count, self._channel.queued - free))
 
     def _retire_idle(self) -> float:
         """Stop workers idle for too long; return when to look again."""
@@ -896,6 +896,95 @@ class Pool:
         workers = sorted((w for w in self._workers.values() if w.serving), key=lambda w: w.id)
         jobs = [self._accept(fn, args, kwargs, worker=w) for w in workers]
         return await self._outcomes_of(jobs)
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Iterable[T] | AsyncIterable[T],
+        /,
+        *,
+        ordered: bool = ...,
+        chunksize: int = ...,
+        outcomes: Literal[False] = ...,
+    ) -> MapResults[R]: ...
+    @overload
+    def map(
+        self,
+        fn: Callable[[T], R],
+        items: Iterable[T] | AsyncIterable[T],
+        /,
+        *,
+        ordered: bool = ...,
+        chunksize: int = ...,
+        outcomes: Literal[True],
+    ) -> MapResults[outcome.Outcome[R]]: ...
+    @overload
+    def map(
+        self,
+        fn: str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        /,
+        *,
+        ordered: bool = ...,
+        chunksize: int = ...,
+        outcomes: bool = ...,
+    ) -> MapResults[Any]: ...
+    def map(
+        self,
+        fn: Callable[[Any], Any] | str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        /,
+        *,
+        ordered: bool = True,
+        chunksize: int = 1,
+        outcomes: bool = False,
+    ) -> MapResults[Any]:
+        """Run ``fn(item)`` for every item, streaming the results::
+
+            async with pool.map(parse, lines, chunksize=100) as results:
+                async for record in results:
+                    ...
+
+        The items (a sync or async iterable) are read lazily, as room
+        appears: at most ``queue_size`` chunks of ``chunksize`` items are in
+        flight (sent and not yet consumed), so memory stays bounded however
+        long the input and however slow the consumer. ``results.done`` counts
+        the results yielded; ``results.total`` is ``len(items)`` if there is
+        one (for a progress bar).
+
+        Args:
+            fn: A sync function of one item, or the name of an operation.
+            items: The inputs.
+            ordered: Yield results in input order (the default), or as they
+                complete.
+            chunksize: Items per job. Tiny items go much faster in chunks of
+                tens or hundreds; a job's cancellation is checked between items.
+            outcomes: Yield an :class:`outcome.Outcome` per item, so that
+                failures do not stop the batch. By default the first error is
+                raised, and what is left is cancelled.
+
+        Leaving the ``async with`` block early (``break``, an error, a
+        cancellation) stops reading the items, cancels the chunks not yet
+        started, asks running ones to stop (:func:`check_cancelled`) and
+        waits for them; the pool stays usable.
+        """
+        _check_target(fn)
+        if isinstance(fn, str) and fn in self._definitions:
+            fn = self._definitions[fn]
+        chunksize = _count("chunksize", chunksize)
+        if not isinstance(items, (Iterable, AsyncIterable)):
+            raise TypeError(f"items must be an iterable or async iterable, not {items!r}")
+        self._check_open()
+        return MapResults(
+            self,
+            fn,
+            items,
+            ordered=bool(ordered),
+            chunksize=chunksize,
+            outcomes=bool(outcomes),
+            window=self._queue_size,
+        )
 
     def lease(self) -> Lease:
         """Exclusive use of one worker: ``async with pool.lease() as worker:``.

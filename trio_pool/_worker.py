@@ -133,5 +133,8 @@ class Worker:
     def wait_for(self, job: Job[Any], key: Hashable, timeout: float | None) -> tuple[Any, ...]:
         return self._channel.wait_for(self, job, key, timeout)
 
+    def operation(self, name: str) -> Callable[..., Any]:
+        return self.host.operation(name)
+
     def call_loop(self, job: Job[Any], call: LoopCall) -> None:
         self._report(functools.partial(self._from_loop, job, call))
