@@ -34,7 +34,7 @@ class Channel:
     def __init__(
         self, post: Callable[[Callable[[], object]], None], deliver: Callable[[Delivery], None]
     ) -> None:
-        self.lock = threading.Lock()
+        self.lock: threading.Lock = threading.Lock()
         self._jobs: deque[Job[Any]] = deque()
         self._idle: list[Worker] = []  # free workers asleep in take(), most recent last
         self._draining = False

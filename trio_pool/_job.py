@@ -162,9 +162,9 @@ class LoopCall:
     __slots__ = ("args", "async_fn", "done", "result")
 
     def __init__(self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
-        self.async_fn = async_fn
-        self.args = args
-        self.done = threading.Event()
+        self.async_fn: Callable[..., Awaitable[Any]] = async_fn
+        self.args: tuple[Any, ...] = args
+        self.done: threading.Event = threading.Event()
         self.result: Outcome[Any] = Error(RuntimeError("the loop never answered"))
 
     def answer(self, result: Outcome[Any]) -> None:

@@ -69,7 +69,7 @@ class MapResults(Generic[T]):
         self._chunksize = chunksize
         self._outcomes = outcomes
         self._window = window
-        self.done = 0
+        self.done: int = 0
         self.total: int | None = len(items) if isinstance(items, Sized) else None
         self._in_flight: collections.deque[_Chunk] = collections.deque()
         self._finished: collections.deque[_Chunk] = collections.deque()

@@ -42,15 +42,15 @@ class Worker:
         report: Callable[[Callable[[], object]], None],
         from_loop: Callable[[Job[Any], LoopCall], None],
     ) -> None:
-        self.info = WorkerInfo(id, name)
-        self.host = host
-        self.state = "starting"
+        self.info: WorkerInfo = WorkerInfo(id, name)
+        self.host: ThreadHost = host
+        self.state: str = "starting"
         self.job: Job[Any] | None = None
-        self.jobs_done = 0
+        self.jobs_done: int = 0
         self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
-        self.leased = False
-        self.stop_requested = False
-        self.wakeup = channel.new_condition()
+        self.leased: bool = False
+        self.stop_requested: bool = False
+        self.wakeup: threading.Condition = channel.new_condition()
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told (set by the pool).
         self.exit_info: ExcInfo = NO_EXC
@@ -61,8 +61,8 @@ class Worker:
         self.exited = exited
         self.load_error: BaseException | None = None
         self.hook_error: BaseException | None = None
-        self.idle_since = 0.0  # loop clock, for autoscaling
-        self.stop_owned = False  # a resize collects its hook error
+        self.idle_since: float = 0.0  # loop clock, for autoscaling
+        self.stop_owned: bool = False  # a resize collects its hook error
         self._channel = channel
         self._report = report
         self._on_exit = on_exit
