@@ -367,6 +367,7 @@ class Pool:
                 report=self._backend.post,
                 from_loop=self._from_loop,
             )
+            worker.idle_since = self._backend.current_time()
             self._workers[worker_id] = worker
             self._threads += 1
             self._started_count += 1
@@ -406,7 +407,9 @@ class Pool:
         the errors, which it leaves to the caller).
         """
         cancelled = await self._wait_all(w.loaded for w in workers)
+        now = self._backend.current_time()
         for worker in workers:
+            worker.idle_since = now  # idle from now on, not from when it started loading
             if worker.load_error is None and not self._operations:
                 self._operations = worker.host.operations
         self._let_in_lessees()
@@ -560,6 +563,8 @@ class Pool:
     def _retire_idle(self) -> float:
         """Stop workers idle for too long; return when to look again."""
         now = self._backend.current_time()
+        if self._channel.queued:
+            return math.inf  # work is waiting: nobody is idle for long
         idle = sorted(
             (
                 w
