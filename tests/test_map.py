@@ -1,0 +1,249 @@
+"""pool.map: lazy, bounded, ordered or not, in chunks, with every outcome or the first error."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import tracemalloc
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import outcome
+import pytest
+
+import trio_pool
+
+from helpers import TIMEOUT, Gate, Log, recording_interface
+
+
+async def agen(n: int) -> AsyncIterator[int]:
+    for i in range(n):
+        await anyio.lowlevel.checkpoint()
+        yield i
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 100])
+async def test_ordered_results_from_any_iterable(backend: str, chunksize: int) -> None:
+    async with trio_pool.Pool(workers=3) as pool:
+        for items in (list(range(50)), iter(range(50)), agen(50)):
+            async with pool.map(square, items, chunksize=chunksize) as results:
+                assert [x async for x in results] == [i * i for i in range(50)]
+            assert results.done == 50
+        assert pool.statistics().failed == 0
+
+
+async def test_progress_counts(backend: str) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+        async with pool.map(square, range(10)) as results:
+            assert (results.done, results.total) == (0, 10)
+            seen = []
+            async for value in results:
+                seen.append((value, results.done))
+            assert seen == [(i * i, i + 1) for i in range(10)]
+        async with pool.map(square, iter(range(3))) as results:
+            assert results.total is None
+            assert [x async for x in results] == [0, 1, 4]
+
+
+async def test_unordered_yields_in_completion_order(backend: str) -> None:
+    first = Gate()
+
+    def work(n: int) -> int:
+        if n == 0:
+            first.enter()
+        return n
+
+    async with trio_pool.Pool(workers=2) as pool:
+        async with pool.map(work, range(4), ordered=False) as results:
+            got = []
+            async for value in results:
+                got.append(value)
+                if len(got) == 3:
+                    first.open()  # item 0 finishes only now
+            assert got[:3] == [1, 2, 3]
+            assert got[3] == 0
+
+
+async def test_outcomes_mode_and_first_error_mode(backend: str) -> None:
+    log = Log()
+    held = Gate(cooperative=True)
+
+    def invert(x: int) -> float:
+        log.add("ran", x)
+        if x == 1:
+            held.enter()  # still running when the consumer meets item 0's error
+        return 1 / x
+
+    async with trio_pool.Pool(workers=1) as pool:
+        async with pool.map(invert, [1, 0, 2], outcomes=True) as results:
+            held.open()
+            got = [o async for o in results]
+        assert got[0] == outcome.Value(1.0)
+        assert isinstance(got[1], outcome.Error)
+        assert isinstance(got[1].error, ZeroDivisionError)
+        assert got[2] == outcome.Value(0.5)
+
+        log.items.clear()
+        held = Gate(cooperative=True)
+        with pytest.raises(ZeroDivisionError):
+            async with pool.map(invert, [0, *range(1, 50)]) as results:
+                async for _ in results:
+                    pytest.fail("the first item fails")  # pragma: no cover
+        # Item 1 was running and was told to stop; the rest never started.
+        assert [x for (x,) in log.of("ran")] == [0, 1]
+        assert await pool.run(str, 1) == "1"
+
+
+async def test_leaving_early_cancels_the_rest_and_the_pool_stays_usable(backend: str) -> None:
+    consumed = itertools.count()
+
+    def numbers() -> Iterator[int]:
+        for i in itertools.count():  # endless
+            next(consumed)
+            yield i
+
+    async with trio_pool.Pool(workers=2, queue_size=8) as pool:
+        async with pool.map(square, numbers(), chunksize=4) as results:
+            async for value in results:
+                if value == 100:
+                    break
+        # Lazily read: at most the window (8 chunks of 4) beyond what was used.
+        assert next(consumed) <= 11 + 8 * 4 + 4
+        stats = pool.statistics()
+        assert (stats.queued, stats.busy) == (0, 0)
+        assert stats.submitted == stats.completed + stats.failed + stats.cancelled
+        assert await pool.run(str, 2) == "2"
+
+
+async def test_a_slow_first_item_does_not_let_results_pile_up(backend: str) -> None:
+    gate = Gate()
+    read = itertools.count()
+
+    def numbers() -> Iterator[int]:
+        for i in range(10_000):
+            next(read)
+            yield i
+
+    def work(n: int) -> int:
+        if n == 0:
+            gate.enter()
+        return n
+
+    async with trio_pool.Pool(workers=4, queue_size=8) as pool:
+        async with pool.map(work, numbers()) as results:
+            iterator = results.__aiter__()
+            async with anyio.create_task_group() as tg:
+
+                async def first() -> None:
+                    assert await iterator.__anext__() == 0
+
+                tg.start_soon(first)
+                await anyio.to_thread.run_sync(gate.entered.wait, TIMEOUT)
+                await anyio.wait_all_tasks_blocked()
+                # The producer waits: 8 chunks in flight, however fast the others finish.
+                assert next(read) <= 8 + 1
+                gate.open()
+            assert [x async for x in results] == list(range(1, 10_000))
+
+
+async def test_an_error_in_the_items_comes_after_the_results_before_it(backend: str) -> None:
+    def items() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise KeyError("bad input")
+
+    async with trio_pool.Pool(workers=2) as pool:
+        got = []
+        with pytest.raises(KeyError, match="bad input"):
+            async with pool.map(square, items()) as results:
+                async for value in results:
+                    got.append(value)  # noqa: PERF401
+        assert got == [1, 4]
+
+
+async def test_map_over_operations(backend: str) -> None:
+    async with trio_pool.Pool(recording_interface(Log()), "tag", workers=2) as pool:
+        async with pool.map("echo", range(3)) as results:
+            assert [x async for x in results] == [("tag", i) for i in range(3)]
+        pool.define("cube", lambda x: x**3)
+        async with pool.map("cube", range(4), chunksize=2) as results:
+            assert [x async for x in results] == [0, 1, 8, 27]
+        async with pool.map("nope", range(2), outcomes=True) as results:
+            errors = [o async for o in results]
+        assert all(
+            isinstance(o, outcome.Error) and isinstance(o.error, AttributeError) for o in errors
+        )
+
+
+async def test_bad_map_arguments(backend: str) -> None:
+    async def coro(x: int) -> int:
+        return x  # pragma: no cover
+
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(ValueError, match="chunksize"):
+            pool.map(square, [1], chunksize=0)
+        with pytest.raises(TypeError, match="async function"):
+            pool.map(coro, [1])
+        with pytest.raises(TypeError, match="iterable"):
+            pool.map(square, 5)  # type: ignore[call-overload]
+        results = pool.map(square, [1])
+        with pytest.raises(RuntimeError, match="async with"):
+            await results.__anext__()
+
+
+async def test_cancelling_the_consumer_waits_for_running_chunks(backend: str) -> None:
+    gate = Gate(cooperative=True)
+    stopped = threading.Event()
+    scope = anyio.CancelScope()
+
+    def work(n: int) -> int:
+        if n == 0:
+            try:
+                gate.enter()  # stops only when asked to, through check_cancelled()
+            finally:
+                stopped.set()
+        return n
+
+    async with trio_pool.Pool(workers=2) as pool:
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_running() -> None:
+                await anyio.to_thread.run_sync(gate.entered.wait, TIMEOUT)
+                scope.cancel()
+
+            tg.start_soon(cancel_when_running)
+            with scope:
+                async with pool.map(work, range(100)) as results:
+                    async for _ in results:
+                        pytest.fail("item 0 never finishes")  # pragma: no cover
+        assert scope.cancelled_caught
+        assert stopped.is_set()  # the running chunk was asked to stop and waited for
+        stats = pool.statistics()
+        assert (stats.queued, stats.busy) == (0, 0)
+        assert await pool.run(str, 3) == "3"
+
+
+async def test_memory_stays_bounded_with_a_slow_consumer(backend: str) -> None:
+    n = 1_000_000
+
+    async with trio_pool.Pool(workers=2) as pool:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            count = 0
+            async with pool.map(abs, range(n), chunksize=1000) as results:
+                async for _ in results:
+                    count += 1
+                    if count % 1000 == 0:
+                        await anyio.lowlevel.checkpoint()  # a consumer slower than the workers
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            tracemalloc.stop()
+    assert count == n
+    # A list of the million inputs or results alone would take over 36 MiB.
+    assert peak < 16 * 1024 * 1024, f"peak {peak} bytes"
