@@ -40,9 +40,7 @@ async def test_progress_counts(backend: str) -> None:
     async with trio_pool.Pool(workers=2) as pool:
         async with pool.map(square, range(10)) as results:
             assert (results.done, results.total) == (0, 10)
-            seen = []
-            async for value in results:
-                seen.append((value, results.done))
+            seen = [(value, results.done) async for value in results]
             assert seen == [(i * i, i + 1) for i in range(10)]
         async with pool.map(square, iter(range(3))) as results:
             assert results.total is None

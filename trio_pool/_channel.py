@@ -98,12 +98,13 @@ class Channel:
         cancelled, and ask the jobs that run to stop.
         """
         with self.lock:
-            self._draining = True
+            self._draining = True  # and leases end: leased workers finish the queue too
             removed: list[Job[Any]] = []
             if cancel is not None:
                 removed.extend(self._jobs)
                 self._jobs.clear()
             for worker in workers:
+                worker.leased = False
                 if cancel is not None:
                     removed.extend(worker.direct)
                     worker.direct.clear()
@@ -113,6 +114,20 @@ class Channel:
                         worker.job._cancel_requested = True
                 worker.wakeup.notify()
             self._idle.clear()
+            return removed
+
+    def take_queued(self) -> list[Job[Any]]:
+        """Remove every job from the shared queue (for the pool to finish)."""
+        with self.lock:
+            removed = list(self._jobs)
+            self._jobs.clear()
+            return removed
+
+    def take_direct(self, worker: Worker) -> list[Job[Any]]:
+        """Remove the jobs left for ``worker`` alone (for the pool to finish)."""
+        with self.lock:
+            removed = list(worker.direct)
+            worker.direct.clear()
             return removed
 
     def stop_worker(self, worker: Worker) -> None:
@@ -155,6 +170,8 @@ class Channel:
                     break
                 if worker.stop_requested:
                     worker.state = "stopping"
+                    if self._jobs and self._idle:  # a wake-up may have been meant for a job
+                        self._idle.pop().wakeup.notify()
                     return None
                 if self._jobs and not worker.leased:
                     job = self._jobs.popleft()

@@ -42,7 +42,7 @@ class ThreadHost:
             return
         if is_mapping(loaded):
             self.interface, self._exit = loaded, loaded.get("__exit__")
-            self.operations = _operations_of(loaded)
+            self.operations = operations_of(loaded)
             return
         exit_hook = getattr(loaded, "__exit__", None)
         cls: type[Any] = type(loaded)  # pyright: ignore[reportUnknownVariableType]
@@ -50,7 +50,7 @@ class ThreadHost:
         self.interface = enter(loaded) if enter is not None else loaded
         self._exit = exit_hook
         try:
-            self.operations = _operations_of(self.interface)
+            self.operations = operations_of(self.interface)
         except BaseException as exc:
             self.close((type(exc), exc, exc.__traceback__))
             raise
@@ -103,7 +103,7 @@ class ThreadHost:
         return None
 
 
-def _operations_of(interface: object) -> frozenset[str]:
+def operations_of(interface: object) -> frozenset[str]:
     """The public callables of ``interface``, found without running properties."""
     if is_mapping(interface):
         return frozenset(k for k in interface if not k.startswith("_"))

@@ -13,7 +13,7 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, final, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast, final, overload
 
 import anyio
 import outcome
@@ -21,7 +21,7 @@ import outcome
 from ._backend import Backend, Event, current_backend, wait_through, wait_through_cancellation
 from ._channel import Channel, Delivery
 from ._exceptions import JobCancelled, PoolClosedError, QueueFull
-from ._host import ThreadHost
+from ._host import ThreadHost, operations_of
 from ._interface import InterfaceProxy
 from ._job import Job, LoopCall, cancelled_outcome, is_cancellation
 from ._lease import Lease
@@ -206,7 +206,12 @@ class Pool:
         self._args = args
         self._abandon_on_cancel = abandon_on_cancel
         self._state: Literal["new", "open", "closing", "closed"] = "new"
-        self._operations: frozenset[str] = frozenset()
+        self._operations: frozenset[str] = frozenset()  # as the first loaded worker has them
+        # Known before any worker loads (a class's methods, a mapping's keys),
+        # so that define() can refuse them even with min_workers=0.
+        self._static_operations: frozenset[str] = frozenset()
+        if isinstance(interface, (type, Mapping)):
+            self._static_operations = operations_of(cast(object, interface))
         self._definitions: dict[str, Callable[..., Any]] = {}
         self._workers: dict[int, Worker] = {}
         self._worker_ids = itertools.count()
@@ -389,6 +394,8 @@ class Pool:
     def _on_exit(self, worker: Worker) -> None:
         """A worker thread's last report: its hook has run and it is leaving."""
         self._channel.flush()  # deliver the outcomes it left behind
+        for job in self._channel.take_direct(worker):  # it failed to load: they never ran
+            self._record(job, cancelled_outcome())
         del self._workers[worker.id]
         self._stopped_count += 1
         if worker.hook_error is not None:
@@ -460,9 +467,10 @@ class Pool:
         """
         count = _count("count", count)
         self._check_open()
+        await self._backend.cancellation_point()  # first: on asyncio, other tasks run here
+        self._check_open()
         if self._max is not None and self.worker_count + count > self._max:
             raise ValueError(f"{count} more workers would exceed max_workers={self._max}")
-        await self._backend.cancellation_point()
         logger.info("pool %s: adding %d workers to %d", self.name, count, self.worker_count)
         workers = self._start_workers(count)
         try:
@@ -479,7 +487,8 @@ class Pool:
 
         A stopping worker finishes its current job (and any job sent to it
         alone), runs its hook in its own thread, and exits. At least one
-        worker remains, and leased workers are never chosen.
+        worker (and ``min_workers``) remains, and leased workers are never
+        chosen.
 
         Raises:
             ValueError: if that would leave no worker, or if too many workers
@@ -491,12 +500,16 @@ class Pool:
         """
         count = _count("count", count)
         self._check_open()
-        if self.worker_count - count < 1:
-            raise ValueError(f"cannot stop {count} of {self.worker_count} workers: one must remain")
+        await self._backend.cancellation_point()  # first: on asyncio, other tasks run here
+        self._check_open()
+        least = max(1, self._min)
+        if self.worker_count - count < least:
+            raise ValueError(
+                f"cannot stop {count} of {self.worker_count} workers: {least} must remain"
+            )
         free = [w for w in self._workers.values() if w.serving and not w.leased]
         if len(free) < count:
             raise ValueError(f"only {len(free)} workers are not leased; cannot stop {count}")
-        await self._backend.cancellation_point()
         # Idle first, then busy, then loading; the youngest first among equals.
         free.sort(key=lambda w: (w.state == "starting", w.job is not None, -w.id))
         logger.info("pool %s: stopping %d of %d workers", self.name, count, self.worker_count)
@@ -541,16 +554,27 @@ class Pool:
                     )
                     self._scaled_up += step
                     errors = await self._loaded(self._start_workers(step))
+                    self._scaled_up -= len(errors)  # count the workers that did start
                     if errors:
-                        self._growth_failed = True
-                        self._errors.extend(errors)
-                        logger.error(
-                            "pool %s autoscaling: a loader failed; no more growth", self.name
-                        )
+                        self._growth_failed_on(errors)
                     continue
                 self._autoscale_deadline = self._retire_idle()
                 with anyio.move_on_after(self._autoscale_deadline - self._backend.current_time()):
                     await self._pressure.wait()
+
+    def _growth_failed_on(self, errors: list[BaseException]) -> None:
+        """A loader failed while autoscaling: raise it at exit, retry on the next job.
+
+        With no worker left to run them, the queued jobs fail with that error
+        rather than wait for ever.
+        """
+        self._errors.extend(errors)
+        self._growth_failed = True
+        logger.error("pool %s autoscaling: a loader failed; retrying on the next job", self.name)
+        if self.worker_count == 0:
+            for job in self._channel.take_queued():
+                self._record(job, outcome.Error(errors[0]))
+            self._let_in_waiters()
 
     def _growth_step(self) -> int:
         """How many workers to start now: one per job no free worker will take."""
@@ -558,7 +582,8 @@ class Pool:
         if self._growth_failed or any(w.state == "starting" for w in self._workers.values()):
             return 0
         free = sum(w.serving and w.job is None and not w.leased for w in self._workers.values())
-        return max(0, min(self._max - self.worker_count, self._channel.queued - free))
+        wanted = self._channel.queued + len(self._lease_waiters)
+        return max(0, min(self._max - self.worker_count, wanted - free))
 
     def _retire_idle(self) -> float:
         """Stop workers idle for too long; return when to look again."""
@@ -651,6 +676,7 @@ class Pool:
         self._channel.put(job, worker)
         self._submitted += 1
         if self._autoscaling and worker is None and not self._channel.idle_workers:
+            self._growth_failed = False  # a new job: growing may work now
             self._pressure.set()
         return job
 
@@ -674,17 +700,30 @@ class Pool:
     async def _outcomes_of(self, jobs: Iterable[Job[Any]]) -> list[outcome.Outcome[Any]]:
         """Wait for jobs as their caller, applying the cancellation rules.
 
-        Meanwhile, run their ``from_loop()`` calls in this task.
+        Meanwhile, run their ``from_loop()`` calls in this task, whichever job
+        makes them: the jobs of a broadcast share one event, set when any of
+        them finishes or calls.
         """
         jobs = list(jobs)
         for job in jobs:
             job._served_by_caller = True
         try:
-            for job in jobs:
-                while job._outcome is None:
-                    await job._event.wait()
-                    if job._requests:
+            while True:
+                # Look, then re-arm, then wait: nothing can happen in between,
+                # as the loop runs only this task until the next await.
+                pending = [job for job in jobs if job._outcome is None]
+                if any(job._requests for job in jobs):
+                    self._share_event(pending, self._backend.event())  # re-armed first
+                    for job in jobs:
                         await self._serve_loop_calls(job)
+                    continue
+                if not pending:
+                    break
+                event = pending[0]._event
+                if len(pending) > 1 or event.is_set():  # set earlier, and seen to already
+                    event = self._backend.event()
+                    self._share_event(pending, event)
+                await event.wait()
         except BaseException as exc:
             running: list[Job[Any]] = []
             for job in jobs:
@@ -709,8 +748,12 @@ class Pool:
             job._served_by_caller = False
         return [job._outcome for job in jobs if job._outcome is not None]
 
+    @staticmethod
+    def _share_event(jobs: list[Job[Any]], event: Event) -> None:
+        for job in jobs:
+            job._event = event
+
     async def _serve_loop_calls(self, job: Job[Any]) -> None:
-        job._event = self._backend.event()  # re-armed first: the job may finish meanwhile
         calls, job._requests = job._requests, []
         cancelled = anyio.get_cancelled_exc_class()
         for index, call in enumerate(calls):
@@ -728,12 +771,13 @@ class Pool:
             job._requests.append(call)
             job._event.set()  # wake the caller
         else:
-            self._task_group.start_soon(self._serve_loop_call_in_pool, call)
-
-    async def _serve_loop_call_in_pool(self, call: LoopCall) -> None:
-        result: outcome.Outcome[Any] = outcome.Error(JobCancelled("the pool is stopping"))
-        with anyio.CancelScope() as scope:
+            scope = anyio.CancelScope()  # registered now, so a stop now cancels it
             self._loop_calls.add(scope)
+            self._task_group.start_soon(self._serve_loop_call_in_pool, call, scope)
+
+    async def _serve_loop_call_in_pool(self, call: LoopCall, scope: anyio.CancelScope) -> None:
+        result: outcome.Outcome[Any] = outcome.Error(JobCancelled("the pool is stopping"))
+        with scope:
             try:
                 result = await outcome.acapture(call.async_fn, *call.args)
             finally:
@@ -1006,16 +1050,23 @@ class Pool:
         )
 
     async def _acquire_worker(self) -> Worker:
+        await self._backend.cancellation_point()
         while True:
             self._check_open()
-            free = [w for w in self._workers.values() if w.serving and not w.leased]
+            # Loaded workers only: a loading one might fail to load.
+            free = [
+                w
+                for w in self._workers.values()
+                if w.state == "idle" and w.serving and not w.leased
+            ]
             if free:
-                await self._backend.cancellation_point()
-                worker = min(free, key=lambda w: (w.state == "starting", w.job is not None, w.id))
+                worker = min(free, key=lambda w: (w.job is not None, w.id))
                 self._channel.lease(worker)
                 return worker
             event = self._backend.event()
             self._lease_waiters.append(event)
+            if self._autoscaling:
+                self._pressure.set()  # a lessee waits: autoscaling may start a worker
             try:
                 await event.wait()
             finally:
@@ -1025,10 +1076,13 @@ class Pool:
     def _release_worker(self, worker: Worker) -> None:
         self._channel.unlease(worker)
         self._let_in_lessees()
+        if self._autoscaling:
+            self._pressure.set()  # time the released worker's retirement
 
     def _let_in_lessees(self) -> None:
-        if self._lease_waiters:
-            self._lease_waiters.popleft().set()
+        """Wake every task waiting for a lease, to look for a free worker again."""
+        for event in self._lease_waiters:
+            event.set()
 
     async def _call_on(
         self,
@@ -1066,7 +1120,7 @@ class Pool:
             raise ValueError(
                 f"{name!r} cannot be an operation: names starting with '_' are private"
             )
-        if name in self._operations:
+        if name in self._operations or name in self._static_operations:
             raise ValueError(f"the interface already has an operation {name!r}")
         _check_sync_callable(fn)
         self._check_open()
@@ -1104,8 +1158,8 @@ class Pool:
             LookupError: if the pool has no worker ``worker_id``.
         """
         worker = self._workers.get(worker_id) if self._state != "new" else None
-        if worker is None or worker.state == "stopped":
-            raise LookupError(f"the pool has no worker {worker_id!r}")
+        if worker is None or worker.state in ("stopping", "stopped"):
+            raise LookupError(f"the pool has no worker {worker_id!r} (or it is stopping)")
         self._channel.notify(worker, event, values)
 
     # --- looking at it ----------------------------------------------------
