@@ -453,3 +453,143 @@ async def test_random_interleavings(backend: str) -> None:
     loads, exits = log.of("load"), log.of("exit")
     assert sorted(w for w, _ in loads) == sorted(w for w, _, _ in exits)  # one hook per worker
     assert len(loads) == stats.workers_started
+
+
+# --- regressions found in review ----------------------------------------------------
+
+
+async def test_concurrent_leases_and_resizes_decide_after_their_checkpoint(backend: str) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+        ids: list[int] = []
+        ready = anyio.Event()
+
+        async def lessee() -> None:
+            async with pool.lease() as worker:
+                ids.append(worker.id)
+                await ready.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lessee)
+            tg.start_soon(lessee)
+            await poll_until(lambda: len(ids) == 2)
+            ready.set()
+        assert sorted(ids) == [0, 1]  # exclusive: never the same worker twice
+    async with trio_pool.Pool(workers=3) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(pool.stop_workers, 1)
+            tg.start_soon(pool.stop_workers, 1)
+        assert pool.worker_count == 1
+    async with trio_pool.Pool(min_workers=1, max_workers=3) as pool:
+        errors: list[BaseException] = []
+
+        async def add_two() -> None:
+            try:
+                await pool.add_workers(2)
+            except ValueError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(add_two)
+            tg.start_soon(add_two)
+        assert (pool.worker_count, len(errors)) == (3, 1)
+
+
+async def test_new_workers_let_in_every_waiting_lessee(backend: str) -> None:
+    entered: list[int] = []
+    all_in = anyio.Event()
+    async with trio_pool.Pool(workers=1) as pool:
+        async with anyio.create_task_group() as tg:
+            async with pool.lease():
+
+                async def lessee() -> None:
+                    async with pool.lease() as worker:
+                        entered.append(worker.id)
+                        if len(entered) == 2:
+                            all_in.set()
+                        await all_in.wait()  # hold it until both are in
+
+                tg.start_soon(lessee)
+                tg.start_soon(lessee)
+                await anyio.wait_all_tasks_blocked()
+                await pool.add_workers(2)
+                await poll_until(lambda: len(entered) == 2)
+        assert sorted(entered) == [1, 2]
+
+
+async def test_a_broadcast_to_a_worker_that_fails_to_load(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log, fail_load={1}), "x", workers=1) as pool:
+        results: list[list[outcome.Outcome[Any]]] = []
+        async with anyio.create_task_group() as tg:
+
+            async def grow() -> None:
+                with pytest.raises(OSError, match="worker 1"):
+                    await pool.add_workers(1)
+
+            tg.start_soon(grow)
+            await anyio.lowlevel.checkpoint()
+            results.append(await pool.broadcast(worker_id))
+        [(first, *rest)] = results
+        assert first.unwrap() == 0
+        for result in rest:  # the new worker's copy never ran
+            assert isinstance(result, outcome.Error)
+            assert isinstance(result.error, trio_pool.JobCancelled)
+        stats_add_up(pool)
+
+
+async def test_closing_runs_queued_jobs_even_if_every_worker_is_leased(backend: str) -> None:
+    async with anyio.create_task_group() as tg, trio_pool.Pool(workers=1) as pool:
+        leased = anyio.Event()
+
+        async def hold_the_lease() -> None:
+            async with pool.lease():
+                leased.set()
+                await anyio.sleep_forever()
+
+        tg.start_soon(hold_the_lease)
+        await leased.wait()
+        job = pool.submit_nowait(str, "queued")
+        await pool.aclose()
+        assert (await job.wait()).unwrap() == "queued"
+        tg.cancel_scope.cancel()
+
+
+async def test_autoscaling_from_zero_for_a_lease_and_after_a_failed_loader(backend: str) -> None:
+    async with trio_pool.Pool(min_workers=0, max_workers=2) as pool:
+        async with pool.lease() as worker:  # a lessee starts a worker too
+            assert await worker.run(worker_id) == 0
+
+    class Bad:
+        def __init__(self) -> None:
+            raise RuntimeError("cannot load")
+
+    with pytest.raises(RuntimeError, match="cannot load"):  # raised again at exit
+        async with trio_pool.Pool(Bad, min_workers=0, max_workers=2) as pool:
+            with pytest.raises(RuntimeError, match="cannot load"):
+                await pool.run(int)  # no worker can run it: it fails, it does not hang
+
+
+async def test_define_refuses_a_class_method_before_any_worker_loads(backend: str) -> None:
+    class Db:
+        def query(self) -> int:
+            return 1  # pragma: no cover
+
+    async with trio_pool.Pool(Db, min_workers=0, max_workers=1) as pool:
+        with pytest.raises(ValueError, match="already has"):
+            pool.define("query", int)
+
+
+async def test_broadcast_serves_from_loop_calls_of_every_job(backend: str) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+
+        async def send(to: int) -> None:
+            pool.notify(to, "go", "hello")
+
+        def job() -> object:
+            if worker_id() == 0:
+                return trio_pool.wait("go", TIMEOUT)  # worker 1 wakes it, through the loop
+            trio_pool.from_loop(send, 0)
+            return "sent"
+
+        results = await pool.broadcast(job)
+        assert [r.unwrap() for r in results] == [("hello",), "sent"]
