@@ -73,6 +73,6 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """Run every example as a user would."""
-    session.install(".")
+    session.install(".[examples]")
     for path in sorted(glob.glob("examples/*.py")):
         session.run("python", path)
