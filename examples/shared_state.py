@@ -43,9 +43,8 @@ async def main() -> None:
                 tg.start_soon(count_in_task, line)
     final = counts.get()
     print(f"'the': {final['the']}, 'runs': {final['runs']}, 'state': {final['state']}")
-    print(
-        f"{len(log)} log lines: {log.count('task')} from tasks, {len(log) - log.count('task')} from workers"
-    )
+    tasks = log.count("task")
+    print(f"{len(log)} log lines: {tasks} from tasks, {len(log) - tasks} from workers")
 
 
 if __name__ == "__main__":
