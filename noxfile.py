@@ -76,3 +76,10 @@ def examples(session: nox.Session) -> None:
     session.install(".[examples]")
     for path in sorted(glob.glob("examples/*.py")):
         session.run("python", path)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark: every peer, every scenario, one run; writes benchmarks/results.{md,png}."""
+    session.install(".", "matplotlib")
+    session.run("python", "-m", "benchmarks", *session.posargs)

@@ -91,8 +91,8 @@ async def test_outcomes_mode_and_first_error_mode(backend: str) -> None:
             async with pool.map(invert, [0, *range(1, 50)]) as results:
                 async for _ in results:
                     pytest.fail("the first item fails")  # pragma: no cover
-        # Item 1 was running and was told to stop; the rest never started.
-        assert [x for (x,) in log.of("ran")] == [0, 1]
+        # Item 1 may have started (it was then told to stop); the rest never did.
+        assert [x for (x,) in log.of("ran")] in ([0], [0, 1])
         assert await pool.run(str, 1) == "1"
 
 
