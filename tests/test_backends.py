@@ -227,3 +227,27 @@ def test_asyncio_run_ending_with_a_pool_open_stops_it() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["hook CancelledError", "asyncio.run returned"]
+
+
+def test_native_cancel_while_a_map_waits_for_its_running_chunk() -> None:
+    async def main() -> None:
+        gate = Gate()
+        async with trio_pool.Pool(workers=1) as pool:
+
+            async def consumer() -> None:
+                async with pool.map(gate.enter, [1, 2]):
+                    await wait_entered(gate)  # then leave early: the exit waits for item 1
+
+            task = asyncio.create_task(consumer())
+            await wait_entered(gate)
+            for _ in range(10):
+                await asyncio.sleep(0)
+            task.cancel()  # arrives while the exit waits
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert not task.done()
+            gate.open()
+            with pytest.raises(asyncio.CancelledError):  # not swallowed by the wait
+                await task
+
+    run_asyncio(main)

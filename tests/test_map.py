@@ -246,3 +246,20 @@ async def test_memory_stays_bounded_with_a_slow_consumer() -> None:
     assert count == n
     # A list of the million inputs or results alone would take over 36 MiB.
     assert peak < 16 * 1024 * 1024, f"peak {peak} bytes"
+
+
+async def test_two_tasks_can_share_one_map_and_iterating_after_exit_fails(backend: str) -> None:
+    got: list[int] = []
+    async with trio_pool.Pool(workers=2) as pool:
+        async with pool.map(square, range(20)) as results:
+
+            async def consume() -> None:
+                async for value in results:
+                    got.append(value)  # noqa: PERF401
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(consume)
+                tg.start_soon(consume)
+        assert sorted(got) == [i * i for i in range(20)]
+        with pytest.raises(RuntimeError, match="exited"):
+            await results.__anext__()

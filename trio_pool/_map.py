@@ -17,6 +17,7 @@ import anyio
 import outcome
 
 from ._backend import wait_through_cancellation
+from ._exceptions import JobCancelled
 from ._in_worker import check_cancelled, operation
 
 if TYPE_CHECKING:
@@ -35,7 +36,11 @@ def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> list[outcome
             return [outcome.Error(exc) for _ in items]
     results: list[outcome.Outcome[Any]] = []
     for item in items:
-        check_cancelled()
+        try:
+            check_cancelled()
+        except JobCancelled as exc:  # keep what is done; the rest is cancelled
+            results.extend(outcome.Error(exc) for _ in range(len(items) - len(results)))
+            break
         results.append(outcome.capture(fn, item))
     return results
 
@@ -77,6 +82,7 @@ class MapResults(Generic[T]):
         self._fed_all = False
         self._feed_error: BaseException | None = None
         self._entered = False
+        self._closed = False
 
     def __repr__(self) -> str:
         total = "?" if self.total is None else self.total
@@ -86,8 +92,9 @@ class MapResults(Generic[T]):
         if self._entered:
             raise RuntimeError("a map's results can be entered only once")
         self._entered = True
-        self._wake_consumer = anyio.Event()
-        self._wake_producer = anyio.Event()
+        self._new_event = self._pool._backend.event
+        self._consumers_wake = self._new_event()
+        self._producer_wake = self._new_event()
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
         self._task_group.start_soon(self._feed)
@@ -98,19 +105,25 @@ class MapResults(Generic[T]):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
+    ) -> None:
         """Stop feeding, cancel queued chunks, wait for running ones."""
+        self._closed = True
         self._task_group.cancel_scope.cancel()
-        for chunk in self._in_flight:
-            chunk.job.cancel()
-        for chunk in self._in_flight:
-            await wait_through_cancellation(chunk.job._event)
-        self._in_flight.clear()
-        self._finished.clear()
-        self._current.clear()
+        try:
+            await self._task_group.__aexit__(None, None, None)  # the feeder has stopped
+        finally:
+            interrupted: BaseException | None = None
+            for chunk in self._in_flight:
+                chunk.job.cancel()
+            for chunk in self._in_flight:
+                interrupted = await wait_through_cancellation(chunk.job._event) or interrupted
+            self._in_flight.clear()
+            self._finished.clear()
+            self._current.clear()
+            self._wake_consumers()  # any other task iterating finds the block closed
+        if interrupted is not None and exc is None:
+            raise interrupted  # a native asyncio cancellation that came while we waited
         # The body's own exception, if any, propagates as itself.
-        await self._task_group.__aexit__(None, None, None)
-        return None
 
     # --- feeding ----------------------------------------------------------
 
@@ -136,20 +149,25 @@ class MapResults(Generic[T]):
         except BaseException as exc:  # the iterable failed, or the pool closed
             self._feed_error = exc
         self._fed_all = True
-        self._wake_consumer.set()
+        self._wake_consumers()
 
     async def _send(self, chunk: list[Any]) -> None:
         while len(self._in_flight) >= self._window:
-            self._wake_producer = anyio.Event()
-            await self._wake_producer.wait()
+            self._producer_wake = self._new_event()
+            await self._producer_wake.wait()
         entry = _Chunk(await self._pool.submit(_run_chunk, self._fn, chunk), len(chunk))
-        self._in_flight.append(entry)
+        self._in_flight.append(entry)  # even if the block is exiting: it cancels it
         entry.job.add_done_callback(lambda _: self._chunk_done(entry))
 
     def _chunk_done(self, chunk: _Chunk) -> None:
         if not self._ordered:
             self._finished.append(chunk)
-        self._wake_consumer.set()
+        self._wake_consumers()
+
+    def _wake_consumers(self) -> None:
+        """Wake every task waiting in __anext__ (several may share the results)."""
+        event, self._consumers_wake = self._consumers_wake, self._new_event()
+        event.set()
 
     # --- consuming --------------------------------------------------------
 
@@ -160,10 +178,12 @@ class MapResults(Generic[T]):
         if not self._entered:
             raise RuntimeError("use `async with pool.map(...) as results:` first")
         while not self._current:
+            if self._closed:
+                raise RuntimeError("the `async with pool.map(...)` block has exited")
             chunk = self._next_finished()
             if chunk is not None:
                 self._in_flight.remove(chunk)
-                self._wake_producer.set()
+                self._producer_wake.set()
                 self._current.extend(chunk.outcomes())
                 continue
             if self._fed_all and not self._in_flight:
@@ -171,8 +191,7 @@ class MapResults(Generic[T]):
                     error, self._feed_error = self._feed_error, None
                     raise error
                 raise StopAsyncIteration
-            self._wake_consumer = anyio.Event()
-            await self._wake_consumer.wait()
+            await self._consumers_wake.wait()
         result = self._current.popleft()
         self.done += 1
         if self._outcomes:

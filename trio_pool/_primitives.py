@@ -188,8 +188,17 @@ class ThreadSafeLock:
             event = threading.Event()
             waiter = _Waiter(event.set)
             self._waiters.append(waiter)
-        if event.wait(None if timeout < 0 else timeout):
-            return True
+        try:
+            if event.wait(None if timeout < 0 else timeout):
+                return True
+        except BaseException:  # interrupted (Ctrl-C): withdraw, or pass the lock on
+            with self._mutex:
+                granted = waiter.granted
+                if not granted:
+                    self._waiters.remove(waiter)
+            if granted:
+                self.release()
+            raise
         with self._mutex:
             if waiter.granted:  # granted just as the wait timed out
                 return True
