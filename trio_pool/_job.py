@@ -45,6 +45,7 @@ class Job(Generic[T]):
         "_event",
         "_fn",
         "_kwargs",
+        "_new_event",
         "_outcome",
         "_requests",
         "_served_by_caller",
@@ -61,7 +62,7 @@ class Job(Generic[T]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
-        event: Event,
+        new_event: Callable[[], Event],
         canceller: Callable[[Job[Any]], bool],
         with_interface: bool = False,
         context: contextvars.Context,
@@ -71,18 +72,19 @@ class Job(Generic[T]):
         self._args: tuple[Any, ...] = args
         self._kwargs: dict[str, Any] = kwargs
         self._with_interface = with_interface
-        self._event = event
+        self._new_event = new_event
+        self._event: Event | None = None  # made when someone waits: queued jobs stay small
         self._canceller = canceller
         self._state = State.QUEUED
         self._outcome: Outcome[T] | None = None
-        self._callbacks: list[Callable[[Outcome[T]], object]] = []
+        self._callbacks: list[Callable[[Outcome[T]], object]] | None = None
         self._cancel_requested = False
         self._abandoned = False
         self._target: Worker | None = None  # the one worker it is for, if any
         self._worker: Worker | None = None  # the worker running it
         #: True while a caller waits for the job and runs its from_loop() calls.
         self._served_by_caller = False
-        self._requests: list[LoopCall] = []
+        self._requests: list[LoopCall] | None = None
         #: The id of the worker that ran the job, or None if none has (yet).
         self.worker_id: int | None = None
 
@@ -111,7 +113,7 @@ class Job(Generic[T]):
         job itself.
         """
         if self._outcome is None:
-            await self._event.wait()
+            await self._get_event().wait()
         else:
             await anyio.lowlevel.checkpoint()
         assert self._outcome is not None
@@ -138,6 +140,8 @@ class Job(Generic[T]):
         and does not stop the other callbacks.
         """
         if self._outcome is None:
+            if self._callbacks is None:
+                self._callbacks = []
             self._callbacks.append(callback)
         else:
             _call_safely(callback, self._outcome)
@@ -149,10 +153,19 @@ class Job(Generic[T]):
         self._fn = None
         self._args = ()
         self._kwargs = {}
-        self._event.set()
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+        if self._event is not None:
+            self._event.set()
+        callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
             _call_safely(callback, result)
+
+    def _get_event(self) -> Event:
+        """The event set when the job finishes (or, for its caller, calls the loop)."""
+        if self._event is None:
+            self._event = self._new_event()
+            if self._outcome is not None:
+                self._event.set()
+        return self._event
 
 
 @final

@@ -116,7 +116,7 @@ class MapResults(Generic[T]):
             for chunk in self._in_flight:
                 chunk.job.cancel()
             for chunk in self._in_flight:
-                interrupted = await wait_through_cancellation(chunk.job._event) or interrupted
+                interrupted = await wait_through_cancellation(chunk.job._get_event()) or interrupted
             self._in_flight.clear()
             self._finished.clear()
             self._current.clear()

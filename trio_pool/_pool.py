@@ -668,7 +668,7 @@ class Pool:
             fn,
             args,
             kwargs,
-            event=self._backend.event(),
+            new_event=self._backend.event,
             canceller=self._cancel_job,
             with_interface=with_interface,
             context=contextvars.copy_context(),
@@ -719,7 +719,7 @@ class Pool:
                     continue
                 if not pending:
                     break
-                event = pending[0]._event
+                event = pending[0]._get_event()
                 if len(pending) > 1 or event.is_set():  # set earlier, and seen to already
                     event = self._backend.event()
                     self._share_event(pending, event)
@@ -728,9 +728,9 @@ class Pool:
             running: list[Job[Any]] = []
             for job in jobs:
                 job._served_by_caller = False
-                for call in job._requests:
+                for call in job._requests or ():
                     call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
-                job._requests = []
+                job._requests = None
                 if job._outcome is None and not self._cancel_job(job):
                     running.append(job)
             if self._abandon_on_cancel or not isinstance(exc, anyio.get_cancelled_exc_class()):
@@ -740,9 +740,9 @@ class Pool:
             else:
                 for job in running:
                     while job._outcome is None:
-                        if job._event.is_set():  # set by a from_loop() call; nobody serves it now
+                        if job._get_event().is_set():  # by a from_loop() call; nobody serves it now
                             job._event = self._backend.event()
-                        await wait_through_cancellation(job._event)
+                        await wait_through_cancellation(job._get_event())
             raise
         for job in jobs:
             job._served_by_caller = False
@@ -754,12 +754,13 @@ class Pool:
             job._event = event
 
     async def _serve_loop_calls(self, job: Job[Any]) -> None:
-        calls, job._requests = job._requests, []
+        calls, job._requests = job._requests or [], None
         cancelled = anyio.get_cancelled_exc_class()
         for index, call in enumerate(calls):
             result = await outcome.acapture(call.async_fn, *call.args)
             if isinstance(result, outcome.Error) and isinstance(result.error, cancelled):
-                job._requests[:0] = calls[index:]  # answered as cancelled by the caller's handler
+                # The rest are answered as cancelled by the caller's handler.
+                job._requests = calls[index:] + (job._requests or [])
                 raise result.error
             call.answer(result)
 
@@ -768,8 +769,10 @@ class Pool:
         if job._cancel_requested or self._state == "closed":
             call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
         elif job._served_by_caller:
+            if job._requests is None:
+                job._requests = []
             job._requests.append(call)
-            job._event.set()  # wake the caller
+            job._get_event().set()  # wake the caller
         else:
             scope = anyio.CancelScope()  # registered now, so a stop now cancels it
             self._loop_calls.add(scope)

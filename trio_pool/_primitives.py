@@ -53,7 +53,7 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
         fn,
         args,
         kwargs,
-        event=backend.event(),
+        new_event=backend.event,
         canceller=_not_cancellable,
         context=contextvars.copy_context(),
     )
@@ -72,11 +72,11 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     )
     thread.start()
     try:
-        await job._event.wait()
+        await job._get_event().wait()
     except BaseException as exc:
         job._cancel_requested = True
         if isinstance(exc, anyio.get_cancelled_exc_class()):
-            await wait_through_cancellation(job._event)
+            await wait_through_cancellation(job._get_event())
             thread.join()
         raise
     thread.join()  # it has posted its result: it is leaving
