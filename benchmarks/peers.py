@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import outcome
+import sniffio
 import trio
 
 import trio_pool
@@ -80,7 +81,7 @@ async def _asyncio_to_thread(workers: int) -> AsyncIterator[Call]:
 @contextlib.asynccontextmanager
 async def _floor(workers: int) -> AsyncIterator[Call]:
     """Dedicated threads, a SimpleQueue, results posted back one by one: the floor."""
-    if trio.lowlevel.in_trio_run():
+    if sniffio.current_async_library() == "trio":
         token = trio.lowlevel.current_trio_token()
         post: Callable[[Callable[[], object]], object] = token.run_sync_soon
         make_event: Callable[[], Any] = trio.Event
