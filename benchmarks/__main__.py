@@ -101,7 +101,7 @@ def io(peer: Peer, scale: float) -> dict[str, float]:
 
 
 def cpu(peer: Peer, scale: float) -> dict[str, float]:
-    hashes = max(4, int(16 * scale))
+    hashes = max(4, int(128 * scale))  # long enough (~0.3 s) to rise above the noise
 
     def timed(workers: int) -> float:
         async def main() -> float:
