@@ -28,8 +28,6 @@ class Event(Protocol):
 class Backend(Protocol):
     """The running event loop, as the pool sees it."""
 
-    name: str
-
     def post(self, fn: Callable[[], object]) -> None:
         """Call ``fn()`` soon in the loop thread; safe from any thread.
 
@@ -59,8 +57,6 @@ class Backend(Protocol):
 
 
 class _Trio:
-    name = "trio"
-
     def __init__(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
 
@@ -77,8 +73,6 @@ class _Trio:
 
 
 class _Asyncio:
-    name = "asyncio"
-
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
 
