@@ -318,8 +318,7 @@ class Pool:
             self._state = "closing"
             self._autoscaler.cancel()
             self._let_in_waiters()  # they find the pool closed
-            for waiter in self._lease_waiters:
-                waiter.set()
+            self._let_in_lessees()  # they too
             self._channel.stop(self._workers.values())
             if self._threads == 0:
                 self._stopped.set()
