@@ -2,8 +2,9 @@
 
 This is the seam between a worker and its interface. :class:`ThreadHost`
 keeps the interface in the worker thread itself. A host that keeps it in a
-subprocess or in a remote actor has the same four members: ``load``,
-``operations``, ``execute`` and ``close``.
+subprocess or in a remote actor has the same members: ``load()``,
+``operations``, ``operation(name)``, ``execute()``, ``close()`` and
+``interface`` (what ``current_interface()`` returns in the worker).
 """
 
 from __future__ import annotations
@@ -132,3 +133,14 @@ def call_sync(
     except BaseException as exc:
         return outcome.Error(exc)
     return outcome.Value(result)
+
+
+def check_sync_callable(fn: object) -> None:
+    """TypeError unless ``fn`` is a callable that is not an async function."""
+    if not callable(fn):
+        raise TypeError(f"expected a callable or an operation name, not {fn!r}")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"{fn!r} is an async function: the pool runs sync functions in worker "
+            "threads; await async ones on the event loop instead"
+        )

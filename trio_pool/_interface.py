@@ -23,13 +23,19 @@ class InterfaceProxy:
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         if name.startswith("_") or name not in self._names:
             raise AttributeError(f"the pool's interface has no operation {name!r}")
-        call = self._call
-
-        async def operation(*args: Any, **kwargs: Any) -> Any:
-            return (await call(name, *args, **kwargs)).unwrap()
-
-        operation.__name__ = operation.__qualname__ = name
-        return operation
+        return unwrapping_operation(self._call, name)
 
     def __dir__(self) -> list[str]:
         return sorted(self._names)
+
+
+def unwrapping_operation(
+    call: Callable[..., Awaitable[outcome.Outcome[Any]]], name: str
+) -> Callable[..., Awaitable[Any]]:
+    """An async function running operation ``name`` through ``call``, returning its value."""
+
+    async def operation(*args: Any, **kwargs: Any) -> Any:
+        return (await call(name, *args, **kwargs)).unwrap()
+
+    operation.__name__ = operation.__qualname__ = name
+    return operation

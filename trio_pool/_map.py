@@ -1,9 +1,9 @@
 """``pool.map``: stream results of one function over many items, lazily and boundedly.
 
-Built only on the pool's public surface (``submit`` and ``Job``): items are
-grouped in chunks, each chunk is one job, and at most ``window`` chunks are
-in flight (submitted and not yet consumed), so neither a huge input nor a
-slow consumer makes memory grow.
+Built on ``Pool.submit`` and ``Job`` (and the pool's loop events): items
+are grouped in chunks, each chunk is one job, and at most ``window`` chunks
+are in flight (submitted and not yet consumed), so neither a huge input nor
+a slow consumer makes memory grow.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import inspect
 import itertools
 import logging
 import math
@@ -21,8 +20,8 @@ import outcome
 from ._backend import Backend, Event, current_backend, wait_through, wait_through_cancellation
 from ._channel import Channel, Delivery
 from ._exceptions import JobCancelled, PoolClosedError, QueueFull
-from ._host import ThreadHost, operations_of
-from ._interface import InterfaceProxy
+from ._host import ThreadHost, check_sync_callable, operations_of
+from ._interface import InterfaceProxy, unwrapping_operation
 from ._job import Job, LoopCall, cancelled_outcome, is_cancellation
 from ._lease import Lease
 from ._map import MapResults
@@ -52,19 +51,9 @@ def _default_workers() -> int:
     return min(32, (os.cpu_count() or 1) + 4)
 
 
-def _check_sync_callable(fn: object) -> None:
-    if not callable(fn):
-        raise TypeError(f"expected a callable or an operation name, not {fn!r}")
-    if inspect.iscoroutinefunction(fn):
-        raise TypeError(
-            f"{fn!r} is an async function: the pool runs sync functions in worker "
-            "threads; await async ones on the event loop instead"
-        )
-
-
 def _check_target(fn_or_op: object) -> None:
     if not isinstance(fn_or_op, str):
-        _check_sync_callable(fn_or_op)
+        check_sync_callable(fn_or_op)
 
 
 def _combine(errors: list[BaseException]) -> BaseException | None:
@@ -193,10 +182,8 @@ class Pool:
             initial = _count("workers", _default_workers() if workers is None else workers)
             self._min, self._max, self._idle_timeout = 1, None, math.inf
         self._initial = initial
-        busiest = self._max if self._max is not None else initial
-        self._queue_size = _count(
-            "queue_size", max(64, 4 * busiest) if queue_size is None else queue_size
-        )
+        default_queue = 4 * self._max if self._max is not None else max(64, 4 * initial)
+        self._queue_size = _count("queue_size", default_queue if queue_size is None else queue_size)
         if not isinstance(abandon_on_cancel, bool):
             raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
         if name is not None and not isinstance(name, str):
@@ -216,7 +203,6 @@ class Pool:
         self._workers: dict[int, Worker] = {}
         self._worker_ids = itertools.count()
         self._errors: list[BaseException] = []  # to raise at exit: loaders', hooks'
-        self._threads = 0
         self._room_waiters: deque[Event] = deque()
         self._reserved = 0  # room promised to woken waiters
         self._lease_waiters: deque[Event] = deque()
@@ -320,7 +306,7 @@ class Pool:
             self._let_in_waiters()  # they find the pool closed
             self._let_in_lessees()  # they too
             self._channel.stop(self._workers.values())
-            if self._threads == 0:
+            if not self._workers:
                 self._stopped.set()
         errors: list[BaseException] = []
         if reason is None:
@@ -373,10 +359,9 @@ class Pool:
             )
             worker.idle_since = self._backend.current_time()
             self._workers[worker_id] = worker
-            self._threads += 1
             self._started_count += 1
-            if self._limiter.total_tokens < self._threads:
-                self._limiter.total_tokens = self._threads
+            if self._limiter.total_tokens < len(self._workers):
+                self._limiter.total_tokens = len(self._workers)
             self._task_group.start_soon(self._run_worker, worker, name=worker.info.name)
             started.append(worker)
         return started
@@ -401,8 +386,7 @@ class Pool:
             self._hook_errors += 1
             if not worker.stop_owned:
                 self._errors.append(worker.hook_error)
-        self._threads -= 1
-        if self._threads == 0 and self._state != "open":
+        if not self._workers and self._state != "open":
             self._stopped.set()
         worker.exited.set()
 
@@ -614,6 +598,12 @@ class Pool:
 
     # --- jobs ---------------------------------------------------------------
 
+    def _resolve(self, fn: Callable[..., Any] | str) -> Callable[..., Any] | str:
+        """A defined operation's function as defined now (whatever comes later)."""
+        if isinstance(fn, str):
+            return self._definitions.get(fn, fn)
+        return fn
+
     def _check_open(self) -> None:
         if self._state == "open":
             return
@@ -661,10 +651,8 @@ class Pool:
         worker: Worker | None = None,
     ) -> Job[Any]:
         self._check_open()
-        if isinstance(fn, str) and fn in self._definitions:
-            fn = self._definitions[fn]  # the function defined now, whatever comes later
         job: Job[Any] = Job(
-            fn,
+            self._resolve(fn),
             args,
             kwargs,
             new_event=self._backend.event,
@@ -686,9 +674,13 @@ class Pool:
         kwargs: dict[str, Any],
         *,
         with_interface: bool = False,
+        full_checkpoint: bool = False,
     ) -> Job[Any]:
         self._check_open()
-        await self._backend.cancellation_point()
+        if full_checkpoint:  # for submit(): nothing may raise once the job is accepted
+            await self._backend.checkpoint()
+        else:  # the caller's wait that follows is the schedule point
+            await self._backend.cancellation_point()
         if not self._has_room():
             await self._wait_for_room()
         return self._accept(fn, args, kwargs, with_interface=with_interface)
@@ -837,7 +829,7 @@ class Pool:
         :func:`check_cancelled`; with ``abandon_on_cancel=True`` the caller
         returns at once and the result is discarded.
         """
-        _check_sync_callable(fn)
+        check_sync_callable(fn)
         job = await self._submit(fn, args, kwargs)
         result: R = (await self._outcome_of(job)).unwrap()
         return result
@@ -869,7 +861,7 @@ class Pool:
 
         Cancellation: as for :meth:`run`.
         """
-        _check_sync_callable(method)
+        check_sync_callable(method)
         job = await self._submit(method, args, kwargs, with_interface=True)
         result: R = (await self._outcome_of(job)).unwrap()
         return result
@@ -905,11 +897,7 @@ class Pool:
         it waits for the job.
         """
         _check_target(fn)
-        self._check_open()
-        await self._backend.checkpoint()  # nothing may raise once the job is accepted
-        if not self._has_room():
-            await self._wait_for_room()
-        return self._accept(fn, args, kwargs)
+        return await self._submit(fn, args, kwargs, full_checkpoint=True)
 
     @overload
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -1021,8 +1009,7 @@ class Pool:
         waits for them; the pool stays usable.
         """
         _check_target(fn)
-        if isinstance(fn, str) and fn in self._definitions:
-            fn = self._definitions[fn]
+        fn = self._resolve(fn)
         chunksize = _count("chunksize", chunksize)
         if not isinstance(items, (Iterable, AsyncIterable)):
             raise TypeError(f"items must be an iterable or async iterable, not {items!r}")
@@ -1124,17 +1111,10 @@ class Pool:
             )
         if name in self._operations or name in self._static_operations:
             raise ValueError(f"the interface already has an operation {name!r}")
-        _check_sync_callable(fn)
+        check_sync_callable(fn)
         self._check_open()
         self._definitions[name] = fn
-        call = self.call
-
-        async def operation(*args: P.args, **kwargs: P.kwargs) -> R:
-            result: R = (await call(name, *args, **kwargs)).unwrap()
-            return result
-
-        operation.__name__ = operation.__qualname__ = name
-        return operation
+        return unwrapping_operation(self.call, name)
 
     def undefine(self, name: str) -> None:
         """Remove an operation added with :meth:`define`.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import copy
-import inspect
 import itertools
 import threading
 from collections import deque
@@ -21,7 +20,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, final
 import anyio
 
 from ._backend import current_backend, wait_through_cancellation
-from ._host import call_sync
+from ._host import call_sync, check_sync_callable
 from ._in_worker import context
 from ._job import Job, State
 
@@ -43,10 +42,7 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     cancellation; meanwhile :func:`check_cancelled` raises
     :class:`JobCancelled` inside the call, so it can stop early.
     """
-    if not callable(fn):
-        raise TypeError(f"expected a callable, not {fn!r}")
-    if inspect.iscoroutinefunction(fn):
-        raise TypeError(f"{fn!r} is an async function: await it on the event loop instead")
+    check_sync_callable(fn)
     backend = current_backend()
     await backend.cancellation_point()
     job: Job[R] = Job(
@@ -191,13 +187,8 @@ class ThreadSafeLock:
         try:
             if event.wait(None if timeout < 0 else timeout):
                 return True
-        except BaseException:  # interrupted (Ctrl-C): withdraw, or pass the lock on
-            with self._mutex:
-                granted = waiter.granted
-                if not granted:
-                    self._waiters.remove(waiter)
-            if granted:
-                self.release()
+        except BaseException:  # interrupted (Ctrl-C)
+            self._withdraw(waiter)
             raise
         with self._mutex:
             if waiter.granted:  # granted just as the wait timed out
@@ -233,14 +224,18 @@ class ThreadSafeLock:
             self._waiters.append(waiter)
         try:
             await event.wait()
-        except BaseException:
-            with self._mutex:
-                granted = waiter.granted
-                if not granted:
-                    self._waiters.remove(waiter)
-            if granted:
-                self.release()
+        except BaseException:  # cancelled
+            self._withdraw(waiter)
             raise
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        """A waiter gives up: leave the queue, or pass on the lock it was just given."""
+        with self._mutex:
+            granted = waiter.granted
+            if not granted:
+                self._waiters.remove(waiter)
+        if granted:
+            self.release()
 
     def __enter__(self) -> None:
         self.acquire()
