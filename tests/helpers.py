@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -17,6 +17,22 @@ TIMEOUT = 10  # a bug fails fast; nothing here ever waits this long when it work
 async def wait_in_thread(event: threading.Event) -> None:
     """Wait, without blocking the loop, for a threading.Event set by a job."""
     assert await anyio.to_thread.run_sync(event.wait, TIMEOUT), "the handshake never came"
+
+
+async def cancel_once_entered(
+    entered: threading.Event, async_fn: Callable[..., Awaitable[object]], *args: object
+) -> anyio.CancelScope:
+    """Run ``async_fn(*args)`` in a task; cancel it once a job sets ``entered``.
+
+    Returns the cancel scope, after the task has finished, for the caller to
+    check ``cancelled_caught``.
+    """
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(async_fn, *args)
+            await wait_in_thread(entered)
+            scope.cancel()
+    return scope
 
 
 class Gate:

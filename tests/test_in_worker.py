@@ -12,7 +12,7 @@ import pytest
 
 import trio_pool
 
-from helpers import Gate, poll_until, wait_in_thread
+from helpers import Gate, cancel_once_entered, poll_until, wait_in_thread
 
 # --- wait / notify ------------------------------------------------------------------
 
@@ -56,11 +56,7 @@ async def test_wait_times_out(backend: str) -> None:
 async def test_cancelling_the_caller_wakes_a_waiting_job(backend: str) -> None:
     started = threading.Event()
     async with trio_pool.Pool(workers=1) as pool:
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.run, waiter, started, "never")
-                await wait_in_thread(started)
-                scope.cancel()
+        scope = await cancel_once_entered(started, pool.run, waiter, started, "never")
         assert scope.cancelled_caught
         stats = pool.statistics()
         assert (stats.cancelled, stats.busy) == (1, 0)
@@ -159,11 +155,8 @@ async def test_from_loop_after_the_caller_left_raises_at_once(backend: str) -> N
         seen.append(outcome.capture(trio_pool.from_loop, double_later, 1))
 
     async with trio_pool.Pool(workers=1, abandon_on_cancel=True) as pool:
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.run, job)
-                await wait_in_thread(gate.entered)
-                scope.cancel()
+        scope = await cancel_once_entered(gate.entered, pool.run, job)
+        assert scope.cancelled_caught  # abandoned: the caller left at once
         gate.open()
         await poll_until(lambda: bool(seen))
     [result] = seen

@@ -19,7 +19,7 @@ import trio.testing
 
 import trio_pool
 
-from helpers import TIMEOUT, Gate, Log, recording_interface, wait_in_thread
+from helpers import TIMEOUT, Gate, Log, cancel_once_entered, recording_interface, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -428,11 +428,7 @@ async def test_caller_cancelled_while_running_waits_by_default(backend: str) -> 
 async def test_a_running_job_sees_its_callers_cancellation(backend: str) -> None:
     gate = Gate(cooperative=True)
     async with trio_pool.Pool(workers=1) as pool:
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.run, gate.enter)
-                await wait_in_thread(gate.entered)
-                scope.cancel()
+        scope = await cancel_once_entered(gate.entered, pool.run, gate.enter)
         assert scope.cancelled_caught
         stats = pool.statistics()
         assert (stats.cancelled, stats.failed, stats.busy) == (1, 0, 0)
@@ -441,11 +437,7 @@ async def test_a_running_job_sees_its_callers_cancellation(backend: str) -> None
 async def test_abandon_on_cancel_returns_at_once(backend: str) -> None:
     gate = Gate()
     async with trio_pool.Pool(workers=1, abandon_on_cancel=True) as pool:
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.run, gate.enter)
-                await wait_in_thread(gate.entered)
-                scope.cancel()
+        scope = await cancel_once_entered(gate.entered, pool.run, gate.enter)
         assert scope.cancelled_caught
         stats = pool.statistics()
         assert (stats.busy, stats.cancelled) == (1, 1)  # the job still runs

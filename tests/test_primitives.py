@@ -9,7 +9,7 @@ import pytest
 
 import trio_pool
 
-from helpers import TIMEOUT, Gate, wait_in_thread
+from helpers import TIMEOUT, Gate, cancel_once_entered, wait_in_thread
 
 # --- run_in_thread ------------------------------------------------------------------
 
@@ -37,11 +37,7 @@ async def test_run_in_thread_cancellation_waits_and_the_call_can_notice(backend:
             stopped.append(exc)
             raise
 
-    with anyio.CancelScope() as scope:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(trio_pool.run_in_thread, work)
-            await wait_in_thread(gate.entered)
-            scope.cancel()
+    scope = await cancel_once_entered(gate.entered, trio_pool.run_in_thread, work)
     assert scope.cancelled_caught
     assert [type(e) for e in stopped] == [trio_pool.JobCancelled]  # it was waited for
 
