@@ -106,6 +106,25 @@ def test_asyncio_timeout_on_a_cooperative_job() -> None:
     assert (stats.cancelled, stats.failed) == (1, 0)
 
 
+def test_a_pending_native_cancel_submits_nothing() -> None:
+    ran: list[str] = []
+
+    async def main() -> trio_pool.PoolStatistics:
+        async with trio_pool.Pool(workers=2) as pool:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # pending: delivered at the task's next yield
+            with pytest.raises(asyncio.CancelledError):
+                await pool.run(ran.append, "cancelled")
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+            return pool.statistics()
+
+    stats = run_asyncio(main)
+    assert ran == []
+    assert stats.submitted == 0
+
+
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_fail_after_on_a_cooperative_job(backend: str) -> None:
     async def main() -> trio_pool.PoolStatistics:

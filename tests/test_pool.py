@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
+import inspect
 import logging
 import sys
 import threading
@@ -75,6 +77,15 @@ async def test_async_functions_and_non_callables_are_refused(backend: str) -> No
             await pool.run(coro)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="async function"):
             pool.submit_nowait(coro)
+        with pytest.raises(TypeError, match="async function"):
+            await pool.run(functools.partial(coro))  # type: ignore[arg-type]
+        if sys.version_info >= (3, 12):  # a sync def marked as async is refused too
+
+            def marked() -> None:
+                pass  # pragma: no cover
+
+            with pytest.raises(TypeError, match="async function"):
+                await pool.run(inspect.markcoroutinefunction(marked))
         with pytest.raises(TypeError, match="callable"):
             await pool.run(42)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="name of an operation"):
@@ -396,6 +407,32 @@ async def test_caller_cancelled_while_queued(backend: str) -> None:
         assert log.of("ran") == []
         stats = pool.statistics()
         assert (stats.submitted, stats.completed, stats.cancelled) == (3, 2, 1)
+
+
+async def test_a_caller_cancelled_before_it_calls_submits_nothing(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(workers=2) as pool:
+        with anyio.move_on_after(0):  # expired on entry: the call sees it at once
+            await pool.run(log.add, "ran", "expired deadline")
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await pool.call_method(Log.add, log, "ran", "cancelled scope")
+        assert pool.statistics().submitted == 0
+    assert log.of("ran") == []
+
+
+async def test_a_burst_of_jobs_reaches_every_idle_worker(backend: str) -> None:
+    # The loop wakes one idle worker per burst; the woken ones wake the rest.
+    async with trio_pool.Pool(workers=4) as pool:
+        for _ in range(20):
+            gate, ids = Gate(), set()
+            jobs = [pool.submit_nowait(gate.enter) for _ in range(4)]
+            await gate.wait_arrivals(4)  # all four block at once: one per worker
+            gate.open()
+            for job in jobs:
+                await job.wait()
+                ids.add(job.worker_id)
+            assert len(ids) == 4
 
 
 async def test_caller_cancelled_while_running_waits_by_default(backend: str) -> None:

@@ -6,8 +6,11 @@ through another deque, and the loop is woken once per batch of outcomes, not
 once per job. A worker never waits for the loop before it takes its next job,
 and a worker that finds jobs waiting takes the next without sleeping. Each
 worker sleeps on its own condition, so a new job wakes exactly one idle
-worker, the one idle most recently. The queue's bound (backpressure) is kept
-by the pool, on the loop side.
+worker, the one idle most recently. The loop wakes a worker only when no
+wake-up is on its way; a woken worker that takes a job wakes the next idle
+worker if jobs are still waiting, so a burst of jobs costs the loop one
+wake-up, not one per job. The queue's bound (backpressure) is kept by the
+pool, on the loop side.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Channel:
         self.lock: threading.Lock = threading.Lock()
         self._jobs: deque[Job[Any]] = deque()
         self._idle: list[Worker] = []  # free workers asleep in take(), most recent last
+        self._waking = 0  # idle workers woken for the shared queue, not yet awake
         self._draining = False
         self._finished: Delivery = []
         self._flush_posted = False
@@ -57,6 +61,18 @@ class Channel:
     def new_condition(self) -> threading.Condition:
         return threading.Condition(self.lock)
 
+    def _call_idle(self) -> None:
+        """Wake the most recently idle worker for the shared queue (lock held)."""
+        worker = self._idle.pop()
+        worker.called = True
+        self._waking += 1
+        worker.wakeup.notify()
+
+    def _pass_on(self) -> None:
+        """Wake an idle worker if more jobs wait than wake-ups are on their way."""
+        if self._idle and len(self._jobs) > self._waking:
+            self._call_idle()
+
     def _wake(self, worker: Worker) -> None:
         """Wake ``worker`` if it sleeps (lock held)."""
         if worker in self._idle:
@@ -70,8 +86,8 @@ class Channel:
         with self.lock:
             if worker is None:
                 self._jobs.append(job)
-                if self._idle:
-                    self._idle.pop().wakeup.notify()
+                if self._idle and not self._waking:  # else the woken worker passes it on
+                    self._call_idle()
             else:
                 job._target = worker
                 worker.direct.append(job)
@@ -170,19 +186,24 @@ class Channel:
                     break
                 if worker.stop_requested:
                     worker.state = "stopping"
-                    if self._jobs and self._idle:  # a wake-up may have been meant for a job
-                        self._idle.pop().wakeup.notify()
+                    self._pass_on()  # a wake-up may have been meant for a job
                     return None
                 if self._jobs and not worker.leased:
                     job = self._jobs.popleft()
+                    self._pass_on()
                     break
                 if self._draining:
                     worker.state = "stopping"
                     return None
-                if not worker.leased:
+                if worker.leased:
+                    self._pass_on()
+                else:
                     self._idle.append(worker)
                 worker.wakeup.wait()
-                if worker in self._idle:  # woken by something else than a new job
+                if worker.called:
+                    worker.called = False
+                    self._waking -= 1
+                elif worker in self._idle:  # woken by something else than a new job
                     self._idle.remove(worker)
             job._state = State.RUNNING
             job._worker = worker

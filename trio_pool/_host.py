@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from types import TracebackType
+from types import BuiltinFunctionType, FunctionType, TracebackType
 from typing import Any, TypeGuard
 
 import outcome
@@ -137,6 +137,12 @@ def call_sync(
 
 def check_sync_callable(fn: object) -> None:
     """TypeError unless ``fn`` is a callable that is not an async function."""
+    if type(fn) is BuiltinFunctionType or (
+        type(fn) is FunctionType  # the common cases, checked without inspect's unwrapping
+        and not fn.__code__.co_flags & inspect.CO_COROUTINE
+        and not hasattr(fn, "_is_coroutine_marker")  # inspect.markcoroutinefunction()
+    ):
+        return
     if not callable(fn):
         raise TypeError(f"expected a callable or an operation name, not {fn!r}")
     if inspect.iscoroutinefunction(fn):

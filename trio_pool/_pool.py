@@ -686,7 +686,20 @@ class Pool:
         return self._accept(fn, args, kwargs, with_interface=with_interface)
 
     async def _outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
-        return (await self._outcomes_of((job,)))[0]
+        """:meth:`_outcomes_of` for one job: the hot path of run() and call()."""
+        job._served_by_caller = True
+        try:
+            while job._outcome is None:
+                if job._requests:
+                    job._event = None  # re-armed: a call made from now on sets a new one
+                    await self._serve_loop_calls(job)
+                else:
+                    await job._get_event().wait()
+        except BaseException as exc:
+            await self._caller_left((job,), exc)
+            raise
+        job._served_by_caller = False
+        return job._outcome
 
     async def _outcomes_of(self, jobs: Iterable[Job[Any]]) -> list[outcome.Outcome[Any]]:
         """Wait for jobs as their caller, applying the cancellation rules.
@@ -716,28 +729,36 @@ class Pool:
                     self._share_event(pending, event)
                 await event.wait()
         except BaseException as exc:
-            running: list[Job[Any]] = []
-            for job in jobs:
-                job._served_by_caller = False
-                for call in job._requests or ():
-                    call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
-                job._requests = None
-                if job._outcome is None and not self._cancel_job(job):
-                    running.append(job)
-            if self._abandon_on_cancel or not isinstance(exc, anyio.get_cancelled_exc_class()):
-                for job in running:
-                    job._abandoned = True
-                    self._cancelled += 1
-            else:
-                for job in running:
-                    while job._outcome is None:
-                        if job._get_event().is_set():  # by a from_loop() call; nobody serves it now
-                            job._event = self._backend.event()
-                        await wait_through_cancellation(job._get_event())
+            await self._caller_left(jobs, exc)
             raise
         for job in jobs:
             job._served_by_caller = False
         return [job._outcome for job in jobs if job._outcome is not None]
+
+    async def _caller_left(self, jobs: Iterable[Job[Any]], exc: BaseException) -> None:
+        """The caller of ``jobs`` stops waiting, because of ``exc``: apply the rules.
+
+        Queued jobs are removed; running ones are abandoned, or, when ``exc``
+        is a cancellation and the pool does not abandon, waited for.
+        """
+        running: list[Job[Any]] = []
+        for job in jobs:
+            job._served_by_caller = False
+            for call in job._requests or ():
+                call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
+            job._requests = None
+            if job._outcome is None and not self._cancel_job(job):
+                running.append(job)
+        if self._abandon_on_cancel or not isinstance(exc, anyio.get_cancelled_exc_class()):
+            for job in running:
+                job._abandoned = True
+                self._cancelled += 1
+        else:
+            for job in running:
+                while job._outcome is None:
+                    if job._get_event().is_set():  # by a from_loop() call; nobody serves it now
+                        job._event = self._backend.event()
+                    await wait_through_cancellation(job._get_event())
 
     @staticmethod
     def _share_event(jobs: list[Job[Any]], event: Event) -> None:

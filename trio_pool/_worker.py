@@ -50,6 +50,7 @@ class Worker:
         self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
         self.leased: bool = False
         self.stop_requested: bool = False
+        self.called: bool = False  # woken for the shared queue (the channel's count)
         self.wakeup: threading.Condition = channel.new_condition()
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told (set by the pool).
