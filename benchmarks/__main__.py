@@ -143,11 +143,12 @@ def map_items(peer: Peer, scale: float) -> dict[str, float]:
 
 
 def memory(peer: Peer, scale: float) -> dict[str, float]:
+    """Peak bytes per queued job, and what 10 rounds of jobs leave behind."""
     jobs = max(1_000, int(100_000 * scale))
     if not peer.is_pool:
         return {}
 
-    async def main() -> float:
+    async def main() -> dict[str, float]:
         gate = anyio.Event()
         async with trio_pool.Pool(workers=1, queue_size=jobs + 1) as pool:
             await pool.submit(anyio.from_thread.run, gate.wait)  # hold the worker
@@ -155,14 +156,23 @@ def memory(peer: Peer, scale: float) -> dict[str, float]:
             try:
                 base = tracemalloc.get_traced_memory()[0]
                 for i in range(jobs):
-                    pool.submit_nowait(add_one, i)
+                    last = pool.submit_nowait(add_one, i)
                 peak = tracemalloc.get_traced_memory()[1] - base
+                gate.set()
+                await last.wait()
+                after = []  # memory in use after each round of jobs has finished
+                for _ in range(10):
+                    for i in range(jobs // 10):
+                        last = pool.submit_nowait(add_one, i)
+                    await last.wait()
+                    del last
+                    after.append(tracemalloc.get_traced_memory()[0])
             finally:
                 tracemalloc.stop()
-            gate.set()
-        return peak / jobs
+        return {"bytes/job": peak / jobs, "growth B/round": (after[-1] - after[0]) / 9}
 
-    return {"bytes/job": run_on(peer.loop, main)}
+    result: dict[str, float] = run_on(peer.loop, main)
+    return result
 
 
 SCENARIOS: dict[str, Callable[[Peer, float], dict[str, float]]] = {
