@@ -1,4 +1,4 @@
-"""Sessions: tests (Python x dependency matrix), lint, typing, examples.
+"""Sessions: tests (Python x dependency matrix), lint, typing, examples, docs.
 
 `nox` runs them all; `nox -s "tests-3.12(deps='lowest')"` runs one cell;
 `nox -l` lists them. Interpreters installed with pyenv are found without
@@ -18,7 +18,7 @@ PACKAGE = "trio_pool"
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "lint", "typing", "examples"]
+nox.options.sessions = ["tests", "lint", "typing", "examples", "docs"]
 
 
 def _find_pyenv_pythons() -> None:
@@ -76,6 +76,21 @@ def examples(session: nox.Session) -> None:
     session.install(".[examples]")
     for path in sorted(glob.glob("examples/*.py")):
         session.run("python", path)
+
+
+@nox.session(python="3.12")
+def docs(session: nox.Session) -> None:
+    """The documentation site, in docs/_build/html, built as CI builds it.
+
+    Warnings are errors and every reference must resolve (-W -n), offline:
+    intersphinx reads docs/_inventories/. Then the doctests run, and every
+    docs/snippets/*.py program runs and must print its .out file.
+    """
+    session.install(".[docs]")
+    sphinx = ["sphinx-build", "-E", "-W", "--keep-going", "-n"]
+    session.run(*sphinx, "-b", "html", "docs", "docs/_build/html")
+    session.run(*sphinx, "-b", "doctest", "docs", "docs/_build/doctest")
+    session.run("python", "docs/run_snippets.py")
 
 
 @nox.session
