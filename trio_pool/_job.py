@@ -123,7 +123,7 @@ class Job(Generic[T]):
         """Cancel the job (from the event-loop thread).
 
         A queued job is removed: it never runs, and its Outcome is an
-        :class:`~Error` holding :class:`JobCancelled`. A running job is
+        :class:`~outcome.Error` holding :class:`JobCancelled`. A running job is
         asked to stop: :func:`trio_pool.check_cancelled` raises inside it from
         now on. A finished job is left as it is.
 

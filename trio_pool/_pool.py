@@ -23,7 +23,7 @@ from ._exceptions import JobCancelled, PoolClosedError, QueueFull
 from ._host import ThreadHost, check_sync_callable, operations_of
 from ._interface import InterfaceProxy, unwrapping_operation
 from ._job import Job, LoopCall, cancelled_outcome, is_cancellation
-from ._lease import Lease
+from ._lease import Lease, WorkerLease
 from ._map import MapResults
 from ._statistics import PoolStatistics, WorkerStatistics
 from ._worker import Worker
@@ -188,6 +188,8 @@ class Pool:
             raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, not {name!r}")
+        #: The pool's name: the ``name`` argument, or ``"trio_pool-<n>"``. Its
+        #: worker threads are named ``"<name>-worker-<id>"``.
         self.name: str = name if name is not None else f"trio_pool-{next(_pool_numbers)}"
         self._interface: object = interface
         self._args = args
@@ -1045,7 +1047,7 @@ class Pool:
             window=self._queue_size,
         )
 
-    def lease(self) -> Lease:
+    def lease(self) -> contextlib.AbstractAsyncContextManager[WorkerLease]:
         """Exclusive use of one worker: ``async with pool.lease() as worker:``.
 
         The :class:`WorkerLease` has the pool's ``run``, ``call``,
