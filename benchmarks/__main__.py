@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import platform
 import statistics
 import sys
@@ -229,9 +230,22 @@ def ratios(results: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[st
     return out
 
 
+def cpu_model() -> str:
+    """The processor's model name, where Linux tells it."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "an unknown processor"
+
+
 def markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, scale: float) -> str:
     lines = [
-        f"Medians of {rounds} interleaved rounds (scale {scale}) on {platform.machine()}, "
+        f"Medians of {rounds} interleaved rounds (scale {scale}) on {cpu_model()} "
+        f"({os.cpu_count()} CPUs, {platform.machine()}), "
         f"{platform.python_implementation()} {platform.python_version()}; "
         "ratio = trio_pool on the same loop / the peer, for the scenario's first figure.",
         "",
