@@ -23,7 +23,7 @@ async def main() -> None:
         await trio.sleep(0.05)
         before = len(ticks)
         value = await trio.to_thread.run_sync(lookup, "a")  # the loop keeps running
-        print(value, "- heartbeats during the call:", len(ticks) - before > 0)
+        print(value, "- heartbeats ran during the call:", len(ticks) > before)
         nursery.cancel_scope.cancel()
 
 
