@@ -59,14 +59,10 @@ nitpick_ignore_regex = [
     ("py:class", r"(trio_pool\._\w+\.)?[PRT]"),
 ]
 nitpick_ignore = [
-    # Pool.lease() is annotated with the private class Lease, the async
-    # context manager whose ``async with`` gives a WorkerLease; the reference
-    # says so at Pool.lease and WorkerLease.
-    ("py:class", "trio_pool._lease.Lease"),
-    # TEMPORARY, until the fix in /tmp/docs_docstring_fixes.md is applied to
-    # trio_pool/_job.py: Job.cancel's docstring says :class:`~Error` where it
-    # means :class:`~outcome.Error`.
-    ("py:class", "Error"),
+    # TEMPORARY, until the correction in /tmp/docs_docstring_fixes.md is
+    # applied to trio_pool/_pool.py: the first line of Pool.name's doc comment
+    # has a colon, so napoleon reads "The pool's name" as the attribute's type.
+    ("py:class", "The pool's name"),
 ]
 
 # --- HTML --------------------------------------------------------------------

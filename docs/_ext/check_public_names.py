@@ -26,9 +26,7 @@ logger = logging.getLogger(__name__)
 
 # Public members that have no docstring yet, while the fix waits for its
 # module's owner. Temporary: each is listed in /tmp/docs_docstring_fixes.md.
-NOT_YET_DOCUMENTED: set[str] = {
-    "trio_pool.Pool.name",  # trio_pool/_pool.py: the attribute has no docstring
-}
+NOT_YET_DOCUMENTED: set[str] = set()
 
 
 def _init_attributes(cls: type) -> set[str]:
