@@ -190,13 +190,12 @@ class Channel:
                     return None
                 if self._jobs and not worker.leased:
                     job = self._jobs.popleft()
-                    self._pass_on()
                     break
                 if self._draining:
                     worker.state = "stopping"
                     return None
                 if worker.leased:
-                    self._pass_on()
+                    self._pass_on()  # a wake-up may have been meant for a job
                 else:
                     self._idle.append(worker)
                 worker.wakeup.wait()
@@ -205,6 +204,7 @@ class Channel:
                     self._waking -= 1
                 elif worker in self._idle:  # woken by something else than a new job
                     self._idle.remove(worker)
+            self._pass_on()  # jobs still waiting: wake the next worker
             job._state = State.RUNNING
             job._worker = worker
             job.worker_id = worker.id
