@@ -58,12 +58,6 @@ nitpick_ignore_regex = [
     # there is nothing to link them to.
     ("py:class", r"(trio_pool\._\w+\.)?[PRT]"),
 ]
-nitpick_ignore = [
-    # TEMPORARY, until the correction in /tmp/docs_docstring_fixes.md is
-    # applied to trio_pool/_pool.py: the first line of Pool.name's doc comment
-    # has a colon, so napoleon reads "The pool's name" as the attribute's type.
-    ("py:class", "The pool's name"),
-]
 
 # --- HTML --------------------------------------------------------------------
 html_theme = "furo"

@@ -188,7 +188,7 @@ class Pool:
             raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, not {name!r}")
-        #: The pool's name: the ``name`` argument, or ``"trio_pool-<n>"``. Its
+        #: The pool's name (the ``name`` argument, or ``"trio_pool-<n>"``). Its
         #: worker threads are named ``"<name>-worker-<id>"``.
         self.name: str = name if name is not None else f"trio_pool-{next(_pool_numbers)}"
         self._interface: object = interface
