@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +227,33 @@ async def test_autoscaling_grows_and_retires_on_the_loops_clock(
         stats = pool.statistics()
         assert (stats.scaled_down, stats.workers_stopped) == (3, 3)
         assert pool.worker_count == 1  # never below min_workers
+
+
+@pytest.mark.trio
+async def test_a_worker_that_served_while_its_step_loaded_retires_on_time(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    second_loader = threading.Event()
+
+    class SlowSecond:
+        count = itertools.count()
+
+        def __init__(self) -> None:
+            if next(self.count) == 1:  # the second worker of the step loads late
+                assert second_loader.wait(TIMEOUT)
+
+    async with trio_pool.Pool(SlowSecond, min_workers=0, max_workers=2, idle_timeout=10) as pool:
+        jobs = [pool.submit_nowait(int) for _ in range(2)]  # one step of two workers
+        for job in jobs:
+            await job.wait()  # both served by the first worker, idle from time 0
+        mock_clock.jump(5)
+        second_loader.set()
+        await poll_until(lambda: pool.statistics().idle == 2)  # the step has loaded
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.worker_count == 2
+        mock_clock.jump(5.5)  # the first worker has been idle 10.5, the second 5.5
+        await poll_until(lambda: pool.statistics().workers == 1)
+        assert pool.statistics().scaled_down == 1
 
 
 async def test_autoscaling_from_zero(backend: str) -> None:

@@ -401,7 +401,8 @@ class Pool:
         cancelled = await self._wait_all(w.loaded for w in workers)
         now = self._backend.current_time()
         for worker in workers:
-            worker.idle_since = now  # idle from now on, not from when it started loading
+            if not worker.jobs_done:  # idle from now on, not from when it started loading
+                worker.idle_since = now
             if worker.load_error is None and not self._operations:
                 self._operations = worker.host.operations
         self._let_in_lessees()
