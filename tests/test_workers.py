@@ -256,6 +256,21 @@ async def test_a_worker_that_served_while_its_step_loaded_retires_on_time(
         assert pool.statistics().scaled_down == 1
 
 
+async def test_autoscaling_grows_for_a_burst_while_workers_are_idle(backend: str) -> None:
+    # Eight idle workers, a burst of sixteen jobs that all block: the pool must
+    # grow to sixteen, though the burst first found idle workers.
+    async with trio_pool.Pool(min_workers=8, max_workers=16, idle_timeout=600) as pool:
+        await poll_until(lambda: pool.statistics().idle == 8)
+        await anyio.wait_all_tasks_blocked()  # the autoscaler too: it waits for news
+        gate = Gate()
+        jobs = [pool.submit_nowait(gate.enter) for _ in range(16)]
+        await gate.wait_arrivals(16)  # sixteen jobs running at once: sixteen workers
+        gate.open()
+        for job in jobs:
+            await job.wait()
+        assert pool.statistics().scaled_up == 8
+
+
 async def test_autoscaling_from_zero(backend: str) -> None:
     async with trio_pool.Pool(min_workers=0, max_workers=2, idle_timeout=0.01) as pool:
         assert pool.worker_count == 0

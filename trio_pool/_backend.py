@@ -48,7 +48,11 @@ class Backend(Protocol):
         ...
 
     async def cancellation_point(self) -> None:
-        """Raise the task's cancellation if there is one, yielding only if need be."""
+        """Raise the task's cancellation if there is one (cheapest way per loop).
+
+        On asyncio this is a full checkpoint: only a yield to the loop shows a
+        pending native ``Task.cancel()``.
+        """
         ...
 
 
@@ -83,18 +87,7 @@ class _Asyncio:
         return self._loop.time()
 
     checkpoint = staticmethod(anyio.lowlevel.checkpoint)
-
-    @staticmethod
-    async def cancellation_point() -> None:
-        # A native Task.cancel() shows only by a yield: yield if one is pending
-        # (Task.cancelling(), Python 3.11+; always on 3.10). A cancel asyncio has
-        # only scheduled (an asyncio.timeout() that expired on entry) is not
-        # seen here; it arrives at the caller's next wait, like any other.
-        cancelling = getattr(asyncio.current_task(), "cancelling", None)
-        if cancelling is None or cancelling():
-            await anyio.lowlevel.checkpoint()
-        else:  # an anyio cancel scope's cancellation, seen without a yield
-            await anyio.lowlevel.checkpoint_if_cancelled()
+    cancellation_point = staticmethod(anyio.lowlevel.checkpoint)
 
 
 def current_backend() -> Backend:

@@ -55,8 +55,9 @@ class Channel:
         return len(self._jobs)
 
     @property
-    def idle_workers(self) -> int:
-        return len(self._idle)
+    def unserved(self) -> bool:
+        """More jobs wait than idle workers and wake-ups on their way can take."""
+        return len(self._jobs) > len(self._idle) + self._waking
 
     def new_condition(self) -> threading.Condition:
         return threading.Condition(self.lock)

@@ -665,7 +665,7 @@ class Pool:
         )
         self._channel.put(job, worker)
         self._submitted += 1
-        if self._autoscaling and worker is None and not self._channel.idle_workers:
+        if self._autoscaling and worker is None and self._channel.unserved:
             self._growth_failed = False  # a new job: growing may work now
             self._pressure.set()
         return job
