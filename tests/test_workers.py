@@ -429,6 +429,22 @@ async def test_leaving_a_lease_by_error_or_cancellation_returns_the_worker(backe
         assert worker.id == 0
 
 
+async def test_a_lease_refuses_what_the_pool_refuses(backend: str) -> None:
+    async def coro() -> None:
+        pass  # pragma: no cover
+
+    async with trio_pool.Pool(workers=1) as pool, pool.lease() as worker:
+        with pytest.raises(TypeError, match="async function"):
+            await worker.run(coro)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="async function"):
+            await worker.call_method(coro)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="callable"):
+            await worker.run(42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="name of an operation"):
+            await worker.call(len)  # type: ignore[arg-type]
+        assert pool.statistics().submitted == 0  # refused before reaching the worker
+
+
 async def test_a_lease_waits_while_every_worker_is_leased(backend: str) -> None:
     order: list[str] = []
     async with trio_pool.Pool(workers=1) as pool:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, final
 
 import outcome
 
+from ._host import check_sync_callable
 from ._interface import InterfaceProxy
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class WorkerLease:
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Like :meth:`Pool.run`, on the leased worker."""
+        check_sync_callable(fn)
         result: R = (await self._outcome(fn, args, kwargs, False)).unwrap()
         return result
 
@@ -74,6 +76,7 @@ class WorkerLease:
         self, method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Like :meth:`Pool.call_method`, on the leased worker."""
+        check_sync_callable(method)
         result: R = (await self._outcome(method, args, kwargs, True)).unwrap()
         return result
 
