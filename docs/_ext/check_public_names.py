@@ -24,10 +24,6 @@ import trio_pool
 
 logger = logging.getLogger(__name__)
 
-# Public members that have no docstring yet, while the fix waits for its
-# module's owner. Temporary: each is listed in /tmp/docs_docstring_fixes.md.
-NOT_YET_DOCUMENTED: set[str] = set()
-
 
 def _init_attributes(cls: type) -> set[str]:
     init = cls.__dict__.get("__init__")
@@ -75,7 +71,7 @@ def public_names() -> set[str]:
 
 def check(app: Sphinx, env: BuildEnvironment) -> None:
     documented = set(env.get_domain("py").objects)
-    missing = sorted(public_names() - documented - NOT_YET_DOCUMENTED)
+    missing = sorted(public_names() - documented)
     if missing:
         logger.warning(
             "public names missing from the reference (give them a docstring, "
