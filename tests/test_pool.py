@@ -65,7 +65,7 @@ def test_bad_interfaces() -> None:
 def test_default_workers_follow_thread_pool_executor() -> None:
     import os
 
-    assert trio_pool.Pool()._initial == min(32, (os.cpu_count() or 1) + 4)
+    assert trio_pool.Pool()._options.initial == min(32, (os.cpu_count() or 1) + 4)
 
 
 async def test_async_functions_and_non_callables_are_refused(backend: str) -> None:

@@ -1,9 +1,14 @@
-"""The exceptions a user of the pool can catch."""
+"""The exceptions a user of the pool can catch, and how several are raised together."""
 
 from __future__ import annotations
 
+import sys
+
 import anyio
 import trio
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 
 class PoolClosedError(trio.ClosedResourceError, anyio.ClosedResourceError):
@@ -28,3 +33,26 @@ class JobCancelled(BaseException):
 
 class QueueFull(trio.WouldBlock, anyio.WouldBlock):
     """The submission queue is full (``submit_nowait``)."""
+
+
+def combine(errors: list[BaseException]) -> BaseException | None:
+    """One error as itself, several as a group, none as None.
+
+    A cancellation is not an error: beside real errors it is left out (they
+    are raised while it is handled, so it stays their ``__context__``).
+    """
+    cancelled = anyio.get_cancelled_exc_class()
+    real = [e for e in errors if not isinstance(e, cancelled)]
+    if real:
+        errors = real
+    if not errors:
+        return None
+    if len(errors) == 1:
+        return errors[0]
+    return BaseExceptionGroup("several errors in a trio_pool.Pool", errors)
+
+
+def raise_combined(errors: list[BaseException]) -> None:
+    error = combine(errors)
+    if error is not None:
+        raise error

@@ -1,27 +1,41 @@
-"""What a job can ask about the worker thread it runs in."""
+"""What a job can ask about the worker it runs in.
+
+A leaf. The host, on the far side of the seam, fills in :data:`context` for
+the thread that runs the interface (a pool's worker thread for threads; the
+child's one thread for processes): the worker, its interface, its operation
+lookup, and a :class:`JobView` of the job that runs.
+"""
 
 from __future__ import annotations
 
 import threading
 import types
 from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final
+from typing import Any, Protocol, TypeVar, final
+
+from outcome import Outcome
 
 from ._exceptions import JobCancelled
-from ._job import LoopCall
-
-if TYPE_CHECKING:
-    from ._job import Job
 
 R = TypeVar("R")
 
 
-class _Runtime(Protocol):
-    """What a worker offers the functions below (see _worker.Worker)."""
+class JobView(Protocol):
+    """The running job, as the functions below reach it."""
 
-    def wait_for(self, job: Job[Any], key: Hashable, timeout: float | None) -> tuple[Any, ...]: ...
-    def call_loop(self, job: Job[Any], call: LoopCall) -> None: ...
-    def operation(self, name: str) -> Callable[..., Any]: ...
+    def cancel_requested(self) -> bool:
+        """True once the job should stop."""
+        ...
+
+    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        """Block until ``pool.notify(worker_id, key, ...)``; the notified values."""
+        ...
+
+    def call_loop(
+        self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> Outcome[Any]:
+        """Run ``async_fn(*args)`` on the event loop, for this job; its Outcome."""
+        ...
 
 
 @final
@@ -47,11 +61,13 @@ class WorkerInfo:
 
 
 class _Context(threading.local):
+    """Written by the host that runs in this thread (see above), or by run_in_thread."""
+
     worker: WorkerInfo | None = None
     interface: Any = None
     has_interface = False
-    job: Job[Any] | None = None
-    runtime: _Runtime | None = None
+    operation: Callable[[str], Callable[..., Any]] | None = None
+    job: JobView | None = None
 
 
 context = _Context()
@@ -95,27 +111,23 @@ def check_cancelled() -> None:
         JobCancelled: if the job should stop.
         RuntimeError: if called outside a job in a worker thread.
     """
-    if _current_job("check_cancelled")._cancel_requested:
+    if _current_job("check_cancelled").cancel_requested():
         raise JobCancelled("the caller of this job is gone")
 
 
-def _current_job(name: str) -> Job[Any]:
+def _current_job(name: str) -> JobView:
     job = context.job
     if job is None:
         raise RuntimeError(f"{name}() must be called from a job in a trio_pool worker")
     return job
 
 
-def _runtime(name: str) -> _Runtime:
-    runtime = context.runtime
-    if runtime is None:
-        raise RuntimeError(f"{name}() must be called from a job in a pool's worker")
-    return runtime
-
-
 def operation(name: str) -> Callable[..., Any]:
     """The operation ``name`` of this worker's interface (for pool.map)."""
-    return _runtime("operation").operation(name)
+    lookup = context.operation
+    if lookup is None:
+        raise RuntimeError("operation() must be called from a job in a pool's worker")
+    return lookup(name)
 
 
 def wait(event: Hashable, timeout: float | None = None) -> tuple[Any, ...]:
@@ -142,8 +154,7 @@ def wait(event: Hashable, timeout: float | None = None) -> tuple[Any, ...]:
             raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
         if timeout < 0:
             raise ValueError(f"timeout must not be negative, not {timeout}")
-    job = _current_job("wait")
-    return _runtime("wait").wait_for(job, event, timeout)
+    return _current_job("wait").wait_for(event, timeout)
 
 
 def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
@@ -160,9 +171,5 @@ def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
             stopping on an error: it raises at once instead of hanging.
         RuntimeError: if called outside a job in a worker thread.
     """
-    job = _current_job("from_loop")
-    call = LoopCall(async_fn, args)
-    _runtime("from_loop").call_loop(job, call)
-    call.done.wait()
-    result: R = call.result.unwrap()
+    result: R = _current_job("from_loop").call_loop(async_fn, args).unwrap()
     return result

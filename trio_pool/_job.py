@@ -1,9 +1,12 @@
-"""A job: what to run, where it stands, and its one Outcome."""
+"""A job's public face: what to run, its one Outcome, its callbacks, its cancel flag.
+
+A leaf: it imports no worker and no pool. Fields written by other modules are
+listed with their writer; each field has one.
+"""
 
 from __future__ import annotations
 
 import contextvars
-import enum
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -16,15 +19,8 @@ from ._exceptions import JobCancelled
 
 if TYPE_CHECKING:
     from ._backend import Event
-    from ._worker import Worker
 
 T = TypeVar("T")
-
-
-class State(enum.Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
 
 
 @final
@@ -47,14 +43,29 @@ class Job(Generic[T]):
         "_kwargs",
         "_new_event",
         "_outcome",
+        "_place",
         "_requests",
-        "_served_by_caller",
-        "_state",
-        "_target",
+        "_slot",
+        "_wake",
         "_with_interface",
-        "_worker",
         "worker_id",
     )
+
+    # Written by _handoff, under its lock (the worker thread reads
+    # _cancel_requested without it): where the job stands in the handoff (a
+    # _handoff.Place, None until the job is put there), the worker slot it is
+    # for or runs on, the cancel request and the id of the worker running it.
+    _place: Any
+    _slot: Any
+    _cancel_requested: bool
+    #: The id of the worker that ran the job, or None if none has (yet).
+    worker_id: int | None
+    # Written by _calls, in the loop thread: the caller's wake-up while a
+    # caller waits (None otherwise), its from_loop() requests, and whether
+    # the caller abandoned the job.
+    _wake: Event | None
+    _requests: list[Any] | None
+    _abandoned: bool
 
     def __init__(
         self,
@@ -67,29 +78,33 @@ class Job(Generic[T]):
         with_interface: bool = False,
         context: contextvars.Context,
     ) -> None:
-        self._context = context
+        # What to run; dropped once the job is done (the pool keeps nothing).
         self._fn: Callable[..., Any] | str | None = fn
         self._args: tuple[Any, ...] = args
         self._kwargs: dict[str, Any] = kwargs
         self._with_interface = with_interface
+        self._context = context
+        # Its end, in the loop thread.
         self._new_event = new_event
         self._event: Event | None = None  # made when someone waits: queued jobs stay small
         self._canceller = canceller
-        self._state = State.QUEUED
         self._outcome: Outcome[T] | None = None
         self._callbacks: list[Callable[[Outcome[T]], object]] | None = None
+        self._place = self._slot = None
         self._cancel_requested = False
+        self.worker_id = None
+        self._wake = None
+        self._requests = None
         self._abandoned = False
-        self._target: Worker | None = None  # the one worker it is for, if any
-        self._worker: Worker | None = None  # the worker running it
-        #: True while a caller waits for the job and runs its from_loop() calls.
-        self._served_by_caller = False
-        self._requests: list[LoopCall] | None = None
-        #: The id of the worker that ran the job, or None if none has (yet).
-        self.worker_id: int | None = None
 
     def __repr__(self) -> str:
-        return f"<trio_pool.Job {self._state.value} worker_id={self.worker_id}>"
+        if self._outcome is not None:
+            state = "done"
+        elif self.worker_id is not None:
+            state = "running"
+        else:
+            state = "queued"
+        return f"<trio_pool.Job {state} worker_id={self.worker_id}>"
 
     @property
     def done(self) -> bool:
@@ -148,24 +163,40 @@ class Job(Generic[T]):
 
     def _finish(self, result: Outcome[T]) -> None:
         """Store the Outcome, wake the waiters and run the callbacks (loop thread)."""
-        self._state = State.DONE
         self._outcome = result
         self._fn = None
         self._args = ()
         self._kwargs = {}
         if self._event is not None:
             self._event.set()
+        if self._wake is not None:
+            self._wake.set()
         callbacks, self._callbacks = self._callbacks, None
         for callback in callbacks or ():
             _call_safely(callback, result)
 
     def _get_event(self) -> Event:
-        """The event set when the job finishes (or, for its caller, calls the loop)."""
+        """The event set when the job finishes."""
         if self._event is None:
             self._event = self._new_event()
             if self._outcome is not None:
                 self._event.set()
         return self._event
+
+
+def cancelled_outcome() -> Error:
+    return Error(JobCancelled("the job was cancelled before it started"))
+
+
+def is_cancellation(result: Outcome[Any]) -> bool:
+    return isinstance(result, Error) and isinstance(result.error, JobCancelled)
+
+
+def _call_safely(callback: Callable[[Any], object], result: Outcome[Any]) -> None:
+    try:
+        callback(result)
+    except BaseException:  # raising into the loop's callback machinery would break it
+        logging.getLogger("trio_pool").exception("a done-callback of a job raised")
 
 
 @final
@@ -183,18 +214,3 @@ class LoopCall:
     def answer(self, result: Outcome[Any]) -> None:
         self.result = result
         self.done.set()
-
-
-def cancelled_outcome() -> Error:
-    return Error(JobCancelled("the job was cancelled before it started"))
-
-
-def is_cancellation(result: Outcome[Any]) -> bool:
-    return isinstance(result, Error) and isinstance(result.error, JobCancelled)
-
-
-def _call_safely(callback: Callable[[Any], object], result: Outcome[Any]) -> None:
-    try:
-        callback(result)
-    except BaseException:  # raising into the loop's callback machinery would break it
-        logging.getLogger("trio_pool").exception("a done-callback of a job raised")

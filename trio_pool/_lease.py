@@ -1,26 +1,81 @@
-"""A lease: exclusive use of one worker for a sequence of calls."""
+"""Leases: exclusive use of one worker for a sequence of calls, and the tasks waiting for one."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, final
+from typing import Any, Concatenate, ParamSpec, TypeVar, final
 
 import outcome
 
-from ._host import check_sync_callable
+from ._backend import Event
+from ._checks import check_sync_callable
+from ._exceptions import PoolClosedError
+from ._handoff import Handoff
 from ._interface import InterfaceProxy
-
-if TYPE_CHECKING:
-    from ._worker import Worker
+from ._worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 CallOn = Callable[
-    ["Worker", "Callable[..., Any] | str", tuple[Any, ...], dict[str, Any], bool],
+    [Worker, "Callable[..., Any] | str", tuple[Any, ...], dict[str, Any], bool],
     Awaitable[outcome.Outcome[Any]],
 ]
+
+
+class LeaseQueue:
+    """Who holds a worker and who waits for one; loop thread only."""
+
+    def __init__(
+        self, handoff: Handoff, new_event: Callable[[], Event], poke: Callable[[], None], name: str
+    ) -> None:
+        """``poke`` tells the autoscaler that a lessee waits or a worker came back."""
+        self._handoff = handoff
+        self._new_event = new_event
+        self._poke = poke
+        self._name = name
+        self._waiters: deque[Event] = deque()
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self, free: Callable[[], Iterable[Worker]]) -> Worker:
+        """Lease the first of ``free()`` (looked at again after each wake-up)."""
+        while True:
+            if self._closed:
+                raise PoolClosedError(f"the pool {self._name!r} is closed")
+            worker = next(iter(free()), None)
+            if worker is not None:
+                self._handoff.lease(worker.slot)
+                return worker
+            event = self._new_event()
+            self._waiters.append(event)
+            self._poke()  # a lessee waits: autoscaling may start a worker
+            try:
+                await event.wait()
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(event)
+
+    def release(self, worker: Worker) -> None:
+        self._handoff.unlease(worker.slot)
+        self.wake()
+        self._poke()  # time the released worker's retirement
+
+    def wake(self) -> None:
+        """Wake every waiting task, to look for a free worker again."""
+        for event in self._waiters:
+            event.set()
+
+    def close(self) -> None:
+        """Wake every waiting task to find the pool closed; later ones never wait."""
+        self._closed = True
+        self.wake()
 
 
 @final

@@ -1,6 +1,6 @@
 """``pool.map``: stream results of one function over many items, lazily and boundedly.
 
-Built on ``Pool.submit`` and ``Job`` (and the pool's loop events): items
+Built on the pool's ``submit`` and ``Job`` (and the loop's events): items
 are grouped in chunks, each chunk is one job, and at most ``window`` chunks
 are in flight (submitted and not yet consumed), so neither a huge input nor
 a slow consumer makes memory grow.
@@ -9,20 +9,26 @@ a slow consumer makes memory grow.
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sized
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Sized,
+)
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import Any, Generic, TypeVar, final
 
 import anyio
 import outcome
 
-from ._backend import wait_through_cancellation
+from ._backend import Event, wait_through_cancellation
 from ._exceptions import JobCancelled
 from ._in_worker import check_cancelled, operation
+from ._job import Job
 
-if TYPE_CHECKING:
-    from ._job import Job
-    from ._pool import Pool
+Submit = Callable[..., Awaitable[Job[Any]]]
 
 T = TypeVar("T")
 
@@ -58,7 +64,8 @@ class MapResults(Generic[T]):
 
     def __init__(
         self,
-        pool: Pool,
+        submit: Submit,
+        new_event: Callable[[], Event],
         fn: Callable[[Any], Any] | str,
         items: Iterable[Any] | AsyncIterable[Any],
         *,
@@ -67,7 +74,8 @@ class MapResults(Generic[T]):
         outcomes: bool,
         window: int,
     ) -> None:
-        self._pool = pool
+        self._submit = submit
+        self._new_event = new_event
         self._fn = fn
         self._items = items
         self._ordered = ordered
@@ -92,7 +100,6 @@ class MapResults(Generic[T]):
         if self._entered:
             raise RuntimeError("a map's results can be entered only once")
         self._entered = True
-        self._new_event = self._pool._backend.event
         self._consumers_wake = self._new_event()
         self._producer_wake = self._new_event()
         self._task_group = anyio.create_task_group()
@@ -155,7 +162,7 @@ class MapResults(Generic[T]):
         while len(self._in_flight) >= self._window:
             self._producer_wake = self._new_event()
             await self._producer_wake.wait()
-        entry = _Chunk(await self._pool.submit(_run_chunk, self._fn, chunk), len(chunk))
+        entry = _Chunk(await self._submit(_run_chunk, self._fn, chunk), len(chunk))
         self._in_flight.append(entry)  # even if the block is exiting: it cancels it
         entry.job.add_done_callback(lambda _: self._chunk_done(entry))
 

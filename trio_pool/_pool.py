@@ -1,82 +1,64 @@
-"""The Pool: its lifetime, the submission of work, its workers and statistics."""
+"""The Pool: the face over the parts that each own their state.
+
+It checks its arguments into a frozen :class:`~._options.Options`, builds
+the parts when it is entered, orchestrates entering and leaving, and
+delegates every public method. What it owns itself is its lifetime state and
+two pieces of glue: how a finished batch is delivered (counted, then room
+and autoscaling told) and how a job is cancelled (the handoff, the count,
+the room). See docs/how-it-works.rst.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import itertools
+import enum
+import functools
 import logging
-import math
-import os
-import sys
-from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, cast, final, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, final, overload
 
 import anyio
 import outcome
 
-from ._backend import Backend, Event, current_backend, wait_through, wait_through_cancellation
-from ._channel import Channel, Delivery
-from ._exceptions import JobCancelled, PoolClosedError, QueueFull
-from ._host import ThreadHost, check_sync_callable, operations_of
-from ._interface import InterfaceProxy, unwrapping_operation
-from ._job import Job, LoopCall, cancelled_outcome, is_cancellation
-from ._lease import Lease, WorkerLease
+from ._admission import Admission
+from ._autoscale import Autoscaler, FixedSize, Pressure
+from ._backend import Backend, current_backend, wait_through
+from ._calls import Calls
+from ._checks import check_count, check_sync_callable, check_target
+from ._exceptions import PoolClosedError, QueueFull, combine, raise_combined
+from ._handoff import Delivery, Handoff, Phase
+from ._hosts._thread import ThreadHost
+from ._interface import InterfaceProxy, Operations, unwrapping_operation
+from ._job import Job, cancelled_outcome
+from ._lease import Lease, LeaseQueue, WorkerLease
 from ._map import MapResults
-from ._statistics import PoolStatistics, WorkerStatistics
+from ._options import build_options
+from ._statistics import Counters, PoolStatistics
 from ._worker import Worker
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+from ._workers import WorkerSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 logger = logging.getLogger("trio_pool")
-_pool_numbers = itertools.count(1)
 
 
-def _count(name: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {value}")
-    return value
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
 
 
-def _default_workers() -> int:
-    return min(32, (os.cpu_count() or 1) + 4)
-
-
-def _check_target(fn_or_op: object) -> None:
-    if not isinstance(fn_or_op, str):
-        check_sync_callable(fn_or_op)
-
-
-def _combine(errors: list[BaseException]) -> BaseException | None:
-    """One error as itself, several as a group, none as None.
-
-    A cancellation is not an error: beside real errors it is left out (they
-    are raised while it is handled, so it stays their ``__context__``).
-    """
-    cancelled = anyio.get_cancelled_exc_class()
-    real = [e for e in errors if not isinstance(e, cancelled)]
-    if real:
-        errors = real
-    if not errors:
-        return None
-    if len(errors) == 1:
-        return errors[0]
-    return BaseExceptionGroup("several errors in a trio_pool.Pool", errors)
-
-
-def _raise_combined(errors: list[BaseException]) -> None:
-    error = _combine(errors)
-    if error is not None:
-        raise error
+_NEXT = {
+    _State.NEW: (_State.OPEN, _State.CLOSED),  # entered, or closed before it was
+    _State.OPEN: (_State.CLOSING,),
+    _State.CLOSING: (_State.CLOSED,),
+    _State.CLOSED: (),
+}
 
 
 @final
@@ -129,6 +111,16 @@ class Pool:
     :class:`ExceptionGroup`.
     """
 
+    # Built on entry (they need the running loop); see _open().
+    _backend: Backend
+    _task_group: anyio.abc.TaskGroup
+    _handoff: Handoff
+    _admission: Admission
+    _calls: Calls
+    _leases: LeaseQueue
+    _workers: WorkerSet
+    _autoscaler: Autoscaler | FixedSize
+
     def __init__(
         self,
         interface: object = None,
@@ -142,111 +134,97 @@ class Pool:
         abandon_on_cancel: bool = False,
         name: str | None = None,
     ) -> None:
-        if interface is None or isinstance(interface, Mapping):
-            if args:
-                raise TypeError("arguments are only accepted for a class or factory interface")
-            if isinstance(interface, Mapping):
-                items: Mapping[object, object] = interface  # pyright: ignore[reportUnknownVariableType]
-                for key, fn in items.items():
-                    if not isinstance(key, str) or not callable(fn):
-                        raise TypeError(
-                            f"an interface mapping maps names to functions, not {key!r} to {fn!r}"
-                        )
-        elif not callable(interface):
-            raise TypeError(
-                "interface must be a class or factory, a mapping of names to functions, "
-                f"or None, not {interface!r}"
-            )
-        self._max: int | None
-        self._autoscaling = not (
-            min_workers is None and max_workers is None and idle_timeout is None
+        self._options = build_options(
+            interface,
+            args,
+            workers=workers,
+            min_workers=min_workers,
+            max_workers=max_workers,
+            idle_timeout=idle_timeout,
+            queue_size=queue_size,
+            abandon_on_cancel=abandon_on_cancel,
+            name=name,
         )
-        if self._autoscaling:
-            if workers is not None:
-                raise TypeError("give workers=N, or min_workers/max_workers/idle_timeout, not both")
-            self._min = 0 if min_workers is None else _count("min_workers", min_workers, minimum=0)
-            self._max = (
-                _default_workers() if max_workers is None else _count("max_workers", max_workers)
-            )
-            if self._min > self._max:
-                raise ValueError(f"min_workers ({self._min}) is above max_workers ({self._max})")
-            if idle_timeout is None:
-                idle_timeout = 60.0
-            if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
-                raise TypeError(f"idle_timeout must be a number of seconds, not {idle_timeout!r}")
-            if not idle_timeout > 0:
-                raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")
-            self._idle_timeout = float(idle_timeout)
-            initial = self._min
-        else:
-            initial = _count("workers", _default_workers() if workers is None else workers)
-            self._min, self._max, self._idle_timeout = 1, None, math.inf
-        self._initial = initial
-        default_queue = 4 * self._max if self._max is not None else max(64, 4 * initial)
-        self._queue_size = _count("queue_size", default_queue if queue_size is None else queue_size)
-        if not isinstance(abandon_on_cancel, bool):
-            raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str, not {name!r}")
         #: The pool's name (the ``name`` argument, or ``"trio_pool-<n>"``). Its
         #: worker threads are named ``"<name>-worker-<id>"``.
-        self.name: str = name if name is not None else f"trio_pool-{next(_pool_numbers)}"
-        self._interface: object = interface
-        self._args = args
-        self._abandon_on_cancel = abandon_on_cancel
-        self._state: Literal["new", "open", "closing", "closed"] = "new"
-        self._operations: frozenset[str] = frozenset()  # as the first loaded worker has them
-        # Known before any worker loads (a class's methods, a mapping's keys),
-        # so that define() can refuse them even with min_workers=0.
-        self._static_operations: frozenset[str] = frozenset()
-        if isinstance(interface, (type, Mapping)):
-            self._static_operations = operations_of(cast(object, interface))
-        self._definitions: dict[str, Callable[..., Any]] = {}
-        self._workers: dict[int, Worker] = {}
-        self._worker_ids = itertools.count()
-        self._errors: list[BaseException] = []  # to raise at exit: loaders', hooks'
-        self._room_waiters: deque[Event] = deque()
-        self._reserved = 0  # room promised to woken waiters
-        self._lease_waiters: deque[Event] = deque()
-        self._loop_calls: set[anyio.CancelScope] = set()
-        self._autoscale_deadline = math.inf
-        self._growth_failed = False
-        self._submitted = self._completed = self._failed = self._cancelled = 0
-        self._started_count = self._stopped_count = self._hook_errors = 0
-        self._scaled_up = self._scaled_down = 0
+        self.name: str = self._options.name
+        self._operations = Operations(interface)
+        self._counters = Counters()
+        self._state = _State.NEW
 
     def __repr__(self) -> str:
-        return f"<trio_pool.Pool {self.name!r} {self._state} workers={len(self._workers)}>"
+        workers = 0 if self._state is _State.NEW else len(self._workers)
+        return f"<trio_pool.Pool {self.name!r} {self._state.value} workers={workers}>"
+
+    def _move_to(self, state: _State) -> None:
+        """The one transition function of the pool's state."""
+        assert state in _NEXT[self._state], f"a pool cannot go from {self._state} to {state}"
+        self._state = state
 
     # --- lifetime ---------------------------------------------------------
 
-    async def __aenter__(self) -> Pool:
-        if self._state != "new":
-            raise RuntimeError("a Pool can be entered only once; make a new one")
-        self._backend: Backend = current_backend()
-        self._channel = Channel(self._backend.post, self._deliver)
-        self._stopped = self._backend.event()
-        self._pressure = self._backend.event()
-        self._autoscaler = anyio.CancelScope()
-        self._limiter = anyio.CapacityLimiter(max(1, self._initial))
+    def _open(self) -> None:
+        """Build the parts, for the running loop."""
+        options = self._options
+        backend = self._backend = current_backend()
         self._task_group = anyio.create_task_group()
+        start_soon = self._task_group.start_soon
+        handoff = self._handoff = Handoff(backend.post, self._deliver)
+        self._admission = Admission(options.queue_size, handoff, backend.event)
+        self._calls = Calls(
+            backend, self._counters, start_soon, abandon_on_cancel=options.abandon_on_cancel
+        )
+        pressure = Pressure(backend)
+        self._leases = LeaseQueue(handoff, backend.event, pressure.poke, self.name)
+        self._workers = WorkerSet(
+            self.name,
+            options.initial,
+            functools.partial(ThreadHost, options.interface, options.args),
+            handoff,
+            backend,
+            self._counters,
+            self._operations,
+            start_soon=start_soon,
+            route=self._calls.route,
+            on_loaded=self._leases.wake,
+        )
+        self._autoscaler = (
+            Autoscaler(
+                options,
+                self._workers,
+                handoff,
+                self._admission,
+                self._leases,
+                self._counters,
+                backend,
+                pressure,
+            )
+            if options.autoscaling
+            else FixedSize()
+        )
+
+    async def __aenter__(self) -> Pool:
+        if self._state is not _State.NEW:
+            raise RuntimeError("a Pool can be entered only once; make a new one")
+        self._open()
         await self._task_group.__aenter__()
-        self._state = "open"
+        self._move_to(_State.OPEN)
         try:
-            load_errors = await self._loaded(self._start_workers(self._initial))
+            workers = self._workers.start(self._options.initial)
+            load_errors = await self._workers.wait_loaded(workers)
         except BaseException as exc:
             error = await self._exit(exc)
             if error is not None and error is not exc:
                 raise error from None
             raise
         if load_errors:
-            self._errors[:0] = load_errors
+            self._workers.report(load_errors, first=True)
             error = await self._exit(load_errors[0])
             assert error is not None
             raise error
-        if self._autoscaling:
-            self._task_group.start_soon(self._autoscale, name=f"{self.name}-autoscaler")
-        logger.debug("pool %s started %d workers", self.name, self._initial)
+        self._autoscaler.loaded(workers)
+        self._autoscaler.start(start_soon=self._task_group.start_soon)
+        logger.debug("pool %s started %d workers", self.name, self._options.initial)
         return self
 
     async def __aexit__(
@@ -273,16 +251,16 @@ class Pool:
         are cancelled, running ones are told to stop, and it still returns
         only once every thread has ended.
         """
-        if self._state == "new":
-            self._state = "closed"
-        if self._state == "closed":
+        if self._state is _State.NEW:
+            self._move_to(_State.CLOSED)
+        if self._state is _State.CLOSED:
             await anyio.lowlevel.checkpoint()
             return
-        _raise_combined(await self._stop(None))
+        raise_combined(await self._stop(None))
 
     async def _exit(self, reason: BaseException | None) -> BaseException | None:
         """Stop, leave the task group; return what the block should raise."""
-        error = _combine(await self._stop(reason))
+        error = combine(await self._stop(reason))
         try:
             # Every thread has ended, so this only closes the group; on asyncio
             # it can still raise the enclosing scope's cancellation, which must
@@ -302,18 +280,18 @@ class Pool:
         (the block's exit and ``aclose()``); each error is returned to one
         caller only.
         """
-        if self._state == "open":
-            self._state = "closing"
-            self._autoscaler.cancel()
-            self._let_in_waiters()  # they find the pool closed
-            self._let_in_lessees()  # they too
-            self._channel.stop(self._workers.values())
-            if not self._workers:
-                self._stopped.set()
+        workers = self._workers
+        if self._state is _State.OPEN:
+            self._move_to(_State.CLOSING)
+            self._autoscaler.close()
+            self._admission.close()  # waiters find the pool closed
+            self._leases.close()  # they too
+            self._handoff.stop(w.slot for w in workers)
+            workers.close()
         errors: list[BaseException] = []
         if reason is None:
             try:
-                await self._stopped.wait()
+                await workers.all_stopped.wait()
             except BaseException as exc:  # cancelled, or Ctrl-C, while finishing jobs
                 reason = exc
                 errors.append(exc)
@@ -323,123 +301,103 @@ class Pool:
             self._cancel_everything(reason)
             # Join the threads whatever happens meanwhile; a second Ctrl-C
             # included. Once they are joined, the first interruption is raised.
-            interruptions = await wait_through(self._stopped, BaseException)
+            interruptions = await wait_through(workers.all_stopped, BaseException)
             errors.extend(interruptions[:1] if not errors else [])
-        if self._state != "closed":
-            self._state = "closed"
+        if self._state is not _State.CLOSED:
+            self._move_to(_State.CLOSED)
+            self._calls.close()
             logger.debug("pool %s stopped", self.name)
-        errors.extend(e for e in self._take_errors() if e is not reason)
-        return errors
-
-    def _take_errors(self) -> list[BaseException]:
-        errors, self._errors = self._errors, []
+        errors.extend(e for e in workers.take_errors() if e is not reason)
         return errors
 
     def _cancel_everything(self, reason: BaseException) -> None:
         exit_info = (type(reason), reason, reason.__traceback__)
-        for job in self._channel.stop(self._workers.values(), cancel=exit_info):
-            self._record(job, cancelled_outcome())
-        for scope in self._loop_calls:
-            scope.cancel()
+        for job in self._handoff.stop((w.slot for w in self._workers), cancel=exit_info):
+            self._counters.record(job, cancelled_outcome())
+        self._calls.cancel_pool_scope()
+
+    def _check_open(self) -> None:
+        if self._state is _State.OPEN:
+            return
+        if self._state is _State.NEW:
+            raise RuntimeError("enter the pool first: `async with Pool(...) as pool:`")
+        raise PoolClosedError(f"the pool {self.name!r} is closed")
+
+    # --- the glue: jobs in, outcomes out -----------------------------------
+
+    def _accept(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        with_interface: bool = False,
+        worker: Worker | None = None,
+    ) -> Job[Any]:
+        """Make the job and put it in the handoff (after a place was taken, if shared)."""
+        self._check_open()
+        job: Job[Any] = Job(
+            self._operations.resolve(fn),
+            args,
+            kwargs,
+            new_event=self._backend.event,
+            canceller=self._cancel_job,
+            with_interface=with_interface,
+            context=contextvars.copy_context(),
+        )
+        self._counters.accepted()
+        if worker is None:
+            self._handoff.put(job)
+            self._autoscaler.job_queued()
+        else:
+            self._handoff.put(job, worker.slot)
+        return job
+
+    async def _submit(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        with_interface: bool = False,
+        full_checkpoint: bool = False,
+    ) -> Job[Any]:
+        self._check_open()
+        if full_checkpoint:  # for submit(): nothing may raise once the job is accepted
+            await self._backend.checkpoint()
+        else:  # the caller's wait that follows is the schedule point
+            await self._backend.cancellation_point()
+        try:
+            self._admission.acquire_nowait()
+        except QueueFull:
+            await self._admission.acquire()
+        return self._accept(fn, args, kwargs, with_interface=with_interface)
+
+    def _deliver(self, batch: Delivery) -> None:
+        """The handoff's finished jobs, in the loop thread."""
+        self._autoscaler.delivered(batch)
+        for job, result in batch:
+            self._counters.record(job, result)
+        self._admission.release()
+
+    def _cancel_job(self, job: Job[Any]) -> bool:
+        """:meth:`Job.cancel`: take it out if it is queued, else ask it to stop."""
+        if self._handoff.cancel(job):
+            self._counters.record(job, cancelled_outcome())
+            self._admission.release()
+            return True
+        if job._outcome is None and job.worker_id is not None:
+            worker = self._workers.get(job.worker_id)
+            if worker is not None:
+                worker.host.interrupt()
+        return False
 
     # --- workers ------------------------------------------------------------
-
-    def _start_workers(self, count: int) -> list[Worker]:
-        started: list[Worker] = []
-        for _ in range(count):
-            worker_id = next(self._worker_ids)
-            worker = Worker(
-                worker_id,
-                f"{self.name}-worker-{worker_id}",
-                ThreadHost(self._interface, self._args),
-                self._channel,
-                loaded=self._backend.event(),
-                exited=self._backend.event(),
-                on_exit=self._on_exit,
-                report=self._backend.post,
-                from_loop=self._from_loop,
-            )
-            worker.idle_since = self._backend.current_time()
-            self._workers[worker_id] = worker
-            self._started_count += 1
-            if self._limiter.total_tokens < len(self._workers):
-                self._limiter.total_tokens = len(self._workers)
-            self._task_group.start_soon(self._run_worker, worker, name=worker.info.name)
-            started.append(worker)
-        return started
-
-    async def _run_worker(self, worker: Worker) -> None:
-        # The thread reports its own load and end; this task only lends it a
-        # thread. A shield keeps scope cancellation out; native asyncio
-        # cancellation (asyncio.run shutting down) ends this task, and the
-        # thread still reports when it is done.
-        with contextlib.suppress(anyio.get_cancelled_exc_class()):
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
-
-    def _on_exit(self, worker: Worker) -> None:
-        """A worker thread's last report: its hook has run and it is leaving."""
-        self._channel.flush()  # deliver the outcomes it left behind
-        for job in self._channel.take_direct(worker):  # it failed to load: they never ran
-            self._record(job, cancelled_outcome())
-        del self._workers[worker.id]
-        self._stopped_count += 1
-        if worker.hook_error is not None:
-            self._hook_errors += 1
-            if not worker.stop_owned:
-                self._errors.append(worker.hook_error)
-        if not self._workers and self._state != "open":
-            self._stopped.set()
-        worker.exited.set()
-
-    async def _loaded(self, workers: list[Worker]) -> list[BaseException]:
-        """Wait until ``workers`` have loaded; return the loaders' errors.
-
-        Cancellation: it waits anyway, then raises the cancellation (after
-        the errors, which it leaves to the caller).
-        """
-        cancelled = await self._wait_all(w.loaded for w in workers)
-        now = self._backend.current_time()
-        for worker in workers:
-            if not worker.jobs_done:  # idle from now on, not from when it started loading
-                worker.idle_since = now
-            if worker.load_error is None and not self._operations:
-                self._operations = worker.host.operations
-        self._let_in_lessees()
-        errors = [w.load_error for w in workers if w.load_error is not None]
-        if cancelled is not None:
-            _raise_combined([cancelled, *errors])
-        return errors
-
-    async def _wait_all(self, events: Iterable[Event]) -> BaseException | None:
-        """Wait for every event, whatever comes; return the cancellation that came."""
-        cancelled: BaseException | None = None
-        for event in events:
-            cancelled = await wait_through_cancellation(event) or cancelled
-        if cancelled is None:  # on trio, a shield held it back: look now
-            try:
-                await self._backend.cancellation_point()
-            except anyio.get_cancelled_exc_class() as exc:
-                cancelled = exc
-        return cancelled
-
-    async def _stop_and_join(self, workers: list[Worker]) -> list[BaseException]:
-        """Stop ``workers`` once their jobs are done and wait for their threads.
-
-        Returns what their hooks raised, after the cancellation that arrived
-        meanwhile, if one did: the change always completes.
-        """
-        for worker in workers:
-            worker.stop_owned = True
-            self._channel.stop_worker(worker)
-        cancelled = await self._wait_all(w.exited for w in workers)
-        errors = [w.hook_error for w in workers if w.hook_error is not None]
-        return [cancelled, *errors] if cancelled is not None else errors
 
     @property
     def worker_count(self) -> int:
         """Workers loading or serving (not those asked to stop)."""
-        return sum(w.serving for w in self._workers.values())
+        return 0 if self._state is _State.NEW else self._workers.serving
 
     async def add_workers(self, count: int) -> None:
         """Start ``count`` more workers; return once they have loaded.
@@ -451,22 +409,25 @@ class Pool:
         Cancellation: the change completes (new workers finish loading), then
         the cancellation is raised.
         """
-        count = _count("count", count)
+        count = check_count("count", count)
         self._check_open()
         await self._backend.cancellation_point()  # first: on asyncio, other tasks run here
         self._check_open()
-        if self._max is not None and self.worker_count + count > self._max:
-            raise ValueError(f"{count} more workers would exceed max_workers={self._max}")
+        high = self._options.max_workers
+        if high is not None and self.worker_count + count > high:
+            raise ValueError(f"{count} more workers would exceed max_workers={high}")
         logger.info("pool %s: adding %d workers to %d", self.name, count, self.worker_count)
-        workers = self._start_workers(count)
+        workers = self._workers.start(count)
         try:
-            errors = await self._loaded(workers)
+            errors = await self._workers.wait_loaded(workers)
         except BaseException:
-            self._let_in_lessees()
+            self._leases.wake()
             raise
+        finally:
+            self._autoscaler.loaded(workers)
         if errors:  # all or nothing: stop the new workers that did load
             loaded = [w for w in workers if w.load_error is None]
-            _raise_combined(errors + await self._stop_and_join(loaded))
+            raise_combined(errors + await self._workers.stop_and_join(loaded))
 
     async def stop_workers(self, count: int) -> None:
         """Stop ``count`` workers, idle ones first; return once their threads have ended.
@@ -484,29 +445,20 @@ class Pool:
         Cancellation: the change completes (the chosen workers finish their
         jobs and hooks), then the cancellation is raised.
         """
-        count = _count("count", count)
+        count = check_count("count", count)
         self._check_open()
         await self._backend.cancellation_point()  # first: on asyncio, other tasks run here
         self._check_open()
-        least = max(1, self._min)
-        if self.worker_count - count < least:
-            raise ValueError(
-                f"cannot stop {count} of {self.worker_count} workers: {least} must remain"
-            )
-        free = [w for w in self._workers.values() if w.serving and not w.leased]
-        if len(free) < count:
-            raise ValueError(f"only {len(free)} workers are not leased; cannot stop {count}")
-        # Idle first, then busy, then loading; the youngest first among equals.
-        free.sort(key=lambda w: (w.state == "starting", w.job is not None, -w.id))
+        chosen = self._workers.choose_to_stop(count, max(1, self._options.min_workers))
         logger.info("pool %s: stopping %d of %d workers", self.name, count, self.worker_count)
-        _raise_combined(await self._stop_and_join(free[:count]))
+        raise_combined(await self._workers.stop_and_join(chosen))
 
     async def resize(self, workers: int) -> None:
         """Start or stop workers until there are ``workers``; return once done.
 
         See :meth:`add_workers` and :meth:`stop_workers`.
         """
-        workers = _count("workers", workers)
+        workers = check_count("workers", workers)
         difference = workers - self.worker_count
         if difference > 0:
             await self.add_workers(difference)
@@ -517,323 +469,12 @@ class Pool:
 
     async def ensure(self, *, at_least: int | None = None, at_most: int | None = None) -> None:
         """Start or stop workers so that ``at_least <= worker_count <= at_most``."""
-        low = 1 if at_least is None else _count("at_least", at_least)
-        high = None if at_most is None else _count("at_most", at_most)
+        low = 1 if at_least is None else check_count("at_least", at_least)
+        high = None if at_most is None else check_count("at_most", at_most)
         if high is not None and low > high:
             raise ValueError(f"at_least ({low}) is above at_most ({high})")
-        count = self.worker_count
-        await self.resize(max(low, count) if high is None else min(max(low, count), high))
-
-    async def _autoscale(self) -> None:
-        """Grow while jobs wait and no worker is free; retire workers idle too long."""
-        assert self._max is not None
-        with self._autoscaler:
-            while True:
-                self._pressure = self._backend.event()
-                step = self._growth_step()
-                if step:
-                    logger.info(
-                        "pool %s autoscaling: %d jobs wait and no worker is free: starting %d",
-                        self.name,
-                        self._channel.queued,
-                        step,
-                    )
-                    self._scaled_up += step
-                    errors = await self._loaded(self._start_workers(step))
-                    self._scaled_up -= len(errors)  # count the workers that did start
-                    if errors:
-                        self._growth_failed_on(errors)
-                    continue
-                self._autoscale_deadline = self._retire_idle()
-                with anyio.move_on_after(self._autoscale_deadline - self._backend.current_time()):
-                    await self._pressure.wait()
-
-    def _growth_failed_on(self, errors: list[BaseException]) -> None:
-        """A loader failed while autoscaling: raise it at exit, retry on the next job.
-
-        With no worker left to run them, the queued jobs fail with that error
-        rather than wait for ever.
-        """
-        self._errors.extend(errors)
-        self._growth_failed = True
-        logger.error("pool %s autoscaling: a loader failed; retrying on the next job", self.name)
-        if self.worker_count == 0:
-            for job in self._channel.take_queued():
-                self._record(job, outcome.Error(errors[0]))
-            self._let_in_waiters()
-
-    def _growth_step(self) -> int:
-        """How many workers to start now: one per job no free worker will take."""
-        assert self._max is not None
-        if self._growth_failed or any(w.state == "starting" for w in self._workers.values()):
-            return 0
-        free = sum(w.serving and w.job is None and not w.leased for w in self._workers.values())
-        wanted = self._channel.queued + len(self._lease_waiters)
-        return max(0, min(self._max - self.worker_count, wanted - free))
-
-    def _retire_idle(self) -> float:
-        """Stop workers idle for too long; return when to look again."""
-        now = self._backend.current_time()
-        if self._channel.queued:
-            return math.inf  # work is waiting: nobody is idle for long
-        idle = sorted(
-            (
-                w
-                for w in self._workers.values()
-                if w.serving and w.state == "idle" and w.job is None and not w.leased
-            ),
-            key=lambda w: w.idle_since,
-        )
-        surplus = self.worker_count - self._min
-        retired = [w for w in idle if now - w.idle_since >= self._idle_timeout][: max(0, surplus)]
-        for worker in retired:
-            self._channel.stop_worker(worker)
-        if retired:
-            self._scaled_down += len(retired)
-            logger.info(
-                "pool %s autoscaling: retiring %d workers idle for %g s or more",
-                self.name,
-                len(retired),
-                self._idle_timeout,
-            )
-        waiting = [w.idle_since + self._idle_timeout for w in idle if w not in retired]
-        return min(waiting) if waiting and surplus > len(retired) else math.inf
-
-    # --- jobs ---------------------------------------------------------------
-
-    def _resolve(self, fn: Callable[..., Any] | str) -> Callable[..., Any] | str:
-        """A defined operation's function as defined now (whatever comes later)."""
-        if isinstance(fn, str):
-            return self._definitions.get(fn, fn)
-        return fn
-
-    def _check_open(self) -> None:
-        if self._state == "open":
-            return
-        if self._state == "new":
-            raise RuntimeError("enter the pool first: `async with Pool(...) as pool:`")
-        raise PoolClosedError(f"the pool {self.name!r} is closed")
-
-    def _has_room(self) -> bool:
-        return not self._room_waiters and self._channel.queued + self._reserved < self._queue_size
-
-    def _let_in_waiters(self) -> None:
-        waiters = self._room_waiters
-        while waiters and (
-            self._state != "open" or self._channel.queued + self._reserved < self._queue_size
-        ):
-            self._reserved += 1
-            waiters.popleft().set()
-        self._channel.room_wanted = bool(waiters)
-
-    async def _wait_for_room(self) -> None:
-        event = self._backend.event()
-        self._room_waiters.append(event)
-        self._channel.room_wanted = True
-        # A worker may have taken a job before it could see room_wanted: look again.
-        self._let_in_waiters()
-        try:
-            await event.wait()
-        except BaseException:
-            if event.is_set():  # pass the room on
-                self._reserved -= 1
-                self._let_in_waiters()
-            else:
-                self._room_waiters.remove(event)
-                self._channel.room_wanted = bool(self._room_waiters)
-            raise
-        self._reserved -= 1
-
-    def _accept(
-        self,
-        fn: Callable[..., Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        with_interface: bool = False,
-        worker: Worker | None = None,
-    ) -> Job[Any]:
-        self._check_open()
-        job: Job[Any] = Job(
-            self._resolve(fn),
-            args,
-            kwargs,
-            new_event=self._backend.event,
-            canceller=self._cancel_job,
-            with_interface=with_interface,
-            context=contextvars.copy_context(),
-        )
-        self._channel.put(job, worker)
-        self._submitted += 1
-        if self._autoscaling and worker is None and self._channel.unserved:
-            self._growth_failed = False  # a new job: growing may work now
-            self._pressure.set()
-        return job
-
-    async def _submit(
-        self,
-        fn: Callable[..., Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        with_interface: bool = False,
-        full_checkpoint: bool = False,
-    ) -> Job[Any]:
-        self._check_open()
-        if full_checkpoint:  # for submit(): nothing may raise once the job is accepted
-            await self._backend.checkpoint()
-        else:  # the caller's wait that follows is the schedule point
-            await self._backend.cancellation_point()
-        if not self._has_room():
-            await self._wait_for_room()
-        return self._accept(fn, args, kwargs, with_interface=with_interface)
-
-    async def _outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
-        """:meth:`_outcomes_of` for one job: the hot path of run() and call()."""
-        job._served_by_caller = True
-        try:
-            while job._outcome is None:
-                if job._requests:
-                    job._event = None  # re-armed: a call made from now on sets a new one
-                    await self._serve_loop_calls(job)
-                else:
-                    await job._get_event().wait()
-        except BaseException as exc:
-            await self._caller_left((job,), exc)
-            raise
-        job._served_by_caller = False
-        return job._outcome
-
-    async def _outcomes_of(self, jobs: Iterable[Job[Any]]) -> list[outcome.Outcome[Any]]:
-        """Wait for jobs as their caller, applying the cancellation rules.
-
-        Meanwhile, run their ``from_loop()`` calls in this task, whichever job
-        makes them: the jobs of a broadcast share one event, set when any of
-        them finishes or calls.
-        """
-        jobs = list(jobs)
-        for job in jobs:
-            job._served_by_caller = True
-        try:
-            while True:
-                # Look, then re-arm, then wait: nothing can happen in between,
-                # as the loop runs only this task until the next await.
-                pending = [job for job in jobs if job._outcome is None]
-                if any(job._requests for job in jobs):
-                    self._share_event(pending, self._backend.event())  # re-armed first
-                    for job in jobs:
-                        await self._serve_loop_calls(job)
-                    continue
-                if not pending:
-                    break
-                event = pending[0]._get_event()
-                if len(pending) > 1 or event.is_set():  # set earlier, and seen to already
-                    event = self._backend.event()
-                    self._share_event(pending, event)
-                await event.wait()
-        except BaseException as exc:
-            await self._caller_left(jobs, exc)
-            raise
-        for job in jobs:
-            job._served_by_caller = False
-        return [job._outcome for job in jobs if job._outcome is not None]
-
-    async def _caller_left(self, jobs: Iterable[Job[Any]], exc: BaseException) -> None:
-        """The caller of ``jobs`` stops waiting, because of ``exc``: apply the rules.
-
-        Queued jobs are removed; running ones are abandoned, or, when ``exc``
-        is a cancellation and the pool does not abandon, waited for.
-        """
-        running: list[Job[Any]] = []
-        for job in jobs:
-            job._served_by_caller = False
-            for call in job._requests or ():
-                call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
-            job._requests = None
-            if job._outcome is None and not self._cancel_job(job):
-                running.append(job)
-        if self._abandon_on_cancel or not isinstance(exc, anyio.get_cancelled_exc_class()):
-            for job in running:
-                job._abandoned = True
-                self._cancelled += 1
-        else:
-            for job in running:
-                while job._outcome is None:
-                    if job._get_event().is_set():  # by a from_loop() call; nobody serves it now
-                        job._event = self._backend.event()
-                    await wait_through_cancellation(job._get_event())
-
-    @staticmethod
-    def _share_event(jobs: list[Job[Any]], event: Event) -> None:
-        for job in jobs:
-            job._event = event
-
-    async def _serve_loop_calls(self, job: Job[Any]) -> None:
-        calls, job._requests = job._requests or [], None
-        cancelled = anyio.get_cancelled_exc_class()
-        for index, call in enumerate(calls):
-            result = await outcome.acapture(call.async_fn, *call.args)
-            if isinstance(result, outcome.Error) and isinstance(result.error, cancelled):
-                # The rest are answered as cancelled by the caller's handler.
-                job._requests = calls[index:] + (job._requests or [])
-                raise result.error
-            call.answer(result)
-
-    def _from_loop(self, job: Job[Any], call: LoopCall) -> None:
-        """A job asks to run ``call`` on the loop (loop thread)."""
-        if job._cancel_requested or self._state == "closed":
-            call.answer(outcome.Error(JobCancelled("the caller of this job is gone")))
-        elif job._served_by_caller:
-            if job._requests is None:
-                job._requests = []
-            job._requests.append(call)
-            job._get_event().set()  # wake the caller
-        else:
-            scope = anyio.CancelScope()  # registered now, so a stop now cancels it
-            self._loop_calls.add(scope)
-            self._task_group.start_soon(self._serve_loop_call_in_pool, call, scope)
-
-    async def _serve_loop_call_in_pool(self, call: LoopCall, scope: anyio.CancelScope) -> None:
-        result: outcome.Outcome[Any] = outcome.Error(JobCancelled("the pool is stopping"))
-        with scope:
-            try:
-                result = await outcome.acapture(call.async_fn, *call.args)
-            finally:
-                self._loop_calls.discard(scope)
-        if isinstance(result, outcome.Error) and isinstance(
-            result.error, anyio.get_cancelled_exc_class()
-        ):
-            result = outcome.Error(JobCancelled("the pool is stopping"))
-        call.answer(result)
-
-    def _cancel_job(self, job: Job[Any]) -> bool:
-        if not self._channel.cancel(job):
-            return False
-        self._record(job, cancelled_outcome())
-        self._let_in_waiters()
-        return True
-
-    def _deliver(self, batch: Delivery) -> None:
-        now = self._backend.current_time() if self._autoscaling else 0.0
-        for job, result in batch:
-            if job._worker is not None:
-                job._worker.idle_since = now
-            self._record(job, result)
-        if self._room_waiters:
-            self._let_in_waiters()
-        if self._autoscaling and self._autoscale_deadline == math.inf:
-            self._pressure.set()  # a worker may have become idle: time its retirement
-
-    def _record(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
-        if job._abandoned:
-            pass  # counted as cancelled when its caller left
-        elif isinstance(result, outcome.Value):
-            self._completed += 1
-        elif is_cancellation(result):
-            self._cancelled += 1
-        else:
-            self._failed += 1
-        job._finish(result)
+        current = self.worker_count
+        await self.resize(max(low, current) if high is None else min(max(low, current), high))
 
     # --- calling work -----------------------------------------------------
 
@@ -855,7 +496,7 @@ class Pool:
         """
         check_sync_callable(fn)
         job = await self._submit(fn, args, kwargs)
-        result: R = (await self._outcome_of(job)).unwrap()
+        result: R = (await self._calls.outcome_of(job)).unwrap()
         return result
 
     async def call(self, op: str, /, *args: Any, **kwargs: Any) -> outcome.Outcome[Any]:
@@ -871,7 +512,7 @@ class Pool:
         if not isinstance(op, str):
             raise TypeError(f"op must be the name of an operation, not {op!r}")
         job = await self._submit(op, args, kwargs)
-        return await self._outcome_of(job)
+        return await self._calls.outcome_of(job)
 
     async def call_method(
         self, method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
@@ -887,7 +528,7 @@ class Pool:
         """
         check_sync_callable(method)
         job = await self._submit(method, args, kwargs, with_interface=True)
-        result: R = (await self._outcome_of(job)).unwrap()
+        result: R = (await self._calls.outcome_of(job)).unwrap()
         return result
 
     @property
@@ -898,10 +539,7 @@ class Pool:
         returns its value or raises its error. An unknown operation raises
         :class:`AttributeError` at attribute access.
         """
-        return InterfaceProxy(self.call, self._operation_names())
-
-    def _operation_names(self) -> frozenset[str]:
-        return self._operations | self._definitions.keys()
+        return InterfaceProxy(self.call, self._operations.names())
 
     @overload
     async def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -920,7 +558,7 @@ class Pool:
         cancel with :meth:`Job.cancel`; when the pool's block exits normally
         it waits for the job.
         """
-        _check_target(fn)
+        check_target(fn)
         return await self._submit(fn, args, kwargs, full_checkpoint=True)
 
     @overload
@@ -935,10 +573,9 @@ class Pool:
                 :class:`anyio.WouldBlock`.
             PoolClosedError: if the pool is closed.
         """
-        _check_target(fn)
+        check_target(fn)
         self._check_open()
-        if not self._has_room():
-            raise QueueFull
+        self._admission.acquire_nowait()
         return self._accept(fn, args, kwargs)
 
     async def broadcast(
@@ -953,12 +590,12 @@ class Pool:
         Cancellation: as for :meth:`run`, job by job: queued ones are removed,
         running ones waited for (or abandoned with ``abandon_on_cancel``).
         """
-        _check_target(fn)
+        check_target(fn)
         self._check_open()
         await self._backend.cancellation_point()
-        workers = sorted((w for w in self._workers.values() if w.serving), key=lambda w: w.id)
+        workers = sorted((w for w in self._workers if w.slot.serving), key=lambda w: w.id)
         jobs = [self._accept(fn, args, kwargs, worker=w) for w in workers]
-        return await self._outcomes_of(jobs)
+        return await self._calls.outcomes_of(jobs)
 
     @overload
     def map(
@@ -1032,20 +669,21 @@ class Pool:
         started, asks running ones to stop (:func:`check_cancelled`) and
         waits for them; the pool stays usable.
         """
-        _check_target(fn)
-        fn = self._resolve(fn)
-        chunksize = _count("chunksize", chunksize)
+        check_target(fn)
+        fn = self._operations.resolve(fn)
+        chunksize = check_count("chunksize", chunksize)
         if not isinstance(items, (Iterable, AsyncIterable)):
             raise TypeError(f"items must be an iterable or async iterable, not {items!r}")
         self._check_open()
         return MapResults(
-            self,
+            self.submit,
+            self._backend.event,
             fn,
             items,
             ordered=bool(ordered),
             chunksize=chunksize,
             outcomes=bool(outcomes),
-            window=self._queue_size,
+            window=self._options.queue_size,
         )
 
     def lease(self) -> contextlib.AbstractAsyncContextManager[WorkerLease]:
@@ -1059,43 +697,16 @@ class Pool:
         or a cancellation, returns the worker to the pool.
         """
         return Lease(
-            self._acquire_worker, self._release_worker, self._call_on, self._operation_names
+            self._acquire_worker, self._release_worker, self._call_on, self._operations.names
         )
 
     async def _acquire_worker(self) -> Worker:
+        self._check_open()
         await self._backend.cancellation_point()
-        while True:
-            self._check_open()
-            # Loaded workers only: a loading one might fail to load.
-            free = [
-                w
-                for w in self._workers.values()
-                if w.state == "idle" and w.serving and not w.leased
-            ]
-            if free:
-                worker = min(free, key=lambda w: (w.job is not None, w.id))
-                self._channel.lease(worker)
-                return worker
-            event = self._backend.event()
-            self._lease_waiters.append(event)
-            if self._autoscaling:
-                self._pressure.set()  # a lessee waits: autoscaling may start a worker
-            try:
-                await event.wait()
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._lease_waiters.remove(event)
+        return await self._leases.acquire(self._workers.free_for_lease)
 
     def _release_worker(self, worker: Worker) -> None:
-        self._channel.unlease(worker)
-        self._let_in_lessees()
-        if self._autoscaling:
-            self._pressure.set()  # time the released worker's retirement
-
-    def _let_in_lessees(self) -> None:
-        """Wake every task waiting for a lease, to look for a free worker again."""
-        for event in self._lease_waiters:
-            event.set()
+        self._leases.release(worker)
 
     async def _call_on(
         self,
@@ -1108,7 +719,7 @@ class Pool:
         self._check_open()
         await self._backend.cancellation_point()
         job = self._accept(fn, args, kwargs, with_interface=with_interface, worker=worker)
-        return await self._outcome_of(job)
+        return await self._calls.outcome_of(job)
 
     def define(self, name: str, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         """Make ``fn`` the operation ``name`` on every worker, now and later.
@@ -1127,17 +738,9 @@ class Pool:
                 interface's own operations.
             TypeError: if ``fn`` is not a sync callable.
         """
-        if not isinstance(name, str):
-            raise TypeError(f"an operation's name is a str, not {name!r}")
-        if name.startswith("_"):
-            raise ValueError(
-                f"{name!r} cannot be an operation: names starting with '_' are private"
-            )
-        if name in self._operations or name in self._static_operations:
-            raise ValueError(f"the interface already has an operation {name!r}")
-        check_sync_callable(fn)
+        self._operations.check_new(name, fn)
         self._check_open()
-        self._definitions[name] = fn
+        self._operations.define(name, fn)
         return unwrapping_operation(self.call, name)
 
     def undefine(self, name: str) -> None:
@@ -1149,10 +752,7 @@ class Pool:
         Raises:
             LookupError: if no operation ``name`` was defined.
         """
-        try:
-            del self._definitions[name]
-        except KeyError:
-            raise LookupError(f"no operation {name!r} was defined on this pool") from None
+        self._operations.undefine(name)
 
     def notify(self, worker_id: int, event: Hashable, /, *values: Any) -> None:
         """Wake the job of worker ``worker_id`` that waits in :func:`trio_pool.wait`.
@@ -1163,40 +763,15 @@ class Pool:
         Raises:
             LookupError: if the pool has no worker ``worker_id``.
         """
-        worker = self._workers.get(worker_id) if self._state != "new" else None
-        if worker is None or worker.state in ("stopping", "stopped"):
+        worker = None if self._state is _State.NEW else self._workers.get(worker_id)
+        if worker is None or worker.slot.phase in (Phase.STOPPING, Phase.STOPPED):
             raise LookupError(f"the pool has no worker {worker_id!r} (or it is stopping)")
-        self._channel.notify(worker, event, values)
+        self._handoff.notify(worker.slot, event, values)
 
     # --- looking at it ----------------------------------------------------
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's workers and job counts."""
-        workers: list[WorkerStatistics] = []
-        queued = 0
-        if self._state != "new":
-            with self._channel.lock:
-                queued = self._channel.queued
-                for worker in self._workers.values():
-                    state = "busy" if worker.job is not None else worker.state
-                    workers.append(
-                        WorkerStatistics(
-                            worker.id, worker.info.name, state, worker.jobs_done, worker.leased
-                        )
-                    )
-        return PoolStatistics(
-            workers=len(workers),
-            busy=sum(w.state == "busy" for w in workers),
-            idle=sum(w.state == "idle" for w in workers),
-            queued=queued,
-            submitted=self._submitted,
-            completed=self._completed,
-            failed=self._failed,
-            cancelled=self._cancelled,
-            workers_started=self._started_count,
-            workers_stopped=self._stopped_count,
-            hook_errors=self._hook_errors,
-            scaled_up=self._scaled_up,
-            scaled_down=self._scaled_down,
-            worker_states=tuple(sorted(workers, key=lambda w: w.id)),
-        )
+        if self._state is _State.NEW:
+            return self._counters.snapshot(0, [])
+        return self._counters.snapshot(*self._workers.statistics())

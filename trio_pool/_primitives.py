@@ -13,16 +13,17 @@ import copy
 import itertools
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, final
 
 import anyio
+from outcome import Outcome
 
 from ._backend import current_backend, wait_through_cancellation
-from ._host import call_sync, check_sync_callable
+from ._checks import check_sync_callable
+from ._hosts._base import call_sync
 from ._in_worker import context
-from ._job import Job, State
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,45 +46,56 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     check_sync_callable(fn)
     backend = current_backend()
     await backend.cancellation_point()
-    job: Job[R] = Job(
-        fn,
-        args,
-        kwargs,
-        new_event=backend.event,
-        canceller=_not_cancellable,
-        context=contextvars.copy_context(),
-    )
-    job._state = State.RUNNING
+    call = _ThreadCall(contextvars.copy_context())
+    done = backend.event()
 
     def body() -> None:
-        context.job = job
+        context.job = call
         try:
-            result = job._context.run(call_sync, fn, args, kwargs)
+            call.result = call.context.run(call_sync, fn, args, kwargs)
         finally:
             context.job = None
-        backend.post(lambda: job._finish(result))  # the thread's last act
+        backend.post(done.set)  # the thread's last act
 
     thread = threading.Thread(
         target=body, name=f"trio_pool.run_in_thread-{next(_thread_numbers)}", daemon=True
     )
     thread.start()
     try:
-        await job._get_event().wait()
+        await done.wait()
     except BaseException as exc:
-        job._cancel_requested = True
+        call.cancelled = True
         if isinstance(exc, anyio.get_cancelled_exc_class()):
-            await wait_through_cancellation(job._get_event())
+            await wait_through_cancellation(done)
             thread.join()
         raise
     thread.join()  # it has posted its result: it is leaving
-    assert job._outcome is not None
-    result: R = job._outcome.unwrap()
+    assert call.result is not None
+    result: R = call.result.unwrap()
     return result
 
 
-def _not_cancellable(job: Job[Any]) -> bool:
-    job._cancel_requested = True
-    return False
+@final
+class _ThreadCall:
+    """A run_in_thread() call, as the in-job functions see it (a JobView)."""
+
+    __slots__ = ("cancelled", "context", "result")
+
+    def __init__(self, ctx: contextvars.Context) -> None:
+        self.context = ctx
+        self.cancelled = False  # written by the caller's task, read by the thread
+        self.result: Outcome[Any] | None = None  # written by the thread before it posts
+
+    def cancel_requested(self) -> bool:
+        return self.cancelled
+
+    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        raise RuntimeError("wait() must be called from a job in a pool's worker")
+
+    def call_loop(
+        self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> Outcome[Any]:
+        raise RuntimeError("from_loop() must be called from a job in a pool's worker")
 
 
 @final

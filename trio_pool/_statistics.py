@@ -1,8 +1,13 @@
-"""The immutable records that ``Pool.statistics()`` returns."""
+"""The immutable records that ``Pool.statistics()`` returns, and the counts behind them."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
+import outcome
+
+from ._job import Job, is_cancellation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +70,72 @@ class PoolStatistics:
     scaled_up: int
     scaled_down: int
     worker_states: tuple[WorkerStatistics, ...]
+
+
+class Counters:
+    """The counts behind :meth:`Pool.statistics`; written in the loop thread only."""
+
+    __slots__ = (
+        "cancelled",
+        "completed",
+        "failed",
+        "hook_errors",
+        "scaled_down",
+        "scaled_up",
+        "submitted",
+        "workers_started",
+        "workers_stopped",
+    )
+
+    def __init__(self) -> None:
+        self.submitted = self.completed = self.failed = self.cancelled = 0
+        self.workers_started = self.workers_stopped = self.hook_errors = 0
+        self.scaled_up = self.scaled_down = 0
+
+    def record(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
+        """Count how ``job`` ended, then finish it with ``result``."""
+        if job._abandoned:
+            pass  # counted as cancelled when its caller left
+        elif isinstance(result, outcome.Value):
+            self.completed += 1
+        elif is_cancellation(result):
+            self.cancelled += 1
+        else:
+            self.failed += 1
+        job._finish(result)
+
+    def accepted(self) -> None:
+        self.submitted += 1
+
+    def worker_started(self) -> None:
+        self.workers_started += 1
+
+    def worker_stopped(self, *, hook_failed: bool) -> None:
+        self.workers_stopped += 1
+        self.hook_errors += hook_failed
+
+    def scaled(self, *, up: int = 0, down: int = 0) -> None:
+        self.scaled_up += up
+        self.scaled_down += down
+
+    def abandoned(self) -> None:
+        """A running job's caller left without it (its Outcome will not be counted)."""
+        self.cancelled += 1
+
+    def snapshot(self, queued: int, workers: list[WorkerStatistics]) -> PoolStatistics:
+        return PoolStatistics(
+            workers=len(workers),
+            busy=sum(w.state == "busy" for w in workers),
+            idle=sum(w.state == "idle" for w in workers),
+            queued=queued,
+            submitted=self.submitted,
+            completed=self.completed,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            workers_started=self.workers_started,
+            workers_stopped=self.workers_stopped,
+            hook_errors=self.hook_errors,
+            scaled_up=self.scaled_up,
+            scaled_down=self.scaled_down,
+            worker_states=tuple(sorted(workers, key=lambda w: w.id)),
+        )

@@ -1,141 +1,128 @@
-"""One worker: a thread that loads an interface, runs jobs, and runs its hook."""
+"""One worker: a thread that loads its host's interface, runs jobs, and closes it."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
-from ._host import NO_EXC, ExcInfo, ThreadHost
-from ._in_worker import WorkerInfo, context
+import outcome
 
-if TYPE_CHECKING:
-    from ._backend import Event
-    from ._channel import Channel
-    from ._job import Job, LoopCall
+from ._backend import Event
+from ._handoff import Handoff, Slot
+from ._hosts._base import Host, HostDied
+from ._in_worker import WorkerInfo
+from ._job import Job, LoopCall
 
 logger = logging.getLogger("trio_pool")
 
 
 class Worker:
-    """A worker thread's state, shared by the thread and the pool.
+    """One worker thread's body, and what the loop learns of it.
 
-    The thread writes ``state`` (starting, idle, stopping, stopped) and, under
-    the channel's lock, ``job`` (the job it runs) and ``jobs_done``. The pool
-    writes ``leased`` and ``stop_requested`` under that lock, and the rest in
-    the loop thread.
+    The thread writes ``load_error`` before it sets ``loaded``, and
+    ``hook_error`` before it sets ``exited`` (both posted to the loop); the
+    loop reads them after. Its place in the handoff is ``slot``. While a job
+    runs, the worker is that job's :class:`~trio_pool._in_worker.JobView`.
     """
 
     def __init__(
         self,
-        id: int,  # noqa: A002
-        name: str,
-        host: ThreadHost,
-        channel: Channel,
+        info: WorkerInfo,
+        host: Host,
+        handoff: Handoff,
         *,
+        post: Callable[[Callable[[], object]], None],
         loaded: Event,
         exited: Event,
         on_exit: Callable[[Worker], None],
-        report: Callable[[Callable[[], object]], None],
-        from_loop: Callable[[Job[Any], LoopCall], None],
+        route: Callable[[Job[Any], LoopCall], None],
     ) -> None:
-        self.info: WorkerInfo = WorkerInfo(id, name)
-        self.host: ThreadHost = host
-        self.state: str = "starting"
-        self.job: Job[Any] | None = None
-        self.jobs_done: int = 0
-        self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
-        self.leased: bool = False
-        self.stop_requested: bool = False
-        self.called: bool = False  # woken for the shared queue (the channel's count)
-        self.wakeup: threading.Condition = channel.new_condition()
-        self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
-        #: Why the worker stops, as its hook will be told (set by the pool).
-        self.exit_info: ExcInfo = NO_EXC
-        # Loop side: set once the interface has loaded (or failed: load_error),
-        # and, by on_exit, once the thread has ended (hook_error: what its
-        # hook raised).
+        self.info = info
+        self.host = host
+        self.slot: Slot = handoff.new_slot(info.id)
         self.loaded = loaded
         self.exited = exited
         self.load_error: BaseException | None = None
         self.hook_error: BaseException | None = None
-        self.idle_since: float = 0.0  # loop clock, for autoscaling
-        self.stop_owned: bool = False  # a resize collects its hook error
-        self._channel = channel
-        self._report = report
+        self._handoff = handoff
+        self._post = post
         self._on_exit = on_exit
-        self._from_loop = from_loop
+        self._route = route
+        self._job: Job[Any] | None = None  # the job it runs (this thread only)
 
     @property
     def id(self) -> int:
         return self.info.id
 
-    @property
-    def serving(self) -> bool:
-        """Loaded (or loading) and not asked to stop."""
-        return self.state in ("starting", "idle") and not self.stop_requested
-
     def main(self) -> None:
         """The thread's body.
 
-        Reports to the loop through ``report`` once its interface has loaded
-        (or failed to), and, as its last act, that it has ended (``on_exit``).
+        Reports to the loop once its interface has loaded (or failed to),
+        and, as its last act, that it has ended (``on_exit``).
         """
         thread = threading.current_thread()
         old_name, thread.name = thread.name, self.info.name
-        context.worker = self.info
-        context.runtime = self
         try:
             self.hook_error = self._serve()
         finally:
-            context.worker = context.runtime = None
-            context.interface = None
-            context.has_interface = False
             thread.name = old_name
-            self._report(functools.partial(self._on_exit, self))
+            self._post(functools.partial(self._on_exit, self))
 
     def _serve(self) -> BaseException | None:
-        host, channel = self.host, self._channel
+        host, handoff, slot = self.host, self._handoff, self.slot
         try:
-            host.load()
+            host.load(self.info)
         except BaseException as exc:
             logger.error("worker %s: the interface failed to load", self.info.name, exc_info=exc)
-            self.state = "stopped"
             self.load_error = exc
-            self._report(self.loaded.set)
+            handoff.loaded(slot, ok=False)
+            self._post(self.loaded.set)
             return None
-        context.interface = host.interface
-        context.has_interface = True
         logger.debug("worker %s started", self.info.name)
-        self.state = "idle"
-        self._report(self.loaded.set)
-        while (job := channel.take(self)) is not None:
-            context.job = job
+        handoff.loaded(slot, ok=True)
+        self._post(self.loaded.set)
+        while (job := handoff.take(slot)) is not None:
+            self._job = job
             assert job._fn is not None
-            result = job._context.run(
-                host.execute, job._fn, job._with_interface, job._args, job._kwargs
-            )
-            context.job = None
-            job._fn, job._args, job._kwargs = None, (), {}
-            channel.finish(self, result)
+            try:
+                result = job._context.run(
+                    host.execute, job._fn, job._args, job._kwargs, job._with_interface, self
+                )
+            except HostDied as exc:
+                self._job = None
+                logger.error("worker %s: its host died", self.info.name, exc_info=exc)
+                handoff.leave(slot)
+                handoff.finish(slot, outcome.Error(exc))
+                handoff.closed(slot)
+                return None
+            self._job = None
+            handoff.finish(slot, result)
             del job, result  # hold nothing while waiting for the next job
-        error = host.close(self.exit_info)
-        self.state = "stopped"
+        error = host.close(slot.exit_info)
+        handoff.closed(slot)
         if error is not None:
             logger.error("worker %s: the exit hook raised", self.info.name, exc_info=error)
         logger.debug("worker %s stopped", self.info.name)
         return error
 
-    # --- what trio_pool.wait() and from_loop() call, in this thread ---------
+    # --- the running job's view (trio_pool.check_cancelled, wait, from_loop) ---
 
-    def wait_for(self, job: Job[Any], key: Hashable, timeout: float | None) -> tuple[Any, ...]:
-        return self._channel.wait_for(self, job, key, timeout)
+    def cancel_requested(self) -> bool:
+        job = self._job
+        return job is not None and job._cancel_requested
 
-    def operation(self, name: str) -> Callable[..., Any]:
-        return self.host.operation(name)
+    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        assert self._job is not None
+        return self._handoff.wait_for(self.slot, self._job, key, timeout)
 
-    def call_loop(self, job: Job[Any], call: LoopCall) -> None:
-        self._report(functools.partial(self._from_loop, job, call))
+    def call_loop(
+        self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> outcome.Outcome[Any]:
+        assert self._job is not None
+        call = LoopCall(async_fn, args)
+        self._post(functools.partial(self._route, self._job, call))
+        call.done.wait()
+        return call.result

@@ -1,0 +1,79 @@
+"""Room in the shared queue: the pool's backpressure, shaped like trio's CapacityLimiter.
+
+A place is taken by putting a job in the handoff right after
+:meth:`Admission.acquire_nowait` or :meth:`Admission.acquire` returns,
+before the next await; it is given back when a worker takes the job (seen on
+the loop at the next delivery), or when the job is taken out. Waiters are let
+in first come, first served, each with a place reserved until it runs. Loop
+thread only, but for the handoff's flag that asks workers to wake the loop
+when they take a job while tasks wait here.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from ._backend import Event
+from ._exceptions import QueueFull
+from ._handoff import Handoff
+
+
+class Admission:
+    def __init__(self, size: int, handoff: Handoff, new_event: Callable[[], Event]) -> None:
+        self._size = size
+        self._handoff = handoff
+        self._new_event = new_event
+        self._waiters: deque[Event] = deque()
+        self._reserved = 0  # places promised to woken waiters that have not run yet
+        self._closed = False
+
+    @property
+    def waiting(self) -> int:
+        """Tasks waiting for room."""
+        return len(self._waiters)
+
+    def _room(self) -> bool:
+        return self._handoff.queued + self._reserved < self._size
+
+    def acquire_nowait(self) -> None:
+        """Take a place, or raise :class:`QueueFull` (a ``WouldBlock``)."""
+        if self._waiters or not self._room():
+            raise QueueFull
+
+    async def acquire(self) -> None:
+        """Take a place, waiting for one first come, first served.
+
+        Cancellation: a waiter cancelled after it was let in passes its place on.
+        """
+        if not self._waiters and self._room():
+            return
+        event = self._new_event()
+        self._waiters.append(event)
+        self._handoff.want_room(True)
+        # A worker may have taken a job before it could see the flag: look again.
+        self.release()
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():  # pass the place on
+                self._reserved -= 1
+                self.release()
+            else:
+                self._waiters.remove(event)
+                self._handoff.want_room(bool(self._waiters))
+            raise
+        self._reserved -= 1
+
+    def release(self) -> None:
+        """Room may have appeared (jobs left the queue): let waiters in."""
+        waiters = self._waiters
+        while waiters and (self._closed or self._room()):
+            self._reserved += 1
+            waiters.popleft().set()
+        self._handoff.want_room(bool(waiters))
+
+    def close(self) -> None:
+        """Let every waiter in (to find the pool closed); later ones never wait."""
+        self._closed = True
+        self.release()

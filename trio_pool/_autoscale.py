@@ -1,0 +1,212 @@
+"""Autoscaling: grow while jobs wait and no worker is free, retire workers idle too long.
+
+A pool with a fixed number of workers has :class:`FixedSize`, which does
+nothing, so the pool never asks whether it autoscales.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import anyio
+import outcome
+
+from ._admission import Admission
+from ._backend import Backend
+from ._handoff import Delivery, Handoff, Phase
+from ._lease import LeaseQueue
+from ._options import Options
+from ._statistics import Counters
+from ._worker import Worker
+from ._workers import WorkerSet
+
+logger = logging.getLogger("trio_pool")
+
+
+class Pressure:
+    """A wake-up for the autoscaler: poked by anyone, waited for by the autoscaler."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._new_event = backend.event
+        self._event = backend.event()
+
+    def poke(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def rearm(self) -> None:
+        self._event = self._new_event()
+
+
+class FixedSize:
+    """The autoscaler of a pool with a fixed number of workers."""
+
+    def start(self, start_soon: Callable[..., object]) -> None:
+        pass
+
+    def job_queued(self) -> None:
+        pass
+
+    def delivered(self, batch: Delivery) -> None:
+        pass
+
+    def loaded(self, workers: list[Worker]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Autoscaler:
+    """Decides in a task of its own when to start and to retire workers; loop thread only.
+
+    Growing: when the queued jobs plus the tasks waiting for a lease
+    outnumber the free workers, it starts the difference (up to
+    ``max_workers``) as one step, and waits for the step to load before it
+    looks again. Retiring: workers idle for ``idle_timeout`` on the loop's
+    clock, from their last finished job or their load, never below
+    ``min_workers`` and never while jobs wait. It looks on a new job, a
+    delivered batch, a lease ending, and the next retirement deadline.
+    """
+
+    def __init__(
+        self,
+        options: Options,
+        workers: WorkerSet,
+        handoff: Handoff,
+        admission: Admission,
+        leases: LeaseQueue,
+        counters: Counters,
+        backend: Backend,
+        pressure: Pressure,
+    ) -> None:
+        assert options.max_workers is not None
+        self._name = options.name
+        self._min = options.min_workers
+        self._max = options.max_workers
+        self._idle_timeout = options.idle_timeout
+        self._workers = workers
+        self._handoff = handoff
+        self._admission = admission
+        self._leases = leases
+        self._counters = counters
+        self._backend = backend
+        self._pressure = pressure
+        self._scope = anyio.CancelScope()
+        self._deadline = math.inf  # of the next retirement
+        self._growth_failed = False
+        self._idle_since: dict[int, float] = {}  # by worker id, on the loop's clock
+
+    def start(self, start_soon: Callable[..., object]) -> None:
+        start_soon(self._run, name=f"{self._name}-autoscaler")
+
+    def job_queued(self) -> None:
+        if self._handoff.unserved:
+            self._growth_failed = False  # a new job: growing may work now
+            self._pressure.poke()
+
+    def delivered(self, batch: Delivery) -> None:
+        now = self._backend.current_time()
+        for job, _ in batch:
+            if job.worker_id is not None:
+                self._idle_since[job.worker_id] = now
+        if self._deadline == math.inf:
+            self._pressure.poke()  # a worker may have become idle: time its retirement
+
+    def loaded(self, workers: list[Worker]) -> None:
+        """Idle from now on, unless they have served jobs already."""
+        now = self._backend.current_time()
+        for worker in workers:
+            self._idle_since.setdefault(worker.id, now)
+
+    def close(self) -> None:
+        self._scope.cancel()
+
+    async def _run(self) -> None:
+        with self._scope:
+            while True:
+                self._pressure.rearm()
+                step = self._growth_step()
+                if step:
+                    logger.info(
+                        "pool %s autoscaling: %d jobs wait and no worker is free: starting %d",
+                        self._name,
+                        self._handoff.queued,
+                        step,
+                    )
+                    self._counters.scaled(up=step)
+                    workers = self._workers.start(step)
+                    errors = await self._workers.wait_loaded(workers)
+                    self.loaded(workers)
+                    self._counters.scaled(up=-len(errors))  # count the workers that did start
+                    if errors:
+                        self._growth_failed_on(errors)
+                    continue
+                self._deadline = self._retire_idle()
+                with anyio.move_on_after(self._deadline - self._backend.current_time()):
+                    await self._pressure.wait()
+
+    def _growth_failed_on(self, errors: list[BaseException]) -> None:
+        """A loader failed: raise it at exit, retry on the next job.
+
+        With no worker left to run them, the queued jobs fail with that error
+        rather than wait for ever.
+        """
+        self._workers.report(errors)
+        self._growth_failed = True
+        logger.error("pool %s autoscaling: a loader failed; retrying on the next job", self._name)
+        if self._workers.serving == 0:
+            for job in self._handoff.take_queued():
+                self._counters.record(job, outcome.Error(errors[0]))
+            self._admission.release()
+
+    def _growth_step(self) -> int:
+        """How many workers to start now: one per job no free worker will take."""
+        if self._growth_failed or any(w.slot.phase is Phase.LOADING for w in self._workers):
+            return 0
+        free = sum(
+            w.slot.serving and w.slot.job is None and not w.slot.leased for w in self._workers
+        )
+        wanted = self._handoff.queued + self._leases.waiting
+        return max(0, min(self._max - self._workers.serving, wanted - free))
+
+    def _retire_idle(self) -> float:
+        """Stop workers idle for too long; return when to look again."""
+        now = self._backend.current_time()
+        if self._handoff.queued:
+            return math.inf  # work is waiting: nobody is idle for long
+        live = {w.id for w in self._workers}
+        self._idle_since = {k: v for k, v in self._idle_since.items() if k in live}
+        idle = sorted(
+            (
+                w
+                for w in self._workers
+                if w.slot.serving
+                and w.slot.phase is Phase.SERVING
+                and w.slot.job is None
+                and not w.slot.leased
+            ),
+            key=self._since,
+        )
+        surplus = self._workers.serving - self._min
+        retired = [w for w in idle if now - self._since(w) >= self._idle_timeout]
+        retired = retired[: max(0, surplus)]
+        for worker in retired:
+            self._handoff.stop_worker(worker.slot)
+        if retired:
+            self._counters.scaled(down=len(retired))
+            logger.info(
+                "pool %s autoscaling: retiring %d workers idle for %g s or more",
+                self._name,
+                len(retired),
+                self._idle_timeout,
+            )
+        waiting = [self._since(w) + self._idle_timeout for w in idle if w not in retired]
+        return min(waiting) if waiting and surplus > len(retired) else math.inf
+
+    def _since(self, worker: Worker) -> float:
+        return self._idle_since.setdefault(worker.id, self._backend.current_time())

@@ -1,0 +1,38 @@
+"""Argument checks shared by the pool, its leases and the primitives."""
+
+from __future__ import annotations
+
+import inspect
+from types import BuiltinFunctionType, FunctionType
+
+
+def check_count(name: str, value: object, *, minimum: int = 1) -> int:
+    """``value`` if it is an int of at least ``minimum``; TypeError or ValueError if not."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def check_sync_callable(fn: object) -> None:
+    """TypeError unless ``fn`` is a callable that is not an async function."""
+    if type(fn) is BuiltinFunctionType or (
+        type(fn) is FunctionType  # the common cases, checked without inspect's unwrapping
+        and not fn.__code__.co_flags & inspect.CO_COROUTINE
+        and not hasattr(fn, "_is_coroutine_marker")  # inspect.markcoroutinefunction()
+    ):
+        return
+    if not callable(fn):
+        raise TypeError(f"expected a callable or an operation name, not {fn!r}")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(
+            f"{fn!r} is an async function: the pool runs sync functions in worker "
+            "threads; await async ones on the event loop instead"
+        )
+
+
+def check_target(fn_or_op: object) -> None:
+    """TypeError unless ``fn_or_op`` is an operation name or a sync callable."""
+    if not isinstance(fn_or_op, str):
+        check_sync_callable(fn_or_op)

@@ -1,0 +1,357 @@
+"""The bounded handoff between the event loop and the worker threads.
+
+Jobs go out through a shared deque that every free worker takes from, or
+through a worker's own deque (a lease, a broadcast); outcomes come back
+through another list, and the loop is woken once per batch of outcomes, not
+once per job. A worker never waits for the loop before it takes its next job,
+and a worker that finds jobs waiting takes the next without sleeping. Each
+worker sleeps on its own condition, so a new job wakes exactly one idle
+worker, the one idle most recently. The loop wakes a worker only when no
+wake-up is on its way; a woken worker that takes a job wakes the next idle
+worker if jobs are still waiting, so a burst of jobs costs the loop one
+wake-up, not one per job.
+
+The handoff owns every job's place in it (``Job._place``, ``Job._slot``,
+``Job._cancel_requested``, ``Job.worker_id``) and every worker's
+:class:`Slot`; all of it is written here only, under :attr:`Handoff.lock`.
+The queue's bound is kept by :mod:`._admission`, on the loop side.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+import outcome
+
+from ._exceptions import JobCancelled
+from ._hosts._base import NO_EXC, ExcInfo
+from ._job import Job
+
+Delivery = list[tuple[Job[Any], outcome.Outcome[Any]]]
+
+
+class Place(enum.Enum):
+    """Where a job stands in the handoff."""
+
+    QUEUED = "queued"  # in the shared deque, or in its slot's own
+    RUNNING = "running"  # a worker took it
+    OUT = "out"  # finished, or taken back out (cancelled, never to run)
+
+
+class Phase(enum.Enum):
+    """A worker's life, as its slot records it."""
+
+    LOADING = "starting"
+    SERVING = "idle"  # or busy: see Slot.job
+    STOPPING = "stopping"  # out of jobs, running its exit hook
+    STOPPED = "stopped"
+
+
+_NEXT = {
+    Phase.LOADING: (Phase.SERVING, Phase.STOPPED),  # loaded, or failed to
+    Phase.SERVING: (Phase.STOPPING,),
+    Phase.STOPPING: (Phase.STOPPED,),
+    Phase.STOPPED: (),
+}
+
+
+class Slot:
+    """One worker's place in the handoff. Every field: written here, under the lock.
+
+    The loop reads ``phase``, ``job``, ``leased`` and ``stop_requested``
+    without the lock for decisions that a moment's staleness cannot break
+    (the worker's own thread moves them on only towards stopping).
+    """
+
+    __slots__ = (
+        "called",
+        "direct",
+        "exit_info",
+        "id",
+        "job",
+        "jobs_done",
+        "leased",
+        "mailbox",
+        "phase",
+        "stop_requested",
+        "wakeup",
+    )
+
+    def __init__(self, lock: threading.Lock, id: int) -> None:  # noqa: A002
+        self.id = id  # the worker's
+        self.phase = Phase.LOADING
+        self.job: Job[Any] | None = None  # the job it runs
+        self.jobs_done = 0
+        self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
+        self.leased = False
+        self.stop_requested = False
+        self.called = False  # woken for the shared queue (counted in Handoff._waking)
+        self.wakeup = threading.Condition(lock)
+        self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
+        #: Why the worker stops, as its hook will be told.
+        self.exit_info: ExcInfo = NO_EXC
+
+    @property
+    def serving(self) -> bool:
+        """Loaded (or loading) and not asked to stop."""
+        return self.phase in (Phase.LOADING, Phase.SERVING) and not self.stop_requested
+
+    def _move(self, phase: Phase) -> None:
+        """The one transition function of a worker's phase."""
+        assert phase in _NEXT[self.phase], f"a worker cannot go from {self.phase} to {phase}"
+        self.phase = phase
+
+
+class Handoff:
+    def __init__(
+        self, post: Callable[[Callable[[], object]], None], deliver: Callable[[Delivery], None]
+    ) -> None:
+        """``post`` calls a function soon in the loop thread; ``deliver`` takes outcomes there."""
+        self.lock: threading.Lock = threading.Lock()
+        self._jobs: deque[Job[Any]] = deque()
+        self._idle: list[Slot] = []  # free workers asleep in take(), most recent last
+        self._waking = 0  # idle workers woken for the shared queue, not yet awake
+        self._draining = False
+        self._finished: Delivery = []
+        self._flush_posted = False
+        self._post = post
+        self._deliver = deliver
+        # While tasks wait for queue room, a worker that takes a shared job
+        # wakes the loop so that they can be let in (see want_room).
+        self._room_wanted = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._jobs)
+
+    @property
+    def unserved(self) -> bool:
+        """More jobs wait than idle workers and wake-ups on their way can take."""
+        return len(self._jobs) > len(self._idle) + self._waking
+
+    def new_slot(self, worker_id: int) -> Slot:
+        return Slot(self.lock, worker_id)
+
+    def _call_idle(self) -> None:
+        """Wake the most recently idle worker for the shared queue (lock held)."""
+        slot = self._idle.pop()
+        slot.called = True
+        self._waking += 1
+        slot.wakeup.notify()
+
+    def _pass_on(self) -> None:
+        """Wake an idle worker if more jobs wait than wake-ups are on their way."""
+        if self._idle and len(self._jobs) > self._waking:
+            self._call_idle()
+
+    def _wake(self, slot: Slot) -> None:
+        """Wake ``slot``'s worker if it sleeps (lock held)."""
+        if slot in self._idle:
+            self._idle.remove(slot)
+        slot.wakeup.notify()
+
+    @staticmethod
+    def _take_out(jobs: Iterable[Job[Any]]) -> list[Job[Any]]:
+        removed = list(jobs)
+        for job in removed:
+            job._place = Place.OUT
+        return removed
+
+    # --- loop side ------------------------------------------------------
+
+    def want_room(self, wanted: bool) -> None:
+        """Ask (or stop asking) to be woken when a worker takes a shared job."""
+        self._room_wanted = wanted
+
+    def put(self, job: Job[Any], slot: Slot | None = None) -> None:
+        """Queue ``job`` for any free worker, or for ``slot``'s worker alone."""
+        with self.lock:
+            job._place = Place.QUEUED
+            job._slot = slot
+            if slot is None:
+                self._jobs.append(job)
+                if self._idle and not self._waking:  # else the woken worker passes it on
+                    self._call_idle()
+            else:
+                slot.direct.append(job)
+                self._wake(slot)
+
+    def cancel(self, job: Job[Any]) -> bool:
+        """Remove ``job`` if it is queued (True); ask it to stop if it runs."""
+        with self.lock:
+            if job._place is Place.QUEUED:
+                slot: Slot | None = job._slot
+                (self._jobs if slot is None else slot.direct).remove(job)
+                job._place = Place.OUT
+                return True
+            if job._place is Place.RUNNING:
+                job._cancel_requested = True
+                job._slot.wakeup.notify()  # it may sleep in trio_pool.wait()
+            return False
+
+    def stop(self, slots: Iterable[Slot], *, cancel: ExcInfo | None = None) -> list[Job[Any]]:
+        """Let every worker stop once there is no work left for it.
+
+        With ``cancel`` (the exception info their hooks receive), empty the
+        queues first, returning the removed jobs for the pool to finish as
+        cancelled, and ask the jobs that run to stop.
+        """
+        with self.lock:
+            self._draining = True  # and leases end: leased workers finish the queue too
+            removed: list[Job[Any]] = []
+            if cancel is not None:
+                removed.extend(self._take_out(self._jobs))
+                self._jobs.clear()
+            for slot in slots:
+                slot.leased = False
+                if cancel is not None:
+                    removed.extend(self._take_out(slot.direct))
+                    slot.direct.clear()
+                    if slot.phase not in (Phase.STOPPING, Phase.STOPPED):
+                        slot.exit_info = cancel
+                    if slot.job is not None:
+                        slot.job._cancel_requested = True
+                slot.wakeup.notify()
+            self._idle.clear()
+            return removed
+
+    def take_queued(self) -> list[Job[Any]]:
+        """Remove every job from the shared queue (for the pool to finish)."""
+        with self.lock:
+            removed = self._take_out(self._jobs)
+            self._jobs.clear()
+            return removed
+
+    def take_direct(self, slot: Slot) -> list[Job[Any]]:
+        """Remove the jobs left for ``slot``'s worker alone (for the pool to finish)."""
+        with self.lock:
+            removed = self._take_out(slot.direct)
+            slot.direct.clear()
+            return removed
+
+    def stop_worker(self, slot: Slot) -> None:
+        """Let ``slot``'s worker stop once it has finished its current and own jobs."""
+        with self.lock:
+            slot.stop_requested = True
+            self._wake(slot)
+
+    def lease(self, slot: Slot) -> None:
+        with self.lock:
+            slot.leased = True
+            if slot in self._idle:
+                self._idle.remove(slot)
+
+    def unlease(self, slot: Slot) -> None:
+        with self.lock:
+            slot.leased = False
+            self._wake(slot)  # it may take shared jobs again
+
+    def notify(self, slot: Slot, key: Hashable, values: tuple[Any, ...]) -> None:
+        with self.lock:
+            slot.mailbox.setdefault(key, deque()).append(values)
+            slot.wakeup.notify()
+
+    def flush(self) -> None:
+        """Deliver the finished jobs (loop thread)."""
+        with self.lock:
+            batch, self._finished = self._finished, []
+            self._flush_posted = False
+        self._deliver(batch)
+
+    # --- worker side ----------------------------------------------------
+
+    def loaded(self, slot: Slot, ok: bool) -> None:
+        """The worker's interface has loaded (or failed to: it stops)."""
+        with self.lock:
+            slot._move(Phase.SERVING if ok else Phase.STOPPED)
+
+    def leave(self, slot: Slot) -> None:
+        """The worker stops at once, its own jobs left (its host died)."""
+        with self.lock:
+            slot.stop_requested = True
+            slot._move(Phase.STOPPING)
+
+    def closed(self, slot: Slot) -> None:
+        """The worker has run its exit hook."""
+        with self.lock:
+            slot._move(Phase.STOPPED)
+
+    def take(self, slot: Slot) -> Job[Any] | None:
+        """The next job for ``slot``'s worker, or None when it should stop."""
+        with self.lock:
+            while True:
+                if slot.direct:
+                    job = slot.direct.popleft()
+                    break
+                if slot.stop_requested:
+                    slot._move(Phase.STOPPING)
+                    self._pass_on()  # a wake-up may have been meant for a job
+                    return None
+                if self._jobs and not slot.leased:
+                    job = self._jobs.popleft()
+                    break
+                if self._draining:
+                    slot._move(Phase.STOPPING)
+                    return None
+                if slot.leased:
+                    self._pass_on()  # a wake-up may have been meant for a job
+                else:
+                    self._idle.append(slot)
+                slot.wakeup.wait()
+                if slot.called:
+                    slot.called = False
+                    self._waking -= 1
+                elif slot in self._idle:  # woken by something else than a new job
+                    self._idle.remove(slot)
+            self._pass_on()  # jobs still waiting: wake the next worker
+            job._place = Place.RUNNING
+            wake = self._room_wanted and not self._flush_posted and job._slot is None
+            job._slot = slot
+            job.worker_id = slot.id
+            slot.job = job
+            if wake:
+                self._flush_posted = True
+        if wake:
+            self._post(self.flush)
+        return job
+
+    def finish(self, slot: Slot, result: outcome.Outcome[Any]) -> None:
+        """Hand back the worker's finished job; wake the loop unless a wake-up is pending."""
+        with self.lock:
+            job, slot.job = slot.job, None
+            assert job is not None
+            job._place = Place.OUT
+            slot.jobs_done += 1
+            self._finished.append((job, result))
+            if self._flush_posted:
+                return
+            self._flush_posted = True
+        self._post(self.flush)
+
+    def wait_for(
+        self, slot: Slot, job: Job[Any], key: Hashable, timeout: float | None
+    ) -> tuple[Any, ...]:
+        """Block ``slot``'s job until ``notify(slot, key, ...)``; return the values."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while True:
+                box = slot.mailbox.get(key)
+                if box:
+                    values = box.popleft()
+                    if not box:
+                        del slot.mailbox[key]
+                    return values
+                if job._cancel_requested:
+                    raise JobCancelled("the caller of this job is gone")
+                if deadline is None:
+                    slot.wakeup.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"no notify for {key!r} within {timeout} seconds")
+                    slot.wakeup.wait(remaining)

@@ -1,0 +1,1 @@
+"""The seam: where a worker's interface lives (see _base.Host)."""

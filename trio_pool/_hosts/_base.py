@@ -1,0 +1,114 @@
+"""The host seam: what a worker thread asks of the place its interface lives.
+
+A worker is always a thread of the pool: it takes jobs from the handoff and
+hands each to its host. The host builds the interface, runs calls against it
+and closes it, somewhere: in the worker thread itself (:class:`ThreadHost`),
+or, behind the same methods, in a child process or a remote actor. The pool
+side never touches the interface object: a call names an operation or ships
+a function (with a flag asking the far side to pass its interface first).
+
+A host knows no event loop and no pool. It is called from its worker's
+thread only, except :meth:`Host.interrupt`, which any thread may call at any
+moment.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Protocol, TypeGuard
+
+import outcome
+
+from .._in_worker import JobView, WorkerInfo
+
+ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+NO_EXC: ExcInfo = (None, None, None)
+
+
+class HostDied(Exception):  # noqa: N818 (it is an event, and a private one)
+    """The far side of a host is gone (a killed process, a lost actor).
+
+    Raised by :meth:`Host.execute`; the worker gives its job this error and
+    stops, without calling :meth:`Host.close` (there is nothing left to close).
+    """
+
+
+class Host(Protocol):
+    """One worker's interface, wherever it lives."""
+
+    @property
+    def operations(self) -> frozenset[str]:
+        """The interface's operation names, known once :meth:`load` has returned."""
+        ...
+
+    def load(self, worker: WorkerInfo) -> None:
+        """Build the interface for ``worker``; raise the loader's own error if it fails."""
+        ...
+
+    def execute(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+        job: JobView,
+    ) -> outcome.Outcome[Any]:
+        """Run one call and capture its result, whatever it raises.
+
+        ``fn`` is a function or the name of an operation; with
+        ``with_interface`` the interface is passed first. ``job`` serves the
+        in-job functions (check_cancelled, wait, from_loop) meanwhile.
+
+        Raises:
+            HostDied: if the far side died; nothing else.
+        """
+        ...
+
+    def interrupt(self) -> None:
+        """Ask the running call to stop now, if the host can (any thread, idempotent)."""
+        ...
+
+    def close(self, exc_info: ExcInfo) -> BaseException | None:
+        """Run the exit hook, once, with ``exc_info``; return what it raised."""
+        ...
+
+
+HostFactory = Callable[[], Host]
+"""Makes the host of one new worker."""
+
+
+def is_mapping(interface: object) -> TypeGuard[Mapping[str, Any]]:
+    return isinstance(interface, Mapping)
+
+
+def operations_of(interface: object) -> frozenset[str]:
+    """The public callables of ``interface``, found without running properties."""
+    if is_mapping(interface):
+        return frozenset(k for k in interface if not k.startswith("_"))
+    names: set[str] = set()
+    for name in dir(interface):
+        if name.startswith("_"):
+            continue
+        attribute = inspect.getattr_static(interface, name, None)
+        if callable(attribute) or isinstance(attribute, (classmethod, staticmethod)):
+            names.add(name)
+    return frozenset(names)
+
+
+def call_sync(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> outcome.Outcome[Any]:
+    """``fn(*args, **kwargs)`` as an Outcome, whatever it raises; a coroutine is an error."""
+    try:
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result.close()
+            raise TypeError(
+                f"{fn!r} returned a coroutine: the pool runs sync functions; "
+                "await async ones on the event loop instead"
+            )
+    except BaseException as exc:
+        return outcome.Error(exc)
+    return outcome.Value(result)

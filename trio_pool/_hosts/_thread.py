@@ -1,0 +1,118 @@
+"""ThreadHost: the interface lives in the worker thread itself."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import outcome
+
+from .._in_worker import JobView, WorkerInfo, context
+from ._base import ExcInfo, call_sync, is_mapping, operations_of
+
+
+class ThreadHost:
+    """Builds, uses and closes one interface, all in the worker's thread."""
+
+    def __init__(self, loader: object, args: tuple[Any, ...]) -> None:
+        self._loader = loader
+        self._args = args
+        self._interface: Any = None
+        self._operations: frozenset[str] = frozenset()
+        self._exit: Callable[..., object] | None = None
+
+    @property
+    def operations(self) -> frozenset[str]:
+        return self._operations
+
+    def load(self, worker: WorkerInfo) -> None:
+        """Build the interface: call the loader, then ``__enter__`` if it has one."""
+        context.worker = worker
+        try:
+            self._load()
+        except BaseException:
+            context.worker = None
+            raise
+        context.interface = self._interface
+        context.has_interface = True
+        context.operation = self.operation
+
+    def _load(self) -> None:
+        loaded: Any = self._loader
+        if callable(loaded) and not is_mapping(loaded):
+            loaded = loaded(*self._args)
+        if loaded is None:
+            return
+        if is_mapping(loaded):
+            self._interface, self._exit = loaded, loaded.get("__exit__")
+            self._operations = operations_of(loaded)
+            return
+        exit_hook = getattr(loaded, "__exit__", None)
+        cls: type[Any] = type(loaded)  # pyright: ignore[reportUnknownVariableType]
+        enter = getattr(cls, "__enter__", None)
+        self._interface = enter(loaded) if enter is not None else loaded
+        self._exit = exit_hook
+        try:
+            self._operations = operations_of(self._interface)
+        except BaseException as exc:
+            self.close((type(exc), exc, exc.__traceback__))
+            raise
+
+    def operation(self, name: str) -> Callable[..., Any]:
+        """The interface's operation ``name``; AttributeError if there is none."""
+        if name.startswith("_"):
+            raise AttributeError(
+                f"{name!r} is not an operation: names starting with '_' are private"
+            )
+        interface = self._interface
+        if interface is None:
+            raise AttributeError(f"no operation {name!r}: this pool has no interface")
+        if is_mapping(interface):
+            try:
+                fn: Callable[..., Any] = interface[name]
+            except KeyError:
+                raise AttributeError(f"the interface has no operation {name!r}") from None
+            return fn
+        fn = getattr(interface, name)
+        if not callable(fn):
+            raise AttributeError(f"the interface's {name!r} is not callable")
+        return fn
+
+    def execute(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+        job: JobView,
+    ) -> outcome.Outcome[Any]:
+        """Run one call in this thread and capture its result, whatever it raises."""
+        try:
+            if isinstance(fn, str):
+                fn = self.operation(fn)
+            elif with_interface:
+                args = (self._interface, *args)
+        except BaseException as exc:
+            return outcome.Error(exc)
+        context.job = job
+        try:
+            return call_sync(fn, args, kwargs)
+        finally:
+            context.job = None
+
+    def interrupt(self) -> None:
+        """Nothing: a thread cannot be stopped from outside; jobs check_cancelled()."""
+
+    def close(self, exc_info: ExcInfo) -> BaseException | None:
+        """Run the exit hook once, if there is one; return what it raised."""
+        hook, self._exit = self._exit, None
+        error: BaseException | None = None
+        if hook is not None:
+            try:
+                hook(*exc_info)
+            except BaseException as exc:
+                error = exc
+        context.worker = context.operation = None
+        context.interface = None
+        context.has_interface = False
+        return error

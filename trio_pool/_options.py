@@ -1,0 +1,107 @@
+"""A pool's options: checked once, in ``Pool.__init__``, into a frozen record."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._checks import check_count
+
+_pool_numbers = itertools.count(1)
+
+
+def default_workers() -> int:
+    """``ThreadPoolExecutor``'s rule."""
+    return min(32, (os.cpu_count() or 1) + 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    interface: object
+    args: tuple[Any, ...]
+    initial: int  # workers started on entry
+    min_workers: int  # never fewer (1 for a fixed-size pool)
+    max_workers: int | None  # None: a fixed-size pool, no autoscaling
+    idle_timeout: float
+    queue_size: int
+    abandon_on_cancel: bool
+    name: str
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_workers is not None
+
+
+def build_options(
+    interface: object,
+    args: tuple[Any, ...],
+    *,
+    workers: int | None,
+    min_workers: int | None,
+    max_workers: int | None,
+    idle_timeout: float | None,
+    queue_size: int | None,
+    abandon_on_cancel: bool,
+    name: str | None,
+) -> Options:
+    """The checked options; TypeError or ValueError for a wrong one."""
+    _check_interface(interface, args)
+    high: int | None = None
+    if min_workers is None and max_workers is None and idle_timeout is None:
+        initial = check_count("workers", default_workers() if workers is None else workers)
+        low, timeout = 1, math.inf
+    else:
+        if workers is not None:
+            raise TypeError("give workers=N, or min_workers/max_workers/idle_timeout, not both")
+        low = 0 if min_workers is None else check_count("min_workers", min_workers, minimum=0)
+        high = default_workers() if max_workers is None else check_count("max_workers", max_workers)
+        if low > high:
+            raise ValueError(f"min_workers ({low}) is above max_workers ({high})")
+        timeout = _seconds(60.0 if idle_timeout is None else idle_timeout)
+        initial = low
+    default_queue = 4 * high if high is not None else max(64, 4 * initial)
+    if not isinstance(abandon_on_cancel, bool):
+        raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str, not {name!r}")
+    return Options(
+        interface=interface,
+        args=args,
+        initial=initial,
+        min_workers=low,
+        max_workers=high,
+        idle_timeout=timeout,
+        queue_size=check_count("queue_size", default_queue if queue_size is None else queue_size),
+        abandon_on_cancel=abandon_on_cancel,
+        name=name if name is not None else f"trio_pool-{next(_pool_numbers)}",
+    )
+
+
+def _check_interface(interface: object, args: tuple[Any, ...]) -> None:
+    if interface is None or isinstance(interface, Mapping):
+        if args:
+            raise TypeError("arguments are only accepted for a class or factory interface")
+        if isinstance(interface, Mapping):
+            items: Mapping[object, object] = interface  # pyright: ignore[reportUnknownVariableType]
+            for key, fn in items.items():
+                if not isinstance(key, str) or not callable(fn):
+                    raise TypeError(
+                        f"an interface mapping maps names to functions, not {key!r} to {fn!r}"
+                    )
+    elif not callable(interface):
+        raise TypeError(
+            "interface must be a class or factory, a mapping of names to functions, "
+            f"or None, not {interface!r}"
+        )
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"idle_timeout must be a number of seconds, not {value!r}")
+    if not value > 0:
+        raise ValueError(f"idle_timeout must be positive, not {value}")
+    return float(value)
