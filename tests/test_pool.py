@@ -21,7 +21,7 @@ import trio.testing
 
 import trio_pool
 
-from helpers import TIMEOUT, Gate, Log, cancel_once_entered, recording_interface, wait_in_thread
+from helpers import Gate, Log, cancel_once_entered, recording_interface, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -345,16 +345,17 @@ async def test_normal_exit_finishes_every_accepted_job(backend: str) -> None:
 
 async def test_cancelled_while_finishing_jobs_at_exit(backend: str) -> None:
     log, gate = Log(), Gate(cooperative=True)
-    with anyio.CancelScope() as scope:
-        async with trio_pool.Pool(recording_interface(log), "x", workers=1) as pool:
-            await fill_one_worker(pool, gate, log)
 
-            async def cancel_soon() -> None:
-                await anyio.wait_all_tasks_blocked()
-                scope.cancel()
+    async def cancel_soon() -> None:
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
 
-            # The exit waits for the jobs; the cancellation interrupts that wait.
-            pool._task_group.start_soon(cancel_soon)
+    async with anyio.create_task_group() as task_group:
+        with anyio.CancelScope() as scope:
+            async with trio_pool.Pool(recording_interface(log), "x", workers=1) as pool:
+                await fill_one_worker(pool, gate, log)
+                # The exit waits for the jobs; the cancellation interrupts that wait.
+                task_group.start_soon(cancel_soon)
     assert scope.cancelled_caught
     assert log.of("ran") == []
     assert len(log.of("exit")) == 1
@@ -857,39 +858,3 @@ async def test_jobs_see_the_callers_context_variables(backend: str) -> None:
         # A job's own changes stay in the job.
         await pool.run(request_id.set, "changed")
         assert request_id.get() == "b"
-
-
-async def test_no_lost_wakeup_for_a_task_waiting_for_room(backend: str) -> None:
-    # Force the interleaving: the worker takes the queued job B exactly between
-    # the pool finding the queue full and the next submitter waiting for room.
-    a_gate, b_gate, hold_take = Gate(), Gate(), threading.Event()
-    inject = False
-    async with trio_pool.Pool(workers=1, queue_size=1) as pool:
-        real_take, real_has_room = pool._channel.take, pool._has_room
-
-        def take(worker: Any) -> Any:
-            if inject:
-                assert hold_take.wait(TIMEOUT)
-            return real_take(worker)
-
-        def has_room() -> bool:
-            room = real_has_room()
-            if not room and inject:
-                hold_take.set()  # the worker now takes B...
-                assert b_gate.entered.wait(TIMEOUT)  # ...before C's submitter waits
-            return room
-
-        pool._channel.take = take  # type: ignore[method-assign]
-        pool._has_room = has_room  # type: ignore[method-assign]
-        job_a = await pool.submit(a_gate.enter)
-        await wait_in_thread(a_gate.entered)
-        job_b = await pool.submit(b_gate.enter)  # queued: the queue is full
-        inject = True
-        a_gate.open()
-        await job_a.wait()
-        with anyio.fail_after(TIMEOUT):
-            job_c = await pool.submit(int)  # the queue emptied: C gets in
-        inject = False
-        assert not job_b.done
-        b_gate.open()
-        assert (await job_c.wait()).unwrap() == 0

@@ -143,7 +143,7 @@ def test_bad_autoscaling_options() -> None:
     with pytest.raises(ValueError, match="min_workers"):
         trio_pool.Pool(min_workers=-1, max_workers=2)
     assert trio_pool.Pool(max_workers=3)._options.queue_size == 12  # 4 * max_workers
-    assert trio_pool.Pool(workers=3)._queue_size == 64  # max(64, 4 * workers)
+    assert trio_pool.Pool(workers=3)._options.queue_size == 64  # max(64, 4 * workers)
 
 
 async def test_add_workers_beyond_max_workers(backend: str) -> None:

@@ -3,17 +3,13 @@
 It checks its arguments into a frozen :class:`~._options.Options`, builds
 the parts when it is entered, orchestrates entering and leaving, and
 delegates every public method. What it owns itself is its lifetime state and
-two pieces of glue: how a finished batch is delivered (counted, then room
-and autoscaling told) and how a job is cancelled (the handoff, the count,
-the room). See docs/how-it-works.rst.
+how they are wired together. See docs/how-it-works.rst.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import enum
-import functools
 import logging
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable
 from types import TracebackType
@@ -22,22 +18,18 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, final, overloa
 import anyio
 import outcome
 
-from ._admission import Admission
-from ._autoscale import Autoscaler, FixedSize, Pressure
-from ._backend import Backend, current_backend, wait_through
-from ._calls import Calls
+from ._backend import wait_through
 from ._checks import check_count, check_sync_callable, check_target
-from ._exceptions import PoolClosedError, QueueFull, combine, raise_combined
-from ._handoff import Delivery, Handoff, Phase
-from ._hosts._thread import ThreadHost
+from ._exceptions import PoolClosedError, combine, raise_combined
+from ._handoff import Phase
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
-from ._job import Job, cancelled_outcome
-from ._lease import Lease, LeaseQueue, WorkerLease
+from ._job import Job
+from ._lease import Lease, WorkerLease
 from ._map import MapResults
 from ._options import build_options
+from ._parts import Parts
 from ._statistics import Counters, PoolStatistics
 from ._worker import Worker
-from ._workers import WorkerSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,16 +103,6 @@ class Pool:
     :class:`ExceptionGroup`.
     """
 
-    # Built on entry (they need the running loop); see _open().
-    _backend: Backend
-    _task_group: anyio.abc.TaskGroup
-    _handoff: Handoff
-    _admission: Admission
-    _calls: Calls
-    _leases: LeaseQueue
-    _workers: WorkerSet
-    _autoscaler: Autoscaler | FixedSize
-
     def __init__(
         self,
         interface: object = None,
@@ -151,9 +133,10 @@ class Pool:
         self._operations = Operations(interface)
         self._counters = Counters()
         self._state = _State.NEW
+        self._parts: Parts | None = None  # built on entry, for the running loop
 
     def __repr__(self) -> str:
-        workers = 0 if self._state is _State.NEW else len(self._workers)
+        workers = 0 if self._parts is None else len(self._parts.workers)
         return f"<trio_pool.Pool {self.name!r} {self._state.value} workers={workers}>"
 
     def _move_to(self, state: _State) -> None:
@@ -163,67 +146,27 @@ class Pool:
 
     # --- lifetime ---------------------------------------------------------
 
-    def _open(self) -> None:
-        """Build the parts, for the running loop."""
-        options = self._options
-        backend = self._backend = current_backend()
-        self._task_group = anyio.create_task_group()
-        start_soon = self._task_group.start_soon
-        handoff = self._handoff = Handoff(backend.post, self._deliver)
-        self._admission = Admission(options.queue_size, handoff, backend.event)
-        self._calls = Calls(
-            backend, self._counters, start_soon, abandon_on_cancel=options.abandon_on_cancel
-        )
-        pressure = Pressure(backend)
-        self._leases = LeaseQueue(handoff, backend.event, pressure.poke, self.name)
-        self._workers = WorkerSet(
-            self.name,
-            options.initial,
-            functools.partial(ThreadHost, options.interface, options.args),
-            handoff,
-            backend,
-            self._counters,
-            self._operations,
-            start_soon=start_soon,
-            route=self._calls.route,
-            on_loaded=self._leases.wake,
-        )
-        self._autoscaler = (
-            Autoscaler(
-                options,
-                self._workers,
-                handoff,
-                self._admission,
-                self._leases,
-                self._counters,
-                backend,
-                pressure,
-            )
-            if options.autoscaling
-            else FixedSize()
-        )
-
     async def __aenter__(self) -> Pool:
         if self._state is not _State.NEW:
             raise RuntimeError("a Pool can be entered only once; make a new one")
-        self._open()
-        await self._task_group.__aenter__()
+        parts = self._parts = Parts(self._options, self._counters, self._operations)
+        await parts.task_group.__aenter__()
         self._move_to(_State.OPEN)
         try:
-            workers = self._workers.start(self._options.initial)
-            load_errors = await self._workers.wait_loaded(workers)
+            workers = parts.workers.start(self._options.initial)
+            load_errors = await parts.workers.wait_loaded(workers)
         except BaseException as exc:
             error = await self._exit(exc)
             if error is not None and error is not exc:
                 raise error from None
             raise
         if load_errors:
-            self._workers.report(load_errors, first=True)
+            parts.workers.report(load_errors, first=True)
             error = await self._exit(load_errors[0])
             assert error is not None
             raise error
-        self._autoscaler.loaded(workers)
-        self._autoscaler.start(start_soon=self._task_group.start_soon)
+        parts.autoscaler.loaded(workers)
+        parts.autoscaler.start(start_soon=parts.task_group.start_soon)
         logger.debug("pool %s started %d workers", self.name, self._options.initial)
         return self
 
@@ -261,11 +204,12 @@ class Pool:
     async def _exit(self, reason: BaseException | None) -> BaseException | None:
         """Stop, leave the task group; return what the block should raise."""
         error = combine(await self._stop(reason))
+        assert self._parts is not None
         try:
             # Every thread has ended, so this only closes the group; on asyncio
             # it can still raise the enclosing scope's cancellation, which must
             # not replace the error we have.
-            await self._task_group.__aexit__(None, None, None)
+            await self._parts.task_group.__aexit__(None, None, None)
         except anyio.get_cancelled_exc_class():
             if error is None:
                 raise
@@ -280,14 +224,12 @@ class Pool:
         (the block's exit and ``aclose()``); each error is returned to one
         caller only.
         """
-        workers = self._workers
+        parts = self._parts
+        assert parts is not None
+        workers = parts.workers
         if self._state is _State.OPEN:
             self._move_to(_State.CLOSING)
-            self._autoscaler.close()
-            self._admission.close()  # waiters find the pool closed
-            self._leases.close()  # they too
-            self._handoff.stop(w.slot for w in workers)
-            workers.close()
+            parts.close()
         errors: list[BaseException] = []
         if reason is None:
             try:
@@ -298,106 +240,33 @@ class Pool:
         else:
             errors.append(reason)
         if reason is not None:
-            self._cancel_everything(reason)
+            parts.cancel_everything(reason)
             # Join the threads whatever happens meanwhile; a second Ctrl-C
             # included. Once they are joined, the first interruption is raised.
             interruptions = await wait_through(workers.all_stopped, BaseException)
             errors.extend(interruptions[:1] if not errors else [])
         if self._state is not _State.CLOSED:
             self._move_to(_State.CLOSED)
-            self._calls.close()
+            parts.calls.close()
             logger.debug("pool %s stopped", self.name)
         errors.extend(e for e in workers.take_errors() if e is not reason)
         return errors
 
-    def _cancel_everything(self, reason: BaseException) -> None:
-        exit_info = (type(reason), reason, reason.__traceback__)
-        for job in self._handoff.stop((w.slot for w in self._workers), cancel=exit_info):
-            self._counters.record(job, cancelled_outcome())
-        self._calls.cancel_pool_scope()
-
-    def _check_open(self) -> None:
+    def _live(self) -> Parts:
+        """The parts of the open pool; RuntimeError or PoolClosedError if it is not."""
         if self._state is _State.OPEN:
-            return
+            assert self._parts is not None
+            return self._parts
         if self._state is _State.NEW:
             raise RuntimeError("enter the pool first: `async with Pool(...) as pool:`")
         raise PoolClosedError(f"the pool {self.name!r} is closed")
-
-    # --- the glue: jobs in, outcomes out -----------------------------------
-
-    def _accept(
-        self,
-        fn: Callable[..., Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        with_interface: bool = False,
-        worker: Worker | None = None,
-    ) -> Job[Any]:
-        """Make the job and put it in the handoff (after a place was taken, if shared)."""
-        self._check_open()
-        job: Job[Any] = Job(
-            self._operations.resolve(fn),
-            args,
-            kwargs,
-            new_event=self._backend.event,
-            canceller=self._cancel_job,
-            with_interface=with_interface,
-            context=contextvars.copy_context(),
-        )
-        self._counters.accepted()
-        if worker is None:
-            self._handoff.put(job)
-            self._autoscaler.job_queued()
-        else:
-            self._handoff.put(job, worker.slot)
-        return job
-
-    async def _submit(
-        self,
-        fn: Callable[..., Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        with_interface: bool = False,
-        full_checkpoint: bool = False,
-    ) -> Job[Any]:
-        self._check_open()
-        if full_checkpoint:  # for submit(): nothing may raise once the job is accepted
-            await self._backend.checkpoint()
-        else:  # the caller's wait that follows is the schedule point
-            await self._backend.cancellation_point()
-        try:
-            self._admission.acquire_nowait()
-        except QueueFull:
-            await self._admission.acquire()
-        return self._accept(fn, args, kwargs, with_interface=with_interface)
-
-    def _deliver(self, batch: Delivery) -> None:
-        """The handoff's finished jobs, in the loop thread."""
-        self._autoscaler.delivered(batch)
-        for job, result in batch:
-            self._counters.record(job, result)
-        self._admission.release()
-
-    def _cancel_job(self, job: Job[Any]) -> bool:
-        """:meth:`Job.cancel`: take it out if it is queued, else ask it to stop."""
-        if self._handoff.cancel(job):
-            self._counters.record(job, cancelled_outcome())
-            self._admission.release()
-            return True
-        if job._outcome is None and job.worker_id is not None:
-            worker = self._workers.get(job.worker_id)
-            if worker is not None:
-                worker.host.interrupt()
-        return False
 
     # --- workers ------------------------------------------------------------
 
     @property
     def worker_count(self) -> int:
         """Workers loading or serving (not those asked to stop)."""
-        return 0 if self._state is _State.NEW else self._workers.serving
+        return 0 if self._parts is None else self._parts.workers.serving
 
     async def add_workers(self, count: int) -> None:
         """Start ``count`` more workers; return once they have loaded.
@@ -410,24 +279,24 @@ class Pool:
         the cancellation is raised.
         """
         count = check_count("count", count)
-        self._check_open()
-        await self._backend.cancellation_point()  # first: on asyncio, other tasks run here
-        self._check_open()
+        parts = self._live()
+        await parts.backend.cancellation_point()  # first: on asyncio, other tasks run here
+        self._live()
         high = self._options.max_workers
         if high is not None and self.worker_count + count > high:
             raise ValueError(f"{count} more workers would exceed max_workers={high}")
         logger.info("pool %s: adding %d workers to %d", self.name, count, self.worker_count)
-        workers = self._workers.start(count)
+        workers = parts.workers.start(count)
         try:
-            errors = await self._workers.wait_loaded(workers)
+            errors = await parts.workers.wait_loaded(workers)
         except BaseException:
-            self._leases.wake()
+            parts.leases.wake()
             raise
         finally:
-            self._autoscaler.loaded(workers)
+            parts.autoscaler.loaded(workers)
         if errors:  # all or nothing: stop the new workers that did load
             loaded = [w for w in workers if w.load_error is None]
-            raise_combined(errors + await self._workers.stop_and_join(loaded))
+            raise_combined(errors + await parts.workers.stop_and_join(loaded))
 
     async def stop_workers(self, count: int) -> None:
         """Stop ``count`` workers, idle ones first; return once their threads have ended.
@@ -446,12 +315,12 @@ class Pool:
         jobs and hooks), then the cancellation is raised.
         """
         count = check_count("count", count)
-        self._check_open()
-        await self._backend.cancellation_point()  # first: on asyncio, other tasks run here
-        self._check_open()
-        chosen = self._workers.choose_to_stop(count, max(1, self._options.min_workers))
+        parts = self._live()
+        await parts.backend.cancellation_point()  # first: on asyncio, other tasks run here
+        self._live()
+        chosen = parts.workers.choose_to_stop(count, max(1, self._options.min_workers))
         logger.info("pool %s: stopping %d of %d workers", self.name, count, self.worker_count)
-        raise_combined(await self._workers.stop_and_join(chosen))
+        raise_combined(await parts.workers.stop_and_join(chosen))
 
     async def resize(self, workers: int) -> None:
         """Start or stop workers until there are ``workers``; return once done.
@@ -495,8 +364,9 @@ class Pool:
         returns at once and the result is discarded.
         """
         check_sync_callable(fn)
-        job = await self._submit(fn, args, kwargs)
-        result: R = (await self._calls.outcome_of(job)).unwrap()
+        parts = self._live()
+        job = await parts.intake.submit(fn, args, kwargs)
+        result: R = (await parts.calls.outcome_of(job)).unwrap()
         return result
 
     async def call(self, op: str, /, *args: Any, **kwargs: Any) -> outcome.Outcome[Any]:
@@ -511,8 +381,9 @@ class Pool:
         """
         if not isinstance(op, str):
             raise TypeError(f"op must be the name of an operation, not {op!r}")
-        job = await self._submit(op, args, kwargs)
-        return await self._calls.outcome_of(job)
+        parts = self._live()
+        job = await parts.intake.submit(op, args, kwargs)
+        return await parts.calls.outcome_of(job)
 
     async def call_method(
         self, method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
@@ -527,8 +398,9 @@ class Pool:
         Cancellation: as for :meth:`run`.
         """
         check_sync_callable(method)
-        job = await self._submit(method, args, kwargs, with_interface=True)
-        result: R = (await self._calls.outcome_of(job)).unwrap()
+        parts = self._live()
+        job = await parts.intake.submit(method, args, kwargs, with_interface=True)
+        result: R = (await parts.calls.outcome_of(job)).unwrap()
         return result
 
     @property
@@ -559,7 +431,8 @@ class Pool:
         it waits for the job.
         """
         check_target(fn)
-        return await self._submit(fn, args, kwargs, full_checkpoint=True)
+        parts = self._live()
+        return await parts.intake.submit(fn, args, kwargs, full_checkpoint=True)
 
     @overload
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -574,9 +447,8 @@ class Pool:
             PoolClosedError: if the pool is closed.
         """
         check_target(fn)
-        self._check_open()
-        self._admission.acquire_nowait()
-        return self._accept(fn, args, kwargs)
+        parts = self._live()
+        return parts.intake.accept_nowait(fn, args, kwargs)
 
     async def broadcast(
         self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
@@ -591,11 +463,11 @@ class Pool:
         running ones waited for (or abandoned with ``abandon_on_cancel``).
         """
         check_target(fn)
-        self._check_open()
-        await self._backend.cancellation_point()
-        workers = sorted((w for w in self._workers if w.slot.serving), key=lambda w: w.id)
-        jobs = [self._accept(fn, args, kwargs, worker=w) for w in workers]
-        return await self._calls.outcomes_of(jobs)
+        parts = self._live()
+        await parts.backend.cancellation_point()
+        workers = sorted((w for w in parts.workers if w.slot.serving), key=lambda w: w.id)
+        jobs = [parts.intake.accept(fn, args, kwargs, slot=w.slot) for w in workers]
+        return await parts.calls.outcomes_of(jobs)
 
     @overload
     def map(
@@ -674,10 +546,10 @@ class Pool:
         chunksize = check_count("chunksize", chunksize)
         if not isinstance(items, (Iterable, AsyncIterable)):
             raise TypeError(f"items must be an iterable or async iterable, not {items!r}")
-        self._check_open()
+        parts = self._live()
         return MapResults(
             self.submit,
-            self._backend.event,
+            parts.backend.event,
             fn,
             items,
             ordered=bool(ordered),
@@ -701,12 +573,13 @@ class Pool:
         )
 
     async def _acquire_worker(self) -> Worker:
-        self._check_open()
-        await self._backend.cancellation_point()
-        return await self._leases.acquire(self._workers.free_for_lease)
+        parts = self._live()
+        await parts.backend.cancellation_point()
+        return await parts.leases.acquire(parts.workers.free_for_lease)
 
     def _release_worker(self, worker: Worker) -> None:
-        self._leases.release(worker)
+        assert self._parts is not None
+        self._parts.leases.release(worker)
 
     async def _call_on(
         self,
@@ -716,10 +589,10 @@ class Pool:
         kwargs: dict[str, Any],
         with_interface: bool,
     ) -> outcome.Outcome[Any]:
-        self._check_open()
-        await self._backend.cancellation_point()
-        job = self._accept(fn, args, kwargs, with_interface=with_interface, worker=worker)
-        return await self._calls.outcome_of(job)
+        parts = self._live()
+        await parts.backend.cancellation_point()
+        job = parts.intake.accept(fn, args, kwargs, with_interface=with_interface, slot=worker.slot)
+        return await parts.calls.outcome_of(job)
 
     def define(self, name: str, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         """Make ``fn`` the operation ``name`` on every worker, now and later.
@@ -739,7 +612,7 @@ class Pool:
             TypeError: if ``fn`` is not a sync callable.
         """
         self._operations.check_new(name, fn)
-        self._check_open()
+        self._live()
         self._operations.define(name, fn)
         return unwrapping_operation(self.call, name)
 
@@ -763,15 +636,16 @@ class Pool:
         Raises:
             LookupError: if the pool has no worker ``worker_id``.
         """
-        worker = None if self._state is _State.NEW else self._workers.get(worker_id)
+        worker = None if self._parts is None else self._parts.workers.get(worker_id)
         if worker is None or worker.slot.phase in (Phase.STOPPING, Phase.STOPPED):
             raise LookupError(f"the pool has no worker {worker_id!r} (or it is stopping)")
-        self._handoff.notify(worker.slot, event, values)
+        assert self._parts is not None
+        self._parts.handoff.notify(worker.slot, event, values)
 
     # --- looking at it ----------------------------------------------------
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's workers and job counts."""
-        if self._state is _State.NEW:
+        if self._parts is None:
             return self._counters.snapshot(0, [])
-        return self._counters.snapshot(*self._workers.statistics())
+        return self._counters.snapshot(*self._parts.workers.statistics())

@@ -1,0 +1,192 @@
+"""The handoff between the loop and the worker threads, tested without an event loop.
+
+Worker threads here are plain threads calling ``take``/``finish`` as a
+worker does; what the handoff posts to the loop is run by the test.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import outcome
+import pytest
+from loopless import Loop
+
+import trio_pool
+from trio_pool._handoff import Phase, Place, Slot
+from trio_pool._job import Job
+
+from helpers import TIMEOUT
+
+
+def serving_slot(loop: Loop, worker_id: int = 0) -> Slot:
+    slot = loop.handoff.new_slot(worker_id)
+    loop.handoff.loaded(slot, ok=True)
+    return slot
+
+
+class Taker:
+    """A thread that takes one job from the handoff and reports which."""
+
+    def __init__(self, loop: Loop, slot: Slot) -> None:
+        self.job: Job[Any] | None = None
+        self.asleep = threading.Event()
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._take, args=(loop, slot))
+        self._thread.start()
+
+    def _take(self, loop: Loop, slot: Slot) -> None:
+        self.job = loop.handoff.take(slot)
+        self.done.set()
+
+    def join(self) -> None:
+        self._thread.join(TIMEOUT)
+        assert not self._thread.is_alive()
+
+
+def wait_idle(loop: Loop, count: int) -> None:
+    """Wait until ``count`` workers sleep in take() (a handshake on the handoff's own list)."""
+    for _ in range(1000):
+        with loop.handoff.lock:
+            if len(loop.handoff._idle) == count:
+                return
+        threading.Event().wait(0.005)
+    raise AssertionError(f"{count} workers never went idle")
+
+
+def test_a_burst_wakes_every_idle_worker_through_the_chain() -> None:
+    loop = Loop()
+    slots = [serving_slot(loop, i) for i in range(3)]
+    takers = [Taker(loop, slot) for slot in slots]
+    wait_idle(loop, 3)
+    jobs = [loop.job() for _ in range(3)]
+    for job in jobs:
+        loop.handoff.put(job)  # the loop wakes one worker; each woken one wakes the next
+    for taker in takers:
+        assert taker.done.wait(TIMEOUT)
+        taker.join()
+    assert sorted(id(t.job) for t in takers) == sorted(id(j) for j in jobs)
+    assert {job.worker_id for job in jobs} == {0, 1, 2}
+    assert all(job._place is Place.RUNNING for job in jobs)
+
+
+def test_outcomes_come_back_in_one_wake_up_per_batch() -> None:
+    loop = Loop()
+    slot = serving_slot(loop)
+    for _ in range(3):
+        loop.handoff.put(loop.job())
+    for _ in range(3):
+        assert loop.handoff.take(slot) is not None
+        loop.handoff.finish(slot, outcome.Value(1))
+    assert loop.run_posted() == 1  # one flush for three outcomes
+    assert loop.results() == [outcome.Value(1)] * 3
+    assert slot.jobs_done == 3
+
+
+def test_cancel_removes_a_queued_job_once_and_leaves_a_taken_out_one_alone() -> None:
+    loop = Loop()
+    slot = serving_slot(loop)
+    queued, taken_out = loop.job(), loop.job()
+    loop.handoff.put(queued)
+    assert loop.handoff.cancel(queued)
+    assert queued._place is Place.OUT
+    assert not loop.handoff.cancel(queued)  # already out: nothing to do, no error
+    loop.handoff.put(taken_out, slot)
+    assert loop.handoff.take_direct(slot) == [taken_out]
+    assert not loop.handoff.cancel(taken_out)  # taken out to be finished: never in a queue
+    assert loop.handoff.queued == 0
+
+
+def test_cancelling_a_running_job_wakes_it_in_wait() -> None:
+    loop = Loop()
+    slot = serving_slot(loop)
+    job = loop.job()
+    loop.handoff.put(job)
+    assert loop.handoff.take(slot) is job
+    raised: list[BaseException] = []
+
+    def waiting_job() -> None:
+        try:
+            loop.handoff.wait_for(slot, job, "key", None)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=waiting_job)
+    thread.start()
+    wait_idle(loop, 0)
+    assert not loop.handoff.cancel(job)  # running: asked to stop, not removed
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    assert job._cancel_requested
+    assert [type(e) for e in raised] == [trio_pool.JobCancelled]
+
+
+def test_a_notify_that_comes_first_is_kept() -> None:
+    loop = Loop()
+    slot = serving_slot(loop)
+    job = loop.job()
+    loop.handoff.put(job)
+    assert loop.handoff.take(slot) is job
+    loop.handoff.notify(slot, "key", (1, 2))
+    assert loop.handoff.wait_for(slot, job, "key", 0) == (1, 2)
+    with pytest.raises(TimeoutError):
+        loop.handoff.wait_for(slot, job, "key", 0)
+
+
+def test_a_leased_worker_takes_only_its_own_jobs() -> None:
+    loop = Loop()
+    slot = serving_slot(loop)
+    loop.handoff.lease(slot)
+    shared, own = loop.job(), loop.job()
+    loop.handoff.put(shared)
+    loop.handoff.put(own, slot)
+    assert loop.handoff.take(slot) is own
+    loop.handoff.finish(slot, outcome.Value(None))
+    loop.handoff.unlease(slot)
+    assert loop.handoff.take(slot) is shared
+
+
+def test_stop_with_cancel_takes_everything_out_and_tells_the_hooks_why() -> None:
+    loop = Loop()
+    idle, busy = serving_slot(loop, 0), serving_slot(loop, 1)
+    running, queued, direct = loop.job(), loop.job(), loop.job()
+    loop.handoff.put(running)
+    assert loop.handoff.take(busy) is running
+    loop.handoff.put(queued)
+    loop.handoff.put(direct, idle)
+    reason = RuntimeError("stop")
+    exc_info = (RuntimeError, reason, None)
+    removed = loop.handoff.stop([idle, busy], cancel=exc_info)
+    assert removed == [queued, direct]
+    assert all(job._place is Place.OUT for job in removed)
+    assert running._cancel_requested
+    assert idle.exit_info == exc_info
+    assert busy.exit_info == exc_info
+    assert loop.handoff.take(idle) is None  # draining, nothing left: it stops
+    assert idle.phase is Phase.STOPPING
+    loop.handoff.closed(idle)
+    assert idle.phase is Phase.STOPPED
+
+
+def test_a_stop_request_waits_for_the_workers_own_jobs() -> None:
+    loop = Loop()
+    slot = serving_slot(loop)
+    direct = loop.job()
+    loop.handoff.put(direct, slot)
+    loop.handoff.stop_worker(slot)
+    assert not slot.serving
+    assert loop.handoff.take(slot) is direct
+    loop.handoff.finish(slot, outcome.Value(None))
+    assert loop.handoff.take(slot) is None
+    assert slot.phase is Phase.STOPPING
+
+
+def test_a_worker_phase_moves_only_forward() -> None:
+    loop = Loop()
+    slot = loop.handoff.new_slot(0)
+    assert slot.phase is Phase.LOADING
+    loop.handoff.loaded(slot, ok=False)
+    assert slot.phase is Phase.STOPPED
+    with pytest.raises(AssertionError, match="cannot go from"):
+        loop.handoff.loaded(slot, ok=True)

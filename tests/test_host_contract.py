@@ -1,0 +1,287 @@
+"""The promises of the host seam, as one suite run over every host.
+
+A host is driven here as a worker drives it: from one thread (this test's
+own, standing in for the worker's), with ``interrupt`` from anywhere. Every
+interface and function is defined at module level, so that hosts whose far
+side is another process can receive them.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
+
+import outcome
+import pytest
+
+import trio_pool
+from trio_pool._hosts._base import NO_EXC, Host
+from trio_pool._hosts._thread import ThreadHost
+from trio_pool._in_worker import WorkerInfo
+
+from helpers import TIMEOUT
+
+HOSTS: dict[str, Callable[[object, tuple[Any, ...]], Host]] = {
+    "thread": ThreadHost,
+}
+#: Whether interrupt() stops a running call (else the call runs to its end).
+INTERRUPTS = {"thread": False}
+
+
+class MakeHost:
+    """Builds hosts of one kind; closes every one left open after the test."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.made: list[Host] = []
+
+    def __call__(self, loader: object = None, *args: Any) -> Host:
+        host = HOSTS[self.kind](loader, args)
+        self.made.append(host)
+        return host
+
+
+@pytest.fixture(params=sorted(HOSTS))
+def make_host(request: pytest.FixtureRequest) -> Iterator[MakeHost]:
+    make = MakeHost(request.param)
+    yield make
+    for host in make.made:
+        host.close(NO_EXC)
+
+
+class View:
+    """A job's view, as a worker gives it to the host."""
+
+    def __init__(self, cancelled: bool = False) -> None:
+        self.cancelled = cancelled
+
+    def cancel_requested(self) -> bool:
+        return self.cancelled
+
+    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        return ("waited", key)
+
+    def call_loop(self, async_fn: Any, args: tuple[Any, ...]) -> outcome.Outcome[Any]:
+        return outcome.Value(("from the loop", args))
+
+
+def loaded(host: Host) -> Host:
+    host.load(WorkerInfo(7, "pool-worker-7"))
+    return host
+
+
+def execute(host: Host, fn: Any, *args: Any, with_interface: bool = False, **kwargs: Any) -> Any:
+    return host.execute(fn, args, kwargs, with_interface, View())
+
+
+class LoaderError(Exception):
+    pass
+
+
+class Interface:
+    closes: list[tuple[Any, ...]] = []  # noqa: RUF012 (a record the tests read)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def get(self) -> int:
+        return self.value
+
+    def add(self, n: int, *, times: int = 1) -> int:
+        return self.value + n * times
+
+    def where(self) -> tuple[int, str, int]:
+        worker = trio_pool.current_worker()
+        return worker.id, worker.name, trio_pool.current_interface().value
+
+    @property
+    def exploding(self) -> int:
+        raise AssertionError("a property was run while looking for operations")
+
+    def _private(self) -> None:
+        pass
+
+    def __exit__(self, *exc_info: Any) -> None:
+        Interface.closes.append((exc_info[0], trio_pool.current_worker().id))
+
+
+class Entered:
+    def __enter__(self) -> Interface:
+        return Interface(42)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        pass
+
+
+class FailingHook:
+    def __exit__(self, *exc_info: Any) -> None:
+        raise LookupError("the hook failed")
+
+
+def failing_loader(message: str) -> None:
+    raise LoaderError(message, 2)
+
+
+def raise_(exc: BaseException) -> None:
+    raise exc
+
+
+async def coroutine_function() -> None:
+    pass
+
+
+def read_value(interface: Interface, extra: int) -> int:
+    return interface.value + extra
+
+
+def cancelled() -> bool:
+    try:
+        trio_pool.check_cancelled()
+    except trio_pool.JobCancelled:
+        return True
+    return False
+
+
+@pytest.fixture(autouse=True)
+def _no_closes_recorded() -> None:
+    Interface.closes.clear()
+
+
+def test_a_loader_error_is_raised_as_itself(make_host: MakeHost) -> None:
+    host = make_host(failing_loader, "no database")
+    with pytest.raises(LoaderError) as info:
+        host.load(WorkerInfo(0, "w"))
+    assert info.value.args == ("no database", 2)
+
+
+def test_operations_are_found_without_running_properties(make_host: MakeHost) -> None:
+    host = loaded(make_host(Interface, 1))
+    assert {"get", "add", "where"} <= host.operations
+    assert "exploding" not in host.operations
+    assert "_private" not in host.operations
+
+
+def test_calls_by_name_by_function_and_with_the_interface(make_host: MakeHost) -> None:
+    host = loaded(make_host(Interface, 10))
+    assert execute(host, "add", 2, times=3) == outcome.Value(16)
+    assert execute(host, len, "abc") == outcome.Value(3)
+    assert execute(host, read_value, 5, with_interface=True) == outcome.Value(15)
+    assert execute(host, "where") == outcome.Value((7, "pool-worker-7", 10))
+
+
+def test_enter_gives_the_interface(make_host: MakeHost) -> None:
+    host = loaded(make_host(Entered))
+    assert execute(host, "get") == outcome.Value(42)
+
+
+def test_a_mapping_interface(make_host: MakeHost) -> None:
+    host = loaded(make_host({"double": functools.partial(int.__mul__, 2)}))
+    assert host.operations == frozenset({"double"})
+    assert execute(host, "double", 4) == outcome.Value(8)
+
+
+@pytest.mark.parametrize("name", ["missing", "_private", "__exit__"])
+def test_a_call_that_is_no_operation_is_an_error_inside_the_outcome(
+    make_host: MakeHost, name: str
+) -> None:
+    host = loaded(make_host(Interface, 1))
+    result = execute(host, name)
+    assert isinstance(result, outcome.Error)
+    assert isinstance(result.error, AttributeError)
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("bad", 3), KeyboardInterrupt(), SystemExit(2), trio_pool.JobCancelled()]
+)
+def test_every_exception_is_captured_with_its_type_and_arguments(
+    make_host: MakeHost, error: BaseException
+) -> None:
+    host = loaded(make_host(None))
+    result = execute(host, raise_, error)
+    assert isinstance(result, outcome.Error)
+    assert type(result.error) is type(error)
+    assert result.error.args == error.args
+    assert execute(host, int, "5") == outcome.Value(5)  # it keeps serving
+
+
+def test_an_async_function_is_an_error(make_host: MakeHost) -> None:
+    host = loaded(make_host(None))
+    result = execute(host, coroutine_function)
+    assert isinstance(result, outcome.Error)
+    assert isinstance(result.error, TypeError)
+
+
+def test_the_job_view_reaches_the_in_job_functions(make_host: MakeHost) -> None:
+    host = loaded(make_host(None))
+    assert host.execute(cancelled, (), {}, False, View(cancelled=True)) == outcome.Value(True)
+    assert host.execute(cancelled, (), {}, False, View()) == outcome.Value(False)
+    assert execute(host, trio_pool.wait, "key") == outcome.Value(("waited", "key"))
+    assert execute(host, trio_pool.from_loop, coroutine_function, 1) == outcome.Value(
+        ("from the loop", (1,))
+    )
+
+
+def test_close_runs_the_hook_once_with_the_exception_info(make_host: MakeHost) -> None:
+    host = loaded(make_host(Interface, 1))
+    error = RuntimeError("why")
+    assert host.close((RuntimeError, error, None)) is None
+    assert host.close(NO_EXC) is None  # once only
+    assert Interface.closes == [(RuntimeError, 7)]
+
+
+def test_close_returns_what_the_hook_raised(make_host: MakeHost) -> None:
+    host = loaded(make_host(FailingHook))
+    error = host.close(NO_EXC)
+    assert isinstance(error, LookupError)
+    assert error.args == ("the hook failed",)
+
+
+def test_a_host_that_never_loaded_closes_quietly(make_host: MakeHost) -> None:
+    host = make_host(failing_loader, "x")
+    with pytest.raises(LoaderError):
+        host.load(WorkerInfo(0, "w"))
+    assert host.close(NO_EXC) is None
+    assert Interface.closes == []
+
+
+def test_interrupt_is_safe_at_any_moment(make_host: MakeHost) -> None:
+    host = make_host(Interface, 1)
+    host.interrupt()  # before load
+    loaded(host)
+    host.interrupt()
+    running, release = threading.Event(), threading.Event()
+
+    def interrupt_while_running() -> None:
+        assert running.wait(TIMEOUT)
+        host.interrupt()  # from another thread, during a call
+        host.interrupt()  # and again
+        release.set()
+
+    def job() -> str:
+        running.set()
+        assert release.wait(TIMEOUT)
+        return "done"
+
+    thread = threading.Thread(target=interrupt_while_running)
+    thread.start()
+    result = execute(host, job)
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    if INTERRUPTS[make_host.kind]:
+        assert isinstance(result, outcome.Error)
+    else:
+        assert result == outcome.Value("done")
+    assert host.close(NO_EXC) is None
+    host.interrupt()  # after close
+    assert Interface.closes == [(None, 7)]
+
+
+def test_nothing_of_the_worker_is_left_in_the_thread_after_close(make_host: MakeHost) -> None:
+    host = loaded(make_host(Interface, 1))
+    host.close(NO_EXC)
+    with pytest.raises(RuntimeError):
+        trio_pool.current_worker()
+    with pytest.raises(RuntimeError):
+        trio_pool.current_interface()

@@ -1,0 +1,134 @@
+"""Jobs in, Outcomes out: making a job, putting it in the handoff, delivering, cancelling.
+
+Loop thread only. A job for any worker first takes a place in the queue
+(:mod:`._admission`); a job for one worker (a lease, a broadcast) waits for
+that worker instead. Finished jobs come back from the handoff in batches,
+are counted, and then room and autoscaling hear of them.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+from ._admission import Admission
+from ._autoscale import Autoscaler, FixedSize
+from ._backend import Backend
+from ._exceptions import PoolClosedError, QueueFull
+from ._handoff import Delivery, Handoff, Slot
+from ._hosts._base import ExcInfo
+from ._interface import Operations
+from ._job import Job, cancelled_outcome
+from ._statistics import Counters
+from ._workers import WorkerSet
+
+
+class Intake:
+    def __init__(
+        self,
+        name: str,
+        handoff: Handoff,
+        admission: Admission,
+        workers: WorkerSet,
+        autoscaler: Autoscaler | FixedSize,
+        counters: Counters,
+        operations: Operations,
+        backend: Backend,
+    ) -> None:
+        self._name = name
+        self._handoff = handoff
+        self._admission = admission
+        self._workers = workers
+        self._autoscaler = autoscaler
+        self._counters = counters
+        self._operations = operations
+        self._backend = backend
+        self._open = True
+
+    def close(self) -> None:
+        """Accept nothing from now on (the pool is closing)."""
+        self._open = False
+
+    def accept(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        with_interface: bool = False,
+        slot: Slot | None = None,
+    ) -> Job[Any]:
+        """Make the job and put it in the handoff, for any worker or for ``slot``'s.
+
+        A job for any worker must have taken its place in the queue first.
+        """
+        if not self._open:
+            raise PoolClosedError(f"the pool {self._name!r} is closed")
+        job: Job[Any] = Job(
+            self._operations.resolve(fn),
+            args,
+            kwargs,
+            new_event=self._backend.event,
+            canceller=self.cancel,
+            with_interface=with_interface,
+            context=contextvars.copy_context(),
+        )
+        self._counters.accepted()
+        self._handoff.put(job, slot)
+        if slot is None:
+            self._autoscaler.job_queued()
+        return job
+
+    def accept_nowait(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Job[Any]:
+        """:meth:`accept` for any worker, or :class:`QueueFull` if the queue is full."""
+        if not self._open:
+            raise PoolClosedError(f"the pool {self._name!r} is closed")
+        self._admission.acquire_nowait()
+        return self.accept(fn, args, kwargs)
+
+    async def submit(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        with_interface: bool = False,
+        full_checkpoint: bool = False,
+    ) -> Job[Any]:
+        """:meth:`accept` for any worker, once the queue has room."""
+        if full_checkpoint:  # for submit(): nothing may raise once the job is accepted
+            await self._backend.checkpoint()
+        else:  # the caller's wait that follows is the schedule point
+            await self._backend.cancellation_point()
+        try:
+            self._admission.acquire_nowait()
+        except QueueFull:
+            await self._admission.acquire()
+        return self.accept(fn, args, kwargs, with_interface=with_interface)
+
+    def deliver(self, batch: Delivery) -> None:
+        """The handoff's finished jobs."""
+        self._autoscaler.delivered(batch)
+        for job, result in batch:
+            self._counters.record(job, result)
+        self._admission.release()
+
+    def cancel(self, job: Job[Any]) -> bool:
+        """:meth:`Job.cancel`: take it out if it is queued, else ask it to stop."""
+        if self._handoff.cancel(job):
+            self._counters.record(job, cancelled_outcome())
+            self._admission.release()
+            return True
+        if job._outcome is None and job.worker_id is not None:
+            worker = self._workers.get(job.worker_id)
+            if worker is not None:
+                worker.host.interrupt()
+        return False
+
+    def cancel_all(self, slots: list[Slot], exc_info: ExcInfo) -> None:
+        """Take every queued job out as cancelled and ask the running ones to stop."""
+        for job in self._handoff.stop(slots, cancel=exc_info):
+            self._counters.record(job, cancelled_outcome())

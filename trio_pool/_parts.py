@@ -1,0 +1,88 @@
+"""The parts of an open pool, built together for the running loop, and wired."""
+
+from __future__ import annotations
+
+import functools
+
+import anyio
+import anyio.abc
+
+from ._admission import Admission
+from ._autoscale import Autoscaler, FixedSize, Pressure
+from ._backend import Backend, current_backend
+from ._calls import Calls
+from ._handoff import Handoff
+from ._hosts._thread import ThreadHost
+from ._intake import Intake
+from ._interface import Operations
+from ._lease import LeaseQueue
+from ._options import Options
+from ._statistics import Counters
+from ._workers import WorkerSet
+
+
+class Parts:
+    """Who owns what in an open pool (see docs/how-it-works.rst)."""
+
+    def __init__(self, options: Options, counters: Counters, operations: Operations) -> None:
+        backend: Backend = current_backend()
+        self.backend = backend
+        self.task_group: anyio.abc.TaskGroup = anyio.create_task_group()
+        start_soon = self.task_group.start_soon
+        # The handoff delivers to the intake, built last, as it uses the others.
+        self.handoff = handoff = Handoff(backend.post, lambda batch: intake.deliver(batch))
+        self.admission = Admission(options.queue_size, handoff, backend.event)
+        self.calls = Calls(
+            backend, counters, start_soon, abandon_on_cancel=options.abandon_on_cancel
+        )
+        pressure = Pressure(backend)
+        self.leases = LeaseQueue(handoff, backend.event, pressure.poke, options.name)
+        self.workers = WorkerSet(
+            options.name,
+            options.initial,
+            functools.partial(ThreadHost, options.interface, options.args),
+            handoff,
+            backend,
+            counters,
+            operations,
+            start_soon=start_soon,
+            route=self.calls.route,
+            on_loaded=self.leases.wake,
+        )
+        self.autoscaler: Autoscaler | FixedSize = FixedSize()
+        if options.autoscaling:
+            self.autoscaler = Autoscaler(
+                options,
+                self.workers,
+                handoff,
+                self.admission,
+                self.leases,
+                counters,
+                backend,
+                pressure,
+            )
+        self.intake = intake = Intake(
+            options.name,
+            handoff,
+            self.admission,
+            self.workers,
+            self.autoscaler,
+            counters,
+            operations,
+            backend,
+        )
+
+    def close(self) -> None:
+        """Accept no more work; let the workers stop once theirs is done."""
+        self.intake.close()
+        self.autoscaler.close()
+        self.admission.close()  # waiters find the pool closed
+        self.leases.close()  # they too
+        self.handoff.stop(w.slot for w in self.workers)
+        self.workers.close()
+
+    def cancel_everything(self, reason: BaseException) -> None:
+        """Cancel the queued jobs; ask running ones and the pool's loop calls to stop."""
+        exc_info = (type(reason), reason, reason.__traceback__)
+        self.intake.cancel_all([w.slot for w in self.workers], exc_info)
+        self.calls.cancel_pool_scope()
