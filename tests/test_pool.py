@@ -537,6 +537,32 @@ async def test_job_cancel(backend: str) -> None:
     assert pool.statistics().cancelled == 2
 
 
+async def test_a_done_callback_may_cancel_a_job_taken_out_by_an_error_exit(backend: str) -> None:
+    # The exit takes both queued jobs out, then finishes them one by one; the
+    # first one's callback cancels the second, which is out but not yet done.
+    log, gate = Log(), Gate(cooperative=True)
+    answers: list[object] = []
+
+    def cancel_the_other(_: object) -> None:
+        try:
+            answers.append(second.cancel())
+        except BaseException as exc:
+            answers.append(exc)
+
+    with pytest.raises(KeyError):
+        async with trio_pool.Pool(workers=1) as pool:
+            await pool.submit(gate.enter)
+            await wait_in_thread(gate.entered)
+            first = await pool.submit(log.add, "ran")
+            second = await pool.submit(log.add, "ran")
+            first.add_done_callback(cancel_the_other)
+            raise KeyError("body")
+    assert answers == [False]
+    assert isinstance(second.outcome, outcome.Error)
+    assert isinstance(second.outcome.error, trio_pool.JobCancelled)
+    assert log.of("ran") == []
+
+
 async def test_a_failing_done_callback_is_logged(
     backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
