@@ -83,15 +83,15 @@ class Slot:
     )
 
     def __init__(self, lock: threading.Lock, id: int) -> None:  # noqa: A002
-        self.id = id  # the worker's
-        self.phase = Phase.LOADING
+        self.id: int = id  # the worker's
+        self.phase: Phase = Phase.LOADING
         self.job: Job[Any] | None = None  # the job it runs
-        self.jobs_done = 0
+        self.jobs_done: int = 0
         self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
-        self.leased = False
-        self.stop_requested = False
-        self.called = False  # woken for the shared queue (counted in Handoff._waking)
-        self.wakeup = threading.Condition(lock)
+        self.leased: bool = False
+        self.stop_requested: bool = False
+        self.called: bool = False  # woken for the shared queue (counted in Handoff._waking)
+        self.wakeup: threading.Condition = threading.Condition(lock)
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told.
         self.exit_info: ExcInfo = NO_EXC
