@@ -31,9 +31,19 @@ class Pressure:
     def __init__(self, backend: Backend) -> None:
         self._new_event = backend.event
         self._event = backend.event()
+        self._demand = False
 
     def poke(self) -> None:
         self._event.set()
+
+    def demand(self) -> None:
+        """Poke, for new work (a job, a lessee): growing is worth trying again."""
+        self._demand = True
+        self._event.set()
+
+    def take_demand(self) -> bool:
+        demand, self._demand = self._demand, False
+        return demand
 
     async def wait(self) -> None:
         await self._event.wait()
@@ -60,6 +70,9 @@ class FixedSize:
     def close(self) -> None:
         pass
 
+    def stop(self) -> None:
+        pass
+
 
 class Autoscaler:
     """Decides in a task of its own when to start and to retire workers; loop thread only.
@@ -70,7 +83,9 @@ class Autoscaler:
     looks again. Retiring: workers idle for ``idle_timeout`` on the loop's
     clock, from their last finished job or their load, never below
     ``min_workers`` and never while jobs wait. It looks on a new job, a
-    delivered batch, a lease ending, and the next retirement deadline.
+    delivered batch, a lease ending, and the next retirement deadline. After
+    a growth step failed it grows again only for new work. While the pool
+    closes it grows only to finish the queued jobs, and retires nobody.
     """
 
     def __init__(
@@ -99,6 +114,7 @@ class Autoscaler:
         self._scope = anyio.CancelScope()
         self._deadline = math.inf  # of the next retirement
         self._growth_failed = False
+        self._closing = False
         self._idle_since: dict[int, float] = {}  # by worker id, on the loop's clock
 
     def start(self, start_soon: Callable[..., object]) -> None:
@@ -106,8 +122,7 @@ class Autoscaler:
 
     def job_queued(self) -> None:
         if self._handoff.unserved:
-            self._growth_failed = False  # a new job: growing may work now
-            self._pressure.poke()
+            self._pressure.demand()
 
     def delivered(self, batch: Delivery) -> None:
         now = self._backend.current_time()
@@ -124,12 +139,22 @@ class Autoscaler:
             self._idle_since.setdefault(worker.id, now)
 
     def close(self) -> None:
+        """The pool closes: grow only to finish the queue, then end."""
+        self._closing = True
+        self._pressure.poke()
+
+    def stop(self) -> None:
+        """The workers stop: start no more."""
         self._scope.cancel()
 
     async def _run(self) -> None:
         with self._scope:
             while True:
                 self._pressure.rearm()
+                if self._pressure.take_demand():
+                    self._growth_failed = False  # new work: growing may work now
+                if self._closing and not self._handoff.queued:
+                    return
                 step = self._growth_step()
                 if step:
                     logger.info(
@@ -139,30 +164,32 @@ class Autoscaler:
                         step,
                     )
                     self._counters.scaled(up=step)
-                    workers = self._workers.start(step)
-                    errors = await self._workers.wait_loaded(workers)
+                    workers = self._workers.start(step, claimed=False)
+                    errors = await self._workers.wait_loaded(workers, claimed=False)
+                    if self._scope.cancel_called:
+                        return  # the workers stop (their load errors are kept for the exit)
                     self.loaded(workers)
                     self._counters.scaled(up=-len(errors))  # count the workers that did start
                     if errors:
                         self._growth_failed_on(errors)
                     continue
-                self._deadline = self._retire_idle()
+                self._deadline = math.inf if self._closing else self._retire_idle()
                 with anyio.move_on_after(self._deadline - self._backend.current_time()):
                     await self._pressure.wait()
 
     def _growth_failed_on(self, errors: list[BaseException]) -> None:
-        """A loader failed: raise it at exit, retry on the next job.
+        """A loader failed (the worker set keeps the error for the exit): retry on new work.
 
-        With no worker left to run them, the queued jobs fail with that error
-        rather than wait for ever.
+        With no worker left to serve them, the queued jobs and the tasks
+        waiting for a lease fail with that error rather than wait for ever.
         """
-        self._workers.report(errors)
         self._growth_failed = True
-        logger.error("pool %s autoscaling: a loader failed; retrying on the next job", self._name)
+        logger.error("pool %s autoscaling: a loader failed; retrying on new work", self._name)
         if self._workers.serving == 0:
             for job in self._handoff.take_queued():
                 self._counters.record(job, outcome.Error(errors[0]))
             self._admission.release()
+            self._leases.fail_waiters(errors[0])
 
     def _growth_step(self) -> int:
         """How many workers to start now: one per job no free worker will take."""

@@ -220,6 +220,24 @@ class Handoff:
             self._idle.clear()
             return removed
 
+    def end_leases(self, slots: Iterable[Slot]) -> None:
+        """Every leased worker serves the shared queue again (the pool is closing)."""
+        with self.lock:
+            for slot in slots:
+                if slot.leased:
+                    slot.leased = False
+                    self._wake(slot)
+
+    def outstanding(self, slots: Iterable[Slot]) -> list[Job[Any]]:
+        """The jobs in the queues and the ones that run."""
+        with self.lock:
+            jobs = list(self._jobs)
+            for slot in slots:
+                jobs.extend(slot.direct)
+                if slot.job is not None:
+                    jobs.append(slot.job)
+            return jobs
+
     def take_queued(self) -> list[Job[Any]]:
         """Remove every job from the shared queue (for the pool to finish)."""
         with self.lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
@@ -26,56 +25,108 @@ CallOn = Callable[
 ]
 
 
+class _Waiter:
+    __slots__ = ("error", "event", "worker")
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+        self.worker: Worker | None = None  # handed to it
+        self.error: BaseException | None = None  # or why it gets none
+
+
 class LeaseQueue:
-    """Who holds a worker and who waits for one; loop thread only."""
+    """Who waits for a worker of their own, first come, first served; loop thread only.
+
+    A released worker goes straight to the first waiter (it stays leased), as
+    :class:`trio.CapacityLimiter` hands on its tokens, so one release is one
+    wake-up and nobody overtakes the line.
+    """
 
     def __init__(
-        self, handoff: Handoff, new_event: Callable[[], Event], poke: Callable[[], None], name: str
+        self,
+        handoff: Handoff,
+        new_event: Callable[[], Event],
+        demand: Callable[[], None],
+        poke: Callable[[], None],
+        name: str,
     ) -> None:
-        """``poke`` tells the autoscaler that a lessee waits or a worker came back."""
+        """``demand`` tells the autoscaler a lessee waits; ``poke``, that a worker came back."""
         self._handoff = handoff
         self._new_event = new_event
+        self._demand = demand
         self._poke = poke
         self._name = name
-        self._waiters: deque[Event] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self._closed = False
 
     @property
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self, free: Callable[[], Iterable[Worker]]) -> Worker:
-        """Lease the first of ``free()`` (looked at again after each wake-up)."""
-        while True:
-            if self._closed:
-                raise PoolClosedError(f"the pool {self._name!r} is closed")
-            worker = next(iter(free()), None)
+    def _check_open(self) -> None:
+        if self._closed:
+            raise PoolClosedError(f"the pool {self._name!r} is closed")
+
+    async def acquire(self, free: Iterable[Worker]) -> Worker:
+        """Lease the first of ``free`` if nobody waits; else wait in line."""
+        self._check_open()
+        if not self._waiters:
+            worker = next(iter(free), None)
             if worker is not None:
                 self._handoff.lease(worker.slot)
                 return worker
-            event = self._new_event()
-            self._waiters.append(event)
-            self._poke()  # a lessee waits: autoscaling may start a worker
-            try:
-                await event.wait()
-            finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(event)
+        waiter = _Waiter(self._new_event())
+        self._waiters.append(waiter)
+        self._demand()  # a lessee waits: autoscaling may start a worker
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.worker is not None:
+                self.release(waiter.worker)  # handed one, but leaving: pass it on
+            elif not waiter.event.is_set():
+                self._waiters.remove(waiter)
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.worker is None:
+            self._check_open()
+        assert waiter.worker is not None
+        return waiter.worker
 
     def release(self, worker: Worker) -> None:
+        """The lease ends: hand the worker to the first waiter, or back to the pool."""
+        if self._waiters and not self._closed:
+            self._hand(self._waiters.popleft(), worker)
+            return
         self._handoff.unlease(worker.slot)
-        self.wake()
         self._poke()  # time the released worker's retirement
 
-    def wake(self) -> None:
-        """Wake every waiting task, to look for a free worker again."""
-        for event in self._waiters:
-            event.set()
+    def offer(self, free: Iterable[Worker]) -> None:
+        """Workers became free (they loaded): hand them to the waiters in order."""
+        for worker in free:
+            if not self._waiters:
+                return
+            self._handoff.lease(worker.slot)
+            self._hand(self._waiters.popleft(), worker)
+
+    @staticmethod
+    def _hand(waiter: _Waiter, worker: Worker) -> None:
+        waiter.worker = worker
+        waiter.event.set()
+
+    def fail_waiters(self, error: BaseException) -> None:
+        """No worker can come (every loader failed): the waiters raise ``error``."""
+        for waiter in self._waiters:
+            waiter.error = error
+            waiter.event.set()
+        self._waiters.clear()
 
     def close(self) -> None:
         """Wake every waiting task to find the pool closed; later ones never wait."""
         self._closed = True
-        self.wake()
+        for waiter in self._waiters:
+            waiter.event.set()
+        self._waiters.clear()
 
 
 @final

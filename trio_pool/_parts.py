@@ -36,7 +36,9 @@ class Parts:
             backend, counters, start_soon, abandon_on_cancel=options.abandon_on_cancel
         )
         pressure = Pressure(backend)
-        self.leases = LeaseQueue(handoff, backend.event, pressure.poke, options.name)
+        self.leases = LeaseQueue(
+            handoff, backend.event, pressure.demand, pressure.poke, options.name
+        )
         self.workers = WorkerSet(
             options.name,
             options.initial,
@@ -47,7 +49,7 @@ class Parts:
             operations,
             start_soon=start_soon,
             route=self.calls.route,
-            on_loaded=self.leases.wake,
+            on_loaded=self.leases.offer,
         )
         self.autoscaler: Autoscaler | FixedSize = FixedSize()
         if options.autoscaling:
@@ -73,16 +75,31 @@ class Parts:
         )
 
     def close(self) -> None:
-        """Accept no more work; let the workers stop once theirs is done."""
+        """Accept no more work; leases end; autoscaling only finishes the queue."""
         self.intake.close()
         self.autoscaler.close()
         self.admission.close()  # waiters find the pool closed
         self.leases.close()  # they too
+        self.handoff.end_leases(w.slot for w in self.workers)
+
+    async def drained(self) -> None:
+        """Wait until every accepted job has finished.
+
+        Cancellation: as for the job's wait; the pool then cancels what is left.
+        """
+        while jobs := self.workers.outstanding():
+            for job in jobs:
+                await job._get_event().wait()
+
+    def stop_workers(self) -> None:
+        """Let every worker stop, once it has no work left (idempotent)."""
+        self.autoscaler.stop()
         self.handoff.stop(w.slot for w in self.workers)
         self.workers.close()
 
     def cancel_everything(self, reason: BaseException) -> None:
-        """Cancel the queued jobs; ask running ones and the pool's loop calls to stop."""
+        """Cancel the queued jobs; ask running ones and their loop calls to stop."""
         exc_info = (type(reason), reason, reason.__traceback__)
         self.intake.cancel_all([w.slot for w in self.workers], exc_info)
         self.calls.cancel_pool_scope()
+        self.workers.cancel_loop_calls()

@@ -233,6 +233,9 @@ class Pool:
         errors: list[BaseException] = []
         if reason is None:
             try:
+                # Every accepted job finishes before the first hook runs.
+                await parts.drained()
+                parts.stop_workers()
                 await workers.all_stopped.wait()
             except BaseException as exc:  # cancelled, or Ctrl-C, while finishing jobs
                 reason = exc
@@ -240,6 +243,7 @@ class Pool:
         else:
             errors.append(reason)
         if reason is not None:
+            parts.stop_workers()
             parts.cancel_everything(reason)
             # Join the threads whatever happens meanwhile; a second Ctrl-C
             # included. Once they are joined, the first interruption is raised.
@@ -286,17 +290,19 @@ class Pool:
         if high is not None and self.worker_count + count > high:
             raise ValueError(f"{count} more workers would exceed max_workers={high}")
         logger.info("pool %s: adding %d workers to %d", self.name, count, self.worker_count)
-        workers = parts.workers.start(count)
+        # Provisional until all have loaded: nobody may lease one that may be stopped again.
+        workers = parts.workers.start(count, provisional=True)
         try:
             errors = await parts.workers.wait_loaded(workers)
         except BaseException:
-            parts.leases.wake()
+            parts.workers.keep(workers)
             raise
         finally:
             parts.autoscaler.loaded(workers)
         if errors:  # all or nothing: stop the new workers that did load
             loaded = [w for w in workers if w.load_error is None]
             raise_combined(errors + await parts.workers.stop_and_join(loaded))
+        parts.workers.keep(workers)
 
     async def stop_workers(self, count: int) -> None:
         """Stop ``count`` workers, idle ones first; return once their threads have ended.
@@ -574,8 +580,8 @@ class Pool:
 
     async def _acquire_worker(self) -> Worker:
         parts = self._live()
-        await parts.backend.cancellation_point()
-        return await parts.leases.acquire(parts.workers.free_for_lease)
+        await parts.backend.checkpoint()  # a schedule point: no task keeps the line to itself
+        return await parts.leases.acquire(parts.workers.free_for_lease())
 
     def _release_worker(self, worker: Worker) -> None:
         assert self._parts is not None

@@ -52,6 +52,8 @@ class Worker:
         self._on_exit = on_exit
         self._route = route
         self._job: Job[Any] | None = None  # the job it runs (this thread only)
+        #: Set by the thread as it begins (read by the loop once the thread is done).
+        self.started = False
 
     @property
     def id(self) -> int:
@@ -63,6 +65,7 @@ class Worker:
         Reports to the loop once its interface has loaded (or failed to),
         and, as its last act, that it has ended (``on_exit``).
         """
+        self.started = True
         thread = threading.current_thread()
         old_name, thread.name = thread.name, self.info.name
         try:

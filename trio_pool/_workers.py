@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -18,6 +18,8 @@ from ._interface import Operations
 from ._job import Job, LoopCall, cancelled_outcome
 from ._statistics import Counters, WorkerStatistics
 from ._worker import Worker
+
+logger = logging.getLogger("trio_pool")
 
 
 class WorkerSet:
@@ -42,9 +44,10 @@ class WorkerSet:
         *,
         start_soon: Callable[..., object],
         route: Callable[[Job[Any], LoopCall], None],
-        on_loaded: Callable[[], None],
+        on_loaded: Callable[[list[Worker]], None],
     ) -> None:
-        """``route`` serves the workers' from_loop() calls; ``on_loaded`` hears of new workers."""
+        """``route`` serves the workers' from_loop() calls; ``on_loaded`` is offered the
+        workers free for a lease once new ones have loaded."""
         self._name = name
         self._make_host = make_host
         self._handoff = handoff
@@ -58,7 +61,14 @@ class WorkerSet:
         self._ids = itertools.count()
         # The pool's own limiter: its threads never count against anyio's default one.
         self._limiter = anyio.CapacityLimiter(max(1, initial))
-        self._owned: set[int] = set()  # stopped by a resize, which collects their hook errors
+        # By worker id: stopped by a resize, which collects their hook errors;
+        # started by autoscaling, whose load errors are kept here for the exit;
+        # started by add_workers and not yet kept (not to be leased meanwhile).
+        self._owned: set[int] = set()
+        self._unclaimed_loads: set[int] = set()
+        self._provisional: set[int] = set()
+        # The scope of each worker's task (see _run).
+        self._loop_scopes: dict[int, anyio.CancelScope] = {}
         self._errors: list[BaseException] = []
         self._closing = False
         #: Set once the pool is closing and every worker thread has ended.
@@ -78,7 +88,15 @@ class WorkerSet:
         """Workers loading or serving (not those asked to stop)."""
         return sum(w.slot.serving for w in self._workers.values())
 
-    def start(self, count: int) -> list[Worker]:
+    def start(self, count: int, *, claimed: bool = True, provisional: bool = False) -> list[Worker]:
+        """Start ``count`` workers.
+
+        ``claimed``: the caller collects their load errors (else they are kept
+        for the exit). ``provisional``: nobody may lease them until
+        :meth:`keep` (they may still be stopped again).
+        """
+        if self._closing:
+            raise RuntimeError("no worker starts once the pool is stopping its workers")
         started: list[Worker] = []
         for _ in range(count):
             worker_id = next(self._ids)
@@ -94,49 +112,90 @@ class WorkerSet:
                 route=self._route,
             )
             self._workers[worker_id] = worker
+            self._loop_scopes[worker_id] = anyio.CancelScope()
+            try:
+                self._start_soon(self._run, worker, name=info.name)
+            except BaseException:  # Ctrl-C, say: it never starts, so nobody waits for it
+                del self._workers[worker_id], self._loop_scopes[worker_id]
+                raise
             self._counters.worker_started()
+            if not claimed:
+                self._unclaimed_loads.add(worker_id)
+            if provisional:
+                self._provisional.add(worker_id)
             if self._limiter.total_tokens < len(self._workers):
                 self._limiter.total_tokens = len(self._workers)
-            self._start_soon(self._run, worker, name=info.name)
             started.append(worker)
         return started
 
+    def keep(self, workers: list[Worker]) -> None:
+        """Provisional workers are the pool's for good: they may be leased."""
+        self._provisional.difference_update(w.id for w in workers)
+        self._on_loaded(self.free_for_lease())
+
     async def _run(self, worker: Worker) -> None:
         # The thread reports its own load and end; this task only lends it a
-        # thread. A shield keeps scope cancellation out; native asyncio
-        # cancellation (asyncio.run shutting down) ends this task, and the
-        # thread still reports when it is done.
-        with contextlib.suppress(anyio.get_cancelled_exc_class()):
-            with anyio.CancelScope(shield=True):
+        # thread, in a scope that the pool cancels when it stops on an error,
+        # and that the pool's own cancellation reaches: the thread goes on
+        # (to_thread waits for it), but what its jobs run on the loop through
+        # trio.from_thread or anyio.from_thread is cancelled.
+        try:
+            with self._loop_scopes[worker.id]:
                 await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
+        except BaseException as exc:
+            if not worker.started:  # no thread ever ran: report as it would have
+                self._never_started(worker, exc)
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
+        # Native asyncio cancellation (asyncio.run shutting down) can end this
+        # task while the thread runs; the thread still reports when it is done.
+
+    def _never_started(self, worker: Worker, exc: BaseException) -> None:
+        """The worker's thread could not start (or was cancelled before it did)."""
+        logger.error("worker %s: its thread did not start", worker.info.name, exc_info=exc)
+        worker.load_error = exc
+        self._handoff.loaded(worker.slot, ok=False)
+        worker.loaded.set()
+        self._on_exit(worker)
+
+    def cancel_loop_calls(self) -> None:
+        """Cancel what the workers' jobs run on the loop through from_thread (an error exit)."""
+        for scope in self._loop_scopes.values():
+            scope.cancel()
 
     def _on_exit(self, worker: Worker) -> None:
         """A worker thread's last report: its hook has run and it is leaving."""
         self._handoff.flush()  # deliver the outcomes it left behind
         for job in self._handoff.take_direct(worker.slot):  # it never served them
             self._counters.record(job, cancelled_outcome())
-        del self._workers[worker.id]
+        del self._workers[worker.id], self._loop_scopes[worker.id]
         self._counters.worker_stopped(hook_failed=worker.hook_error is not None)
         if worker.hook_error is not None and worker.id not in self._owned:
             self._errors.append(worker.hook_error)
-        self._owned.discard(worker.id)
+        if worker.load_error is not None and worker.id in self._unclaimed_loads:
+            self._errors.append(worker.load_error)
+        for ids in (self._owned, self._unclaimed_loads, self._provisional):
+            ids.discard(worker.id)
         if self._closing and not self._workers:
             self.all_stopped.set()
         worker.exited.set()
 
-    async def wait_loaded(self, workers: list[Worker]) -> list[BaseException]:
+    async def wait_loaded(
+        self, workers: list[Worker], *, claimed: bool = True
+    ) -> list[BaseException]:
         """Wait until ``workers`` have loaded; return the loaders' errors.
 
-        Cancellation: it waits anyway, then raises the cancellation (after
-        the errors, which it leaves to the caller).
+        Cancellation: it waits anyway, then, for workers started ``claimed``,
+        raises the cancellation (after the errors, which it leaves to the
+        caller); for the others it returns as usual.
         """
         cancelled = await _wait_all(self._backend, (w.loaded for w in workers))
         for worker in workers:
             if worker.load_error is None:
                 self._operations.learn(worker.host.operations)
-        self._on_loaded()
+        self._on_loaded(self.free_for_lease())
         errors = [w.load_error for w in workers if w.load_error is not None]
-        if cancelled is not None:
+        if cancelled is not None and claimed:
             raise_combined([cancelled, *errors])
         return errors
 
@@ -174,7 +233,10 @@ class WorkerSet:
         free = [
             w
             for w in self._workers.values()
-            if w.slot.phase is Phase.SERVING and w.slot.serving and not w.slot.leased
+            if w.slot.phase is Phase.SERVING
+            and w.slot.serving
+            and not w.slot.leased
+            and w.id not in self._provisional
         ]
         free.sort(key=lambda w: (w.slot.job is not None, w.id))
         return free
@@ -190,8 +252,12 @@ class WorkerSet:
         errors, self._errors = self._errors, []
         return errors
 
+    def outstanding(self) -> list[Job[Any]]:
+        """The jobs accepted and not finished: queued, for one worker, or running."""
+        return self._handoff.outstanding(w.slot for w in self._workers.values())
+
     def close(self) -> None:
-        """The pool is closing: ``all_stopped`` is set once no worker is left."""
+        """The workers stop: ``all_stopped`` is set once no worker is left."""
         self._closing = True
         if not self._workers:
             self.all_stopped.set()
