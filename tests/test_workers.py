@@ -6,6 +6,7 @@ import functools
 import itertools
 import random
 import sqlite3
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ import outcome
 import pytest
 import trio
 import trio.testing
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 import trio_pool
 
@@ -227,6 +231,34 @@ async def test_autoscaling_grows_and_retires_on_the_loops_clock(
         stats = pool.statistics()
         assert (stats.scaled_down, stats.workers_stopped) == (3, 3)
         assert pool.worker_count == 1  # never below min_workers
+
+
+@pytest.mark.trio
+async def test_a_worker_idle_while_the_rest_of_its_step_loads_retires_on_time(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    gates = {1: threading.Event(), 2: threading.Event()}
+
+    class Iface:
+        def __init__(self) -> None:
+            gate = gates.get(trio_pool.current_worker().id)
+            if gate is not None:
+                assert gate.wait(TIMEOUT)
+
+    def states() -> dict[int, str]:
+        return {w.id: w.state for w in pool.statistics().worker_states}
+
+    async with trio_pool.Pool(Iface, min_workers=1, max_workers=4, idle_timeout=1) as pool:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pool.add_workers, 2)
+            await poll_until(lambda: states() == {0: "idle", 1: "starting", 2: "starting"})
+            await pool.run(int)  # a delivery: the autoscaler looks, and times worker 0
+            gates[1].set()
+            await poll_until(lambda: states()[1] == "idle")  # idle since it started, at 0
+            mock_clock.jump(1.5)
+            # Both idle workers retire now; worker 2 is still loading.
+            await poll_until(lambda: pool.statistics().scaled_down == 2)
+            gates[2].set()
 
 
 @pytest.mark.trio
@@ -655,3 +687,263 @@ async def test_broadcast_serves_from_loop_calls_of_every_job(backend: str) -> No
 
         results = await pool.broadcast(job)
         assert [r.unwrap() for r in results] == [("hello",), "sent"]
+
+
+# --- edges found from outside: starting, closing, leases ------------------------
+
+
+class ThreadLimit:
+    """Worker threads from ``first`` on cannot start, as at a ulimit or container limit.
+
+    ``anyio.to_thread.run_sync`` raises what trio and anyio raise then; other
+    threads (the tests' own handshakes) start as usual.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, first: int = 0) -> None:
+        from trio_pool._worker import Worker
+
+        real = anyio.to_thread.run_sync
+
+        async def run_sync(func: Any, *args: Any, **kwargs: Any) -> Any:
+            target = getattr(func, "__self__", None)
+            if isinstance(target, Worker) and target.id >= first:
+                raise RuntimeError("can't start new thread")
+            return await real(func, *args, **kwargs)
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", run_sync)
+
+
+async def test_a_worker_thread_that_cannot_start_fails_the_entry(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = Log()
+    ThreadLimit(monkeypatch, first=2)
+    with anyio.fail_after(TIMEOUT), pytest.raises(RuntimeError, match="can't start"):
+        async with trio_pool.Pool(recording_interface(log), "x", workers=3):
+            pass  # pragma: no cover
+    assert sorted(w for w, *_ in log.of("exit")) == [0, 1]  # the ones that did start
+
+
+async def test_resizing_when_threads_cannot_start(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        ThreadLimit(monkeypatch, first=1)
+        with anyio.fail_after(TIMEOUT):
+            with pytest.raises(RuntimeError, match="can't start"):
+                await pool.add_workers(1)
+            with pytest.raises(RuntimeError, match="can't start"):
+                await pool.resize(2)
+            with pytest.raises(RuntimeError, match="can't start"):
+                await pool.ensure(at_least=2)
+        assert pool.worker_count == 1
+        assert pool.statistics().workers == 1  # none is left registered
+        assert await pool.run(worker_id) == 0
+        stats_add_up(pool)
+
+
+async def test_autoscaling_when_threads_cannot_start(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ThreadLimit(monkeypatch)
+    with anyio.fail_after(TIMEOUT), pytest.raises(RuntimeError, match="can't start"):
+        async with trio_pool.Pool(min_workers=0, max_workers=2) as pool:
+            with pytest.raises(RuntimeError, match="can't start"):
+                await pool.run(int)  # no worker could start: it fails, it does not hang
+
+
+class InterruptedStart:
+    """The pool's task group raises KeyboardInterrupt when it starts worker ``worker``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, worker: int) -> None:
+        real = anyio.create_task_group
+
+        class Group:
+            def __init__(self) -> None:
+                self._group = real()
+                self.cancel_scope = self._group.cancel_scope
+
+            async def __aenter__(self) -> Group:
+                await self._group.__aenter__()
+                return self
+
+            async def __aexit__(self, *exc_info: Any) -> bool | None:
+                return await self._group.__aexit__(*exc_info)
+
+            def start_soon(self, fn: Any, *args: Any, name: object = None) -> None:
+                if isinstance(name, str) and name.endswith(f"-worker-{worker}"):
+                    raise KeyboardInterrupt
+                self._group.start_soon(fn, *args, name=name)
+
+        monkeypatch.setattr(anyio, "create_task_group", Group)
+
+
+async def test_ctrl_c_while_workers_start_leaves_none_behind(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = Log()
+    InterruptedStart(monkeypatch, worker=2)
+    with anyio.fail_after(TIMEOUT), pytest.raises(KeyboardInterrupt):
+        async with trio_pool.Pool(recording_interface(log), "x", workers=4):
+            pass  # pragma: no cover
+    # Whichever workers got as far as loading were closed again.
+    assert sorted(w for w, *_ in log.of("exit")) == sorted(w for w, *_ in log.of("load"))
+
+
+async def test_a_lessee_after_a_failed_growth_step_gets_a_worker(backend: str) -> None:
+    loads = itertools.count()
+
+    class FailsOnce:
+        def __init__(self) -> None:
+            if next(loads) == 0:
+                raise OSError("the first load fails")
+
+    with pytest.raises(OSError, match="first load"):  # kept for the exit
+        async with trio_pool.Pool(FailsOnce, min_workers=0, max_workers=2) as pool:
+            with pytest.raises(OSError, match="first load"):
+                await pool.run(int)  # no worker to run it
+            with anyio.fail_after(TIMEOUT):
+                async with pool.lease() as worker:  # new work: growing is tried again
+                    assert await worker.run(worker_id) == 1
+
+
+async def test_add_workers_never_hands_a_worker_it_may_stop_again_to_a_lessee(
+    backend: str,
+) -> None:
+    second_loads = threading.Event()
+
+    class SecondNewOneFails:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id == 2:
+                assert second_loads.wait(TIMEOUT)
+                raise OSError("worker 2 cannot load")
+
+    calls: list[int] = []
+    errors: list[BaseException] = []
+    added = anyio.Event()
+
+    async def lessee() -> None:
+        with anyio.fail_after(TIMEOUT):
+            async with pool.lease() as worker:
+                await added.wait()
+                calls.append(await worker.run(worker_id))
+
+    async def add_two() -> None:
+        try:
+            await pool.add_workers(2)
+        except OSError as exc:
+            errors.append(exc)
+        added.set()
+
+    def worker_1_is_up() -> bool:
+        return any(w.id == 1 and w.state == "idle" for w in pool.statistics().worker_states)
+
+    async with trio_pool.Pool(SecondNewOneFails, workers=1) as pool:
+        async with anyio.create_task_group() as tg:
+            async with pool.lease():  # worker 0 is busy with a lease
+                async with anyio.create_task_group() as adding:
+                    adding.start_soon(add_two)
+                    await poll_until(worker_1_is_up)
+                    tg.start_soon(lessee)  # worker 1 is free, but may be stopped again
+                    await anyio.wait_all_tasks_blocked()
+                    second_loads.set()
+                assert [str(e) for e in errors] == ["worker 2 cannot load"]
+                assert pool.worker_count == 1  # worker 1 was stopped again
+        assert calls == [0]  # the lessee waited for worker 0, not for the stopped one
+
+
+async def test_closing_an_autoscaling_pool_finishes_the_jobs_queued_before_any_worker(
+    backend: str,
+) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log), "x", min_workers=0, max_workers=1) as pool:
+        job = pool.submit_nowait(worker_id)  # queued: no worker yet
+        await pool.aclose()
+        assert job.outcome == outcome.Value(0)
+        assert len(log.of("exit")) == 1
+
+    with pytest.raises(OSError, match="cannot load"):
+        async with trio_pool.Pool(
+            recording_interface(log, fail_load={0}), "x", min_workers=0, max_workers=1
+        ) as pool:
+            job = pool.submit_nowait(int)
+            try:
+                await pool.aclose()
+            finally:
+                assert isinstance(job.outcome, outcome.Error)  # it has one, the loader's
+                assert isinstance(job.outcome.error, OSError)
+
+
+async def test_a_growth_step_that_fails_while_the_pool_closes(backend: str) -> None:
+    loading, load = threading.Event(), threading.Event()
+
+    class SlowToFail:
+        def __init__(self) -> None:
+            loading.set()
+            assert load.wait(TIMEOUT)
+            raise OSError("cannot load")
+
+    async with trio_pool.Pool(SlowToFail, min_workers=0, max_workers=1) as pool:
+        job = await pool.submit(int)
+        await wait_in_thread(loading)
+        load.set()
+        with anyio.fail_after(TIMEOUT), pytest.raises(OSError, match="cannot load"):
+            await pool.aclose()  # the loader's error, and nothing else
+        assert isinstance(job.outcome, outcome.Error)
+        assert isinstance(job.outcome.error, OSError)
+
+    loading.clear()
+    load.clear()
+    with pytest.raises(BaseExceptionGroup) as group:
+        async with trio_pool.Pool(SlowToFail, min_workers=0, max_workers=1) as pool:
+            job = await pool.submit(int)
+            await wait_in_thread(loading)
+            job.add_done_callback(lambda _: load.set())  # the error exit cancels the job
+            raise KeyError("body")
+    assert sorted(type(e).__name__ for e in group.value.exceptions) == ["KeyError", "OSError"]
+
+
+async def test_every_accepted_job_finishes_before_the_first_hook_runs(backend: str) -> None:
+    job_runs, hook_entered, gate = threading.Event(), threading.Event(), Gate()
+    seen: list[bool] = []
+
+    class Iface:
+        def __exit__(self, *exc_info: Any) -> None:
+            seen.append(job_runs.is_set())
+            hook_entered.set()
+
+    def job() -> None:
+        job_runs.set()
+        gate.enter()
+        job_runs.clear()
+
+    async def open_the_gate_once_the_exit_waits() -> None:
+        await anyio.wait_all_tasks_blocked()
+        # A hook that runs too early does so now; give its thread the chance.
+        await anyio.to_thread.run_sync(hook_entered.wait, 0.5)
+        gate.open()
+
+    async with anyio.create_task_group() as tg:
+        async with trio_pool.Pool(Iface, workers=2) as pool:
+            await pool.submit(job)
+            await wait_in_thread(gate.entered)
+            tg.start_soon(open_the_gate_once_the_exit_waits)
+    assert seen == [False, False]
+
+
+async def test_leases_are_served_first_come_first_served(backend: str) -> None:
+    order: list[object] = []
+
+    async def lessee(name: object) -> None:
+        with anyio.fail_after(TIMEOUT):
+            async with pool.lease():
+                order.append(name)
+
+    async with trio_pool.Pool(workers=1) as pool, anyio.create_task_group() as tg:
+        async with pool.lease():
+            for name in range(5):
+                tg.start_soon(lessee, name)
+                await anyio.wait_all_tasks_blocked()  # each waits before the next comes
+        async with pool.lease():  # right after its release: no overtaking the line
+            order.append("again")
+    assert order == [0, 1, 2, 3, 4, "again"]

@@ -64,6 +64,9 @@ class FixedSize:
     def delivered(self, batch: Delivery) -> None:
         pass
 
+    def started(self, workers: list[Worker]) -> None:
+        pass
+
     def loaded(self, workers: list[Worker]) -> None:
         pass
 
@@ -132,11 +135,18 @@ class Autoscaler:
         if self._deadline == math.inf:
             self._pressure.poke()  # a worker may have become idle: time its retirement
 
-    def loaded(self, workers: list[Worker]) -> None:
-        """Idle from now on, unless they have served jobs already."""
+    def started(self, workers: list[Worker]) -> None:
+        """Idle from now (a worker that loads before the rest of its step is idle meanwhile)."""
         now = self._backend.current_time()
         for worker in workers:
-            self._idle_since.setdefault(worker.id, now)
+            self._idle_since[worker.id] = now
+
+    def loaded(self, workers: list[Worker]) -> None:
+        """Their step has loaded: idle from now on, unless they have served jobs already."""
+        now = self._backend.current_time()
+        for worker in workers:
+            if not worker.slot.jobs_done:
+                self._idle_since[worker.id] = now
 
     def close(self) -> None:
         """The pool closes: grow only to finish the queue, then end."""
@@ -165,6 +175,7 @@ class Autoscaler:
                     )
                     self._counters.scaled(up=step)
                     workers = self._workers.start(step, claimed=False)
+                    self.started(workers)
                     errors = await self._workers.wait_loaded(workers, claimed=False)
                     if self._scope.cancel_called:
                         return  # the workers stop (their load errors are kept for the exit)

@@ -64,6 +64,7 @@ def build_options(
         timeout = _seconds(60.0 if idle_timeout is None else idle_timeout)
         initial = low
     default_queue = 4 * high if high is not None else max(64, 4 * initial)
+    queue_size = check_count("queue_size", default_queue if queue_size is None else queue_size)
     if not isinstance(abandon_on_cancel, bool):
         raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
     if name is not None and not isinstance(name, str):
@@ -75,7 +76,7 @@ def build_options(
         min_workers=low,
         max_workers=high,
         idle_timeout=timeout,
-        queue_size=check_count("queue_size", default_queue if queue_size is None else queue_size),
+        queue_size=queue_size,
         abandon_on_cancel=abandon_on_cancel,
         name=name if name is not None else f"trio_pool-{next(_pool_numbers)}",
     )

@@ -154,6 +154,7 @@ class Pool:
         self._move_to(_State.OPEN)
         try:
             workers = parts.workers.start(self._options.initial)
+            parts.autoscaler.started(workers)
             load_errors = await parts.workers.wait_loaded(workers)
         except BaseException as exc:
             error = await self._exit(exc)
@@ -292,6 +293,7 @@ class Pool:
         logger.info("pool %s: adding %d workers to %d", self.name, count, self.worker_count)
         # Provisional until all have loaded: nobody may lease one that may be stopped again.
         workers = parts.workers.start(count, provisional=True)
+        parts.autoscaler.started(workers)
         try:
             errors = await parts.workers.wait_loaded(workers)
         except BaseException:

@@ -139,14 +139,16 @@ class WorkerSet:
         # and that the pool's own cancellation reaches: the thread goes on
         # (to_thread waits for it), but what its jobs run on the loop through
         # trio.from_thread or anyio.from_thread is cancelled.
+        error: BaseException | None = None
         try:
-            with self._loop_scopes[worker.id]:
+            with self._loop_scopes[worker.id]:  # cancelled before the thread starts, it absorbs it
                 await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
         except BaseException as exc:
-            if not worker.started:  # no thread ever ran: report as it would have
-                self._never_started(worker, exc)
-            if not isinstance(exc, anyio.get_cancelled_exc_class()):
-                raise
+            error = exc
+        if not worker.started:  # no thread ever ran: report its error as a loader's
+            self._never_started(worker, error or RuntimeError("the pool stopped first"))
+        elif error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
+            raise error
         # Native asyncio cancellation (asyncio.run shutting down) can end this
         # task while the thread runs; the thread still reports when it is done.
 
