@@ -436,17 +436,30 @@ async def test_a_burst_of_jobs_reaches_every_idle_worker(backend: str) -> None:
             assert len(ids) == 4
 
 
-async def test_caller_cancelled_while_running_waits_by_default(backend: str) -> None:
+@pytest.mark.parametrize("fails", [False, True])
+async def test_caller_cancelled_while_running_waits_and_gets_the_result(
+    backend: str, fails: bool
+) -> None:
+    # As trio.to_thread.run_sync: the finished job's value (or its own error)
+    # comes back, and the cancellation comes at the caller's next checkpoint.
     gate = Gate()
-    finished = anyio.Event()
+    got: list[object] = []
     caller_scope = anyio.CancelScope()
+
+    def job() -> str:
+        gate.enter()
+        if fails:
+            raise KeyError("the job's own error")
+        return "value"
 
     async def caller() -> None:
         with caller_scope:
             try:
-                await pool.run(gate.enter, "value")
-            finally:
-                finished.set()
+                got.append(await pool.run(job))
+            except KeyError as exc:
+                got.append(exc.args[0])
+            await anyio.lowlevel.checkpoint()  # the cancellation comes here
+            got.append("not cancelled")  # pragma: no cover
 
     async with trio_pool.Pool(workers=1) as pool:
         async with anyio.create_task_group() as tg:
@@ -454,13 +467,13 @@ async def test_caller_cancelled_while_running_waits_by_default(backend: str) -> 
             await wait_in_thread(gate.entered)
             caller_scope.cancel()
             await anyio.wait_all_tasks_blocked()
-            assert not finished.is_set()  # still waiting for the job
+            assert got == []  # still waiting for the job
             assert pool.statistics().busy == 1
             gate.open()
         assert caller_scope.cancelled_caught
-        assert finished.is_set()
+        assert got == ["the job's own error" if fails else "value"]
         stats = pool.statistics()
-        assert (stats.busy, stats.completed) == (0, 1)
+        assert (stats.busy, stats.completed + stats.failed) == (0, 1)
 
 
 async def test_a_running_job_sees_its_callers_cancellation(backend: str) -> None:

@@ -402,7 +402,9 @@ async def test_cancelling_a_broadcast_half_way(backend: str) -> None:
                 tg.start_soon(pool.broadcast, log.add, "ran")
                 await poll_until(lambda: len(log.items) == 1)  # the idle worker ran it
                 scope.cancel()
-        assert scope.cancelled_caught
+        # Whether the caller saw the first copy's result or only its cancellation
+        # depends on whether that result had reached the loop: either way the
+        # busy worker's copy never ran.
         gate.open()
         await blocker.wait()
         assert len(log.items) == 1  # the busy worker's copy was removed

@@ -4,25 +4,48 @@ Loop thread only. While a caller waits for a job it owns the job's
 ``_wake`` (set when the job finishes or asks the loop for something) and
 ``_requests`` (its pending ``from_loop()`` calls, run in the caller's task,
 so inside the caller's cancel scope). A job nobody waits for has its calls
-run in the pool's own task group.
+run in the pool's own task group. Either way a call runs in a copy of the
+job's context variables, as ``trio.from_thread.run`` runs its function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import contextvars
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from typing import Any, TypeVar
 
 import anyio
 import outcome
 
 from ._backend import Backend, wait_through_cancellation
 from ._exceptions import JobCancelled
-from ._job import Job, LoopCall
+from ._job import Job, LoopCall, is_cancellation
 from ._statistics import Counters
+
+T = TypeVar("T")
 
 
 def _gone() -> outcome.Error:
     return outcome.Error(JobCancelled("the caller of this job is gone"))
+
+
+class _PoolScopeCall:
+    """A from_loop() call of a job nobody waits for, run in the pool's scope."""
+
+    __slots__ = ("call", "cancelled", "job", "scope")
+
+    def __init__(self, job: Job[Any], call: LoopCall) -> None:
+        self.job = job
+        self.call = call
+        self.scope: anyio.CancelScope | None = None  # made in its task, not in a callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.scope is not None:
+            self.scope.cancel()
 
 
 class Calls:
@@ -39,7 +62,11 @@ class Calls:
         self._counters = counters
         self._start_soon = start_soon
         self._abandon_on_cancel = abandon_on_cancel
-        self._in_pool_scope: set[anyio.CancelScope] = set()
+        self._in_pool_scope: set[_PoolScopeCall] = set()
+        # Calls for the pool's scope wait here for serve_pool_scope(): they
+        # arrive in loop callbacks, outside any task, where anyio cannot run.
+        self._new_calls: list[_PoolScopeCall] = []
+        self._new_calls_posted = backend.event()
         self._closed = False
 
     async def outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
@@ -54,9 +81,10 @@ class Calls:
                 else:
                     await wake.wait()
         except BaseException as exc:
-            await self._caller_left((job,), exc)
-            raise
+            if not await self._caller_left((job,), exc):
+                raise
         job._wake = None
+        assert job._outcome is not None
         return job._outcome
 
     async def outcomes_of(self, jobs: Iterable[Job[Any]]) -> list[outcome.Outcome[Any]]:
@@ -86,17 +114,21 @@ class Calls:
                     break
                 await wake.wait()
         except BaseException as exc:
-            await self._caller_left(jobs, exc)
-            raise
+            if not await self._caller_left(jobs, exc):
+                raise
         for job in jobs:
             job._wake = None
         return [job._outcome for job in jobs if job._outcome is not None]
 
-    async def _caller_left(self, jobs: Iterable[Job[Any]], exc: BaseException) -> None:
+    async def _caller_left(self, jobs: Iterable[Job[Any]], exc: BaseException) -> bool:
         """The caller of ``jobs`` stops waiting, because of ``exc``: apply the rules.
 
         Queued jobs are removed; running ones are abandoned, or, when ``exc``
-        is a cancellation and the pool does not abandon, waited for.
+        is a cancellation and the pool does not abandon, waited for. Returns
+        True if the caller gets the results after all: its cancellation came
+        from a cancel scope, which delivers it again at its next checkpoint,
+        and a job it waited for ended otherwise than by JobCancelled (as
+        ``trio.to_thread.run_sync`` does, no finished work is thrown away).
         """
         running: list[Job[Any]] = []
         for job in jobs:
@@ -110,15 +142,18 @@ class Calls:
             for job in running:
                 job._abandoned = True
                 self._counters.abandoned()
-        else:
-            for job in running:
-                await wait_through_cancellation(job._get_event())
+            return False
+        for job in running:
+            await wait_through_cancellation(job._get_event())
+        return _redelivered() and any(
+            job._outcome is not None and not is_cancellation(job._outcome) for job in running
+        )
 
     async def _serve_requests(self, job: Job[Any]) -> None:
         calls, job._requests = job._requests or [], None
         cancelled = anyio.get_cancelled_exc_class()
         for index, call in enumerate(calls):
-            result = await outcome.acapture(call.async_fn, *call.args)
+            result = await _run_call(call)
             if isinstance(result, outcome.Error) and isinstance(result.error, cancelled):
                 # The rest are answered as cancelled by the caller's handler.
                 job._requests = calls[index:] + (job._requests or [])
@@ -126,7 +161,7 @@ class Calls:
             call.answer(result)
 
     def route(self, job: Job[Any], call: LoopCall) -> None:
-        """A job asks to run ``call`` on the loop (posted by its worker)."""
+        """A job asks to run ``call`` on the loop (posted by its worker, outside any task)."""
         if job._cancel_requested or self._closed:
             call.answer(_gone())
         elif job._wake is not None:  # its caller waits: it runs the call
@@ -135,28 +170,97 @@ class Calls:
             job._requests.append(call)
             job._wake.set()
         else:
-            scope = anyio.CancelScope()  # registered now, so a stop now cancels it
-            self._in_pool_scope.add(scope)
-            self._start_soon(self._serve_in_pool_scope, call, scope)
+            entry = _PoolScopeCall(job, call)  # registered now, so a stop now cancels it
+            self._in_pool_scope.add(entry)
+            self._new_calls.append(entry)
+            self._new_calls_posted.set()
 
-    async def _serve_in_pool_scope(self, call: LoopCall, scope: anyio.CancelScope) -> None:
-        result: outcome.Outcome[Any] = outcome.Error(JobCancelled("the pool is stopping"))
-        with scope:
+    async def serve_pool_scope(self) -> None:
+        """The pool's task that starts a task per call for its own scope, until it closes."""
+        while not self._closed:
+            await self._new_calls_posted.wait()
+            self._new_calls_posted = self._new_event()
+            calls, self._new_calls = self._new_calls, []
+            for entry in calls:
+                self._start_soon(self._serve_in_pool_scope, entry)
+
+    async def _serve_in_pool_scope(self, entry: _PoolScopeCall) -> None:
+        result: outcome.Outcome[Any] = outcome.Error(JobCancelled("the job was cancelled"))
+        with anyio.CancelScope() as entry.scope:
+            if entry.cancelled:
+                entry.scope.cancel()
             try:
-                result = await outcome.acapture(call.async_fn, *call.args)
+                result = await _run_call(entry.call)
             finally:
-                self._in_pool_scope.discard(scope)
+                self._in_pool_scope.discard(entry)
         if isinstance(result, outcome.Error) and isinstance(
             result.error, anyio.get_cancelled_exc_class()
         ):
-            result = outcome.Error(JobCancelled("the pool is stopping"))
-        call.answer(result)
+            result = outcome.Error(JobCancelled("the job was cancelled"))
+        entry.call.answer(result)
+
+    def cancel_job_calls(self, job: Job[Any]) -> None:
+        """``job.cancel()`` on a running job: cancel its calls in the pool's scope."""
+        for entry in list(self._in_pool_scope):
+            if entry.job is job:
+                entry.cancel()
 
     def cancel_pool_scope(self) -> None:
         """Cancel the calls running in the pool's own scope (it is stopping on an error)."""
-        for scope in self._in_pool_scope:
-            scope.cancel()
+        for entry in self._in_pool_scope:
+            entry.cancel()
 
     def close(self) -> None:
         """The pool has closed: answer every later call as cancelled."""
         self._closed = True
+        self._new_calls_posted.set()
+
+
+def _redelivered() -> bool:
+    """Whether the task's cancellation comes from a cancel scope (delivered again).
+
+    A native asyncio ``Task.cancel()`` (``asyncio.timeout`` included) is
+    delivered once only: the caller must raise it.
+    """
+    return anyio.current_effective_deadline() == -math.inf
+
+
+async def _run_call(call: LoopCall) -> outcome.Outcome[Any]:
+    """``await call.async_fn(*call.args)``, in the job's context, as an Outcome."""
+    try:
+        awaitable = call.context.run(call.async_fn, *call.args)
+        if not inspect.isawaitable(awaitable):
+            raise TypeError(
+                f"from_loop() expected an async function, but {call.async_fn!r} returned "
+                f"{awaitable!r}: it appears to be synchronous"
+            )
+        return outcome.Value(await _InContext(call.context, awaitable))
+    except BaseException as exc:
+        return outcome.Error(exc)
+
+
+class _InContext(Awaitable[T]):
+    """Steps an awaitable inside ``context``, while the awaiting task stays the same."""
+
+    def __init__(self, context: contextvars.Context, awaitable: Awaitable[T]) -> None:
+        self._context = context
+        self._iterator = awaitable.__await__()
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        run, iterator = self._context.run, self._iterator
+        send: Any = None
+        thrown: BaseException | None = None
+        while True:
+            try:
+                if thrown is None:
+                    yielded = run(iterator.send, send)
+                else:
+                    error, thrown = thrown, None
+                    yielded = run(iterator.throw, error)
+            except StopIteration as done:
+                result: T = done.value
+                return result
+            try:
+                send = yield yielded
+            except BaseException as exc:  # thrown into the task (a cancellation): pass it in
+                thrown = exc

@@ -8,6 +8,8 @@ lookup, and a :class:`JobView` of the job that runs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import types
 from collections.abc import Awaitable, Callable, Hashable
@@ -161,15 +163,44 @@ def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
     """Run ``await async_fn(*args)`` on the event loop, from a job; return its value.
 
     It runs in the task that waits for the job (``run``, ``call``, a lease's
-    calls, ``broadcast``), inside that caller's cancel scope; for a job nobody
-    waits for (``submit``), in the pool's own scope. The worker blocks
-    meanwhile.
+    calls, ``broadcast``, :func:`run_in_thread`), inside that caller's cancel
+    scope; for a job nobody waits for (``submit``), in the pool's own scope,
+    where :meth:`Job.cancel` cancels it. It runs in a copy of the job's
+    context variables: it sees what the job set, and what it sets stays
+    there. The worker blocks meanwhile.
+
+    Unlike ``trio.from_thread.run`` or ``anyio.from_thread.run`` in a job,
+    which run in the worker's own task (the pool's scope, for as long as the
+    pool lives), this stays in the caller's scope: the caller's deadline
+    reaches it.
 
     Raises:
         BaseException: whatever ``async_fn`` raised.
         JobCancelled: if the caller was cancelled, or is gone, or the pool is
             stopping on an error: it raises at once instead of hanging.
         RuntimeError: if called outside a job in a worker thread.
+        TypeError: if ``async_fn`` is not an async function (nothing runs).
     """
-    result: R = _current_job("from_loop").call_loop(async_fn, args).unwrap()
+    job = _current_job("from_loop")
+    if _is_sync_function(async_fn):
+        raise TypeError(
+            f"from_loop() takes an async function, but {async_fn!r} appears to be "
+            "synchronous; call it here in the job instead"
+        )
+    result: R = job.call_loop(async_fn, args).unwrap()
     return result
+
+
+def _is_sync_function(fn: object) -> bool:
+    """A plain function, method or builtin that is not ``async def`` (partials unwrapped)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.isbuiltin(fn):
+        return True
+    if inspect.isfunction(fn) or inspect.ismethod(fn):
+        return not (
+            inspect.iscoroutinefunction(fn)
+            or inspect.isasyncgenfunction(fn)
+            or hasattr(fn, "_is_coroutine_marker")
+        )
+    return False  # another callable may return an awaitable: the loop side checks

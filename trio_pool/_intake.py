@@ -15,6 +15,7 @@ from typing import Any
 from ._admission import Admission
 from ._autoscale import Autoscaler, FixedSize
 from ._backend import Backend
+from ._calls import Calls
 from ._exceptions import PoolClosedError, QueueFull
 from ._handoff import Delivery, Handoff, Slot
 from ._hosts._base import ExcInfo
@@ -32,6 +33,7 @@ class Intake:
         admission: Admission,
         workers: WorkerSet,
         autoscaler: Autoscaler | FixedSize,
+        calls: Calls,
         counters: Counters,
         operations: Operations,
         backend: Backend,
@@ -41,6 +43,7 @@ class Intake:
         self._admission = admission
         self._workers = workers
         self._autoscaler = autoscaler
+        self._calls = calls
         self._counters = counters
         self._operations = operations
         self._backend = backend
@@ -123,6 +126,7 @@ class Intake:
             self._admission.release()
             return True
         if job._outcome is None and job.worker_id is not None:
+            self._calls.cancel_job_calls(job)
             worker = self._workers.get(job.worker_id)
             if worker is not None:
                 worker.host.interrupt()

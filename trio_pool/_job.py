@@ -7,6 +7,7 @@ listed with their writer; each field has one.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -203,14 +204,34 @@ def _call_safely(callback: Callable[[Any], object], result: Outcome[Any]) -> Non
 class LoopCall:
     """A job's request to run ``async_fn(*args)`` on the event loop (from_loop)."""
 
-    __slots__ = ("args", "async_fn", "done", "result")
+    __slots__ = ("args", "async_fn", "context", "done", "result")
 
-    def __init__(self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        async_fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        context: contextvars.Context,
+    ) -> None:
         self.async_fn: Callable[..., Awaitable[Any]] = async_fn
         self.args: tuple[Any, ...] = args
+        self.context = context  # a copy of the job's, to run the call in
         self.done: threading.Event = threading.Event()
         self.result: Outcome[Any] = Error(RuntimeError("the loop never answered"))
 
     def answer(self, result: Outcome[Any]) -> None:
         self.result = result
         self.done.set()
+
+
+def ask_loop(
+    post: Callable[[Callable[[], object]], None],
+    route: Callable[[Job[Any], LoopCall], None],
+    job: Job[Any],
+    async_fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+) -> Outcome[Any]:
+    """From the job's thread: have ``route`` run ``async_fn(*args)`` on the loop; its Outcome."""
+    call = LoopCall(async_fn, args, contextvars.copy_context())
+    post(functools.partial(route, job, call))
+    call.done.wait()
+    return call.result

@@ -69,6 +69,7 @@ class Parts:
             self.admission,
             self.workers,
             self.autoscaler,
+            self.calls,
             counters,
             operations,
             backend,

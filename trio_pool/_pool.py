@@ -151,6 +151,7 @@ class Pool:
             raise RuntimeError("a Pool can be entered only once; make a new one")
         parts = self._parts = Parts(self._options, self._counters, self._operations)
         await parts.task_group.__aenter__()
+        parts.task_group.start_soon(parts.calls.serve_pool_scope, name=f"{self.name}-from_loop")
         self._move_to(_State.OPEN)
         try:
             workers = parts.workers.start(self._options.initial)

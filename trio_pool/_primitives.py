@@ -17,13 +17,16 @@ from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, final
 
-import anyio
+import sniffio
 from outcome import Outcome
 
-from ._backend import current_backend, wait_through_cancellation
+from ._backend import current_backend
+from ._calls import Calls
 from ._checks import check_sync_callable
 from ._hosts._base import call_sync
 from ._in_worker import context
+from ._job import Job, LoopCall, ask_loop
+from ._statistics import Counters
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,57 +40,81 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
 
     The pool's rules apply: any exception, :class:`BaseException` included,
     is raised with its traceback; the call runs in a copy of the caller's
-    :mod:`contextvars` context; :func:`check_cancelled` works inside it.
+    :mod:`contextvars` context; :func:`check_cancelled` and
+    :func:`from_loop` work inside it.
 
-    Cancellation: the caller waits for the thread to finish, then raises the
-    cancellation; meanwhile :func:`check_cancelled` raises
-    :class:`JobCancelled` inside the call, so it can stop early.
+    Cancellation: the caller waits for the thread to finish, while
+    :func:`check_cancelled` raises :class:`JobCancelled` inside the call, so
+    it can stop early; as for :meth:`Pool.run`, the caller then gets the
+    call's result and its cancellation at its next checkpoint.
     """
     check_sync_callable(fn)
     backend = current_backend()
     await backend.cancellation_point()
-    call = _ThreadCall(contextvars.copy_context())
-    done = backend.event()
+    job: Job[R] = Job(
+        fn,
+        args,
+        kwargs,
+        new_event=backend.event,
+        canceller=_ask_to_stop,
+        context=contextvars.copy_context(),
+    )
+    calls = Calls(backend, Counters(), _no_pool_scope, abandon_on_cancel=False)
+    view = _ThreadCall(job, backend.post, calls.route)
 
     def body() -> None:
-        context.job = call
+        context.job = view
         try:
-            call.result = call.context.run(call_sync, fn, args, kwargs)
+            result = job._context.run(_call, fn, args, kwargs)
         finally:
             context.job = None
-        backend.post(done.set)  # the thread's last act
+        backend.post(lambda: job._finish(result))  # the thread's last act
 
     thread = threading.Thread(
         target=body, name=f"trio_pool.run_in_thread-{next(_thread_numbers)}", daemon=True
     )
     thread.start()
     try:
-        await done.wait()
-    except BaseException as exc:
-        call.cancelled = True
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
-            await wait_through_cancellation(done)
-            thread.join()
-        raise
-    thread.join()  # it has posted its result: it is leaving
-    assert call.result is not None
-    result: R = call.result.unwrap()
-    return result
+        result = await calls.outcome_of(job)
+    finally:
+        if job.done:
+            thread.join()  # it has posted its result: it is leaving
+    value: R = result.unwrap()
+    return value
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome[Any]:
+    sniffio.current_async_library_cvar.set(None)  # no event loop in this thread
+    return call_sync(fn, args, kwargs)
+
+
+def _ask_to_stop(job: Job[Any]) -> bool:
+    job._cancel_requested = True  # the caller left; the thread sees it in check_cancelled()
+    return False
+
+
+def _no_pool_scope(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a run_in_thread() call always has its caller")  # pragma: no cover
 
 
 @final
 class _ThreadCall:
     """A run_in_thread() call, as the in-job functions see it (a JobView)."""
 
-    __slots__ = ("cancelled", "context", "result")
+    __slots__ = ("_job", "_post", "_route")
 
-    def __init__(self, ctx: contextvars.Context) -> None:
-        self.context = ctx
-        self.cancelled = False  # written by the caller's task, read by the thread
-        self.result: Outcome[Any] | None = None  # written by the thread before it posts
+    def __init__(
+        self,
+        job: Job[Any],
+        post: Callable[[Callable[[], object]], None],
+        route: Callable[[Job[Any], LoopCall], None],
+    ) -> None:
+        self._job = job
+        self._post = post
+        self._route = route
 
     def cancel_requested(self) -> bool:
-        return self.cancelled
+        return self._job._cancel_requested
 
     def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
         raise RuntimeError("wait() must be called from a job in a pool's worker")
@@ -95,7 +122,7 @@ class _ThreadCall:
     def call_loop(
         self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> Outcome[Any]:
-        raise RuntimeError("from_loop() must be called from a job in a pool's worker")
+        return ask_loop(self._post, self._route, self._job, async_fn, args)
 
 
 @final

@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import outcome
+import sniffio
 
 from ._backend import Event
 from ._handoff import Handoff, Slot
 from ._hosts._base import Host, HostDied
 from ._in_worker import WorkerInfo
-from ._job import Job, LoopCall
+from ._job import Job, LoopCall, ask_loop
 
 logger = logging.getLogger("trio_pool")
 
@@ -53,7 +54,7 @@ class Worker:
         self._route = route
         self._job: Job[Any] | None = None  # the job it runs (this thread only)
         #: Set by the thread as it begins (read by the loop once the thread is done).
-        self.started = False
+        self.started: bool = False
 
     @property
     def id(self) -> int:
@@ -89,11 +90,8 @@ class Worker:
         self._post(self.loaded.set)
         while (job := handoff.take(slot)) is not None:
             self._job = job
-            assert job._fn is not None
             try:
-                result = job._context.run(
-                    host.execute, job._fn, job._args, job._kwargs, job._with_interface, self
-                )
+                result = job._context.run(self._execute, job)
             except HostDied as exc:
                 self._job = None
                 logger.error("worker %s: its host died", self.info.name, exc_info=exc)
@@ -111,6 +109,12 @@ class Worker:
         logger.debug("worker %s stopped", self.info.name)
         return error
 
+    def _execute(self, job: Job[Any]) -> outcome.Outcome[Any]:
+        """In the job's context: which has no event loop in this thread (sniffio says so)."""
+        sniffio.current_async_library_cvar.set(None)
+        assert job._fn is not None
+        return self.host.execute(job._fn, job._args, job._kwargs, job._with_interface, self)
+
     # --- the running job's view (trio_pool.check_cancelled, wait, from_loop) ---
 
     def cancel_requested(self) -> bool:
@@ -125,7 +129,4 @@ class Worker:
         self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> outcome.Outcome[Any]:
         assert self._job is not None
-        call = LoopCall(async_fn, args)
-        self._post(functools.partial(self._route, self._job, call))
-        call.done.wait()
-        return call.result
+        return ask_loop(self._post, self._route, self._job, async_fn, args)

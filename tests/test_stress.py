@@ -1,0 +1,1135 @@
+"""Seeded random programs against the pool, with its invariants checked after each.
+
+Each program is a pool (fixed or autoscaling, with loaders and exit hooks that
+sometimes fail) and a few tasks that drive a random mix of everything at once:
+run/call/call_method/interface calls and submits under tiny deadlines,
+``job.cancel()``, native asyncio ``Task.cancel()`` (on asyncio), ``map`` with
+early breaks and errors, resizing, broadcasts, leases, notify/wait,
+``from_loop`` and exits by an error or a cancellation with jobs still queued.
+Once the pool's block has exited, :func:`check` compares what the callers saw
+with what the worker threads did.
+
+The seed fixes the program; the threads' timing still differs from run to run.
+
+- ``TRIO_POOL_STRESS=<programs>`` runs that many programs per backend (the
+  default is a few, to keep the suite fast);
+- ``TRIO_POOL_STRESS_SEED=<seed>`` runs only that seed (a failure names it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import os
+import random
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+import outcome
+import pytest
+import sniffio
+import trio
+
+import trio_pool
+
+from helpers import TIMEOUT, wait_in_thread
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+PROGRAMS = int(os.environ.get("TRIO_POOL_STRESS", "12"))
+ONLY_SEED = os.environ.get("TRIO_POOL_STRESS_SEED")
+HANG_LIMIT = 20  # seconds for one program; a working one takes a small fraction of that
+
+
+def seeds() -> list[int]:
+    return [int(ONLY_SEED)] if ONLY_SEED else list(range(PROGRAMS))
+
+
+class TaskError(Exception):
+    """A task's own error: the pool's block exits by it."""
+
+
+class JobError(Exception):
+    """A job's own error; its argument is the job's tag."""
+
+
+class LoaderError(Exception):
+    """A loader's error; its argument is the worker id."""
+
+
+class HookError(Exception):
+    """An exit hook's error; its argument is the worker id."""
+
+
+# --- the program generator -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Sleep:
+    """A job step: block, without looking at cancellation."""
+
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Spin:
+    """A job step: short sleeps with ``check_cancelled()`` between them."""
+
+    rounds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FromLoop:
+    """A job step: ``from_loop()`` of a coroutine that sleeps ``delay`` (0: a checkpoint)."""
+
+    delay: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Raise:
+    """A job step: raise ``JobError(tag)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AwaitNotify:
+    """A job step: ``trio_pool.wait()`` for the notify the test sends."""
+
+
+Step = Sleep | Spin | FromLoop | Raise | AwaitNotify
+How = Literal["run", "call", "call_method", "interface"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """Call a job and wait for it (on the pool, or on a lease's worker)."""
+
+    token: int
+    steps: tuple[Step, ...]
+    how: How
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Submit:
+    """Submit a job, then cancel it, wait for it, or leave it to the pool's exit."""
+
+    token: int
+    steps: tuple[Step, ...]
+    nowait: bool
+    deadline: float  # of the submit()
+    then: Literal["cancel", "cancel_later", "cancel_running", "wait", "leave"]
+    checkpoints: int  # before "cancel_later"
+    wait_deadline: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Burst:
+    """Fill the queue with jobs (submit_nowait until it is full) and leave them."""
+
+    tokens: tuple[int, ...]
+    steps: tuple[Step, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class NativeCancel:
+    """asyncio only: a call in a task of its own, cancelled by ``Task.cancel()``."""
+
+    token: int
+    steps: tuple[Step, ...]
+    when: Literal["at_once", "checkpoints", "running", "wait_for"]
+    checkpoints: int
+    timeout: float  # of asyncio.wait_for
+
+
+@dataclasses.dataclass(frozen=True)
+class Map:
+    items: int
+    ordered: bool
+    outcomes: bool
+    chunksize: int
+    stop_after: int | None  # break after this many results
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Broadcast:
+    token: int
+    steps: tuple[Step, ...]
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Lease:
+    calls: tuple[Call, ...]
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Resize:
+    which: Literal["resize", "add_workers", "stop_workers", "ensure"]
+    count: int
+    at_most: int
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Notify:
+    """Submit a job that waits for a notify; notify it once it runs (or cancel it)."""
+
+    token: int
+    cancel_instead: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class RaiseTaskError:
+    pass
+
+
+Op = (
+    Call
+    | Submit
+    | Burst
+    | NativeCancel
+    | Map
+    | Broadcast
+    | Lease
+    | Resize
+    | Notify
+    | Stats
+    | RaiseTaskError
+)
+MAP_ERROR_ITEM = 13  # map_item() raises JobError for this item
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    seed: int
+    backend: str
+    options: dict[str, Any]  # for Pool()
+    load_fail: frozenset[int]  # worker ids whose loader raises LoaderError
+    hook_fail: frozenset[int]  # worker ids whose exit hook raises HookError
+    load_seconds: float
+    deadline: float  # of the whole block: an exit by cancellation
+    tasks: tuple[tuple[Op, ...], ...]
+
+    @property
+    def abandon(self) -> bool:
+        return bool(self.options.get("abandon_on_cancel"))
+
+    def where(self) -> str:
+        return (
+            f"seed {self.seed} on {self.backend} (rerun it with TRIO_POOL_STRESS_SEED="
+            f"{self.seed} pytest tests/test_stress.py -k {self.backend!r})"
+        )
+
+
+class Generator:
+    """Draws one program from a seed."""
+
+    def __init__(self, seed: int, backend: str) -> None:
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.backend = backend
+        self.next_token = 0
+
+    def token(self) -> int:
+        self.next_token += 1
+        return self.next_token
+
+    def deadline(self) -> float:
+        """Usually none; else tiny, so that it strikes anywhere in a call."""
+        if self.rng.random() < 0.55:
+            return math.inf
+        return self.rng.choice([0, 0.0002, 0.0005, 0.001, 0.003, 0.01])
+
+    def steps(self) -> tuple[Step, ...]:
+        rng = self.rng
+        steps: list[Step] = []
+        for _ in range(rng.randint(0, 3)):
+            kind = rng.random()
+            if kind < 0.35:
+                steps.append(Sleep(rng.choice([0, 0.0005, 0.002])))
+            elif kind < 0.6:
+                steps.append(Spin(rng.randint(1, 6)))
+            elif kind < 0.85:
+                steps.append(FromLoop(rng.choice([0, 0, 0.001])))
+            else:
+                steps.append(Raise())
+        return tuple(steps)
+
+    def call(self, how: tuple[How, ...] = ("run", "call", "call_method", "interface")) -> Call:
+        return Call(self.token(), self.steps(), self.rng.choice(how), self.deadline())
+
+    def op(self) -> Op:
+        rng = self.rng
+        kinds: dict[str, float] = {
+            "call": 5,
+            "submit": 4,
+            "burst": 0.4,
+            "map": 1.2,
+            "broadcast": 1,
+            "lease": 1.2,
+            "resize": 1,
+            "notify": 0.7,
+            "stats": 0.5,
+        }
+        if self.backend == "anyio-asyncio":
+            kinds["native"] = 1.5
+        kind = rng.choices(list(kinds), list(kinds.values()))[0]
+        if kind == "call":
+            return self.call()
+        if kind == "submit":
+            return Submit(
+                self.token(),
+                self.steps(),
+                nowait=rng.random() < 0.3,
+                deadline=self.deadline(),
+                then=rng.choice(
+                    ["cancel", "cancel_later", "cancel_running", "wait", "wait", "leave"]
+                ),
+                checkpoints=rng.randint(0, 5),
+                wait_deadline=self.deadline(),
+            )
+        if kind == "burst":
+            tokens = tuple(self.token() for _ in range(rng.randint(1, 10)))
+            return Burst(tokens, (Sleep(rng.choice([0, 0.001, 0.003])),))
+        if kind == "native":
+            return NativeCancel(
+                self.token(),
+                self.steps(),
+                when=rng.choice(["at_once", "checkpoints", "running", "running", "wait_for"]),
+                checkpoints=rng.randint(0, 6),
+                timeout=rng.choice([0.0002, 0.001, 0.003]),
+            )
+        if kind == "map":
+            return Map(
+                items=rng.randint(0, 30),
+                ordered=rng.random() < 0.6,
+                outcomes=rng.random() < 0.4,
+                chunksize=rng.choice([1, 1, 2, 5]),
+                stop_after=rng.choice([None, None, 0, 1, 3, 10]),
+                deadline=self.deadline(),
+            )
+        if kind == "broadcast":
+            return Broadcast(self.token(), self.steps(), self.deadline())
+        if kind == "lease":
+            calls = tuple(
+                self.call(("run", "call", "call_method")) for _ in range(rng.randint(1, 4))
+            )
+            return Lease(calls, self.deadline())
+        if kind == "resize":
+            return Resize(
+                rng.choice(["resize", "add_workers", "stop_workers", "ensure"]),
+                count=rng.randint(1, 3),
+                at_most=rng.randint(2, 4),
+                deadline=self.deadline(),
+            )
+        if kind == "notify":
+            return Notify(self.token(), cancel_instead=rng.random() < 0.2)
+        return Stats()
+
+    def program(self) -> Program:
+        rng = self.rng
+        options: dict[str, Any] = {}
+        if rng.random() < 0.35:
+            low = rng.choice([0, 0, 1, 2])
+            options.update(
+                min_workers=low,
+                max_workers=rng.randint(max(1, low), 4),
+                idle_timeout=rng.choice([0.002, 0.01, 0.05]),
+            )
+            initial = low
+        else:
+            initial = rng.randint(1, 4)
+            options["workers"] = initial
+        queue_size = rng.choice([None, 1, 2, 4, 8])
+        if queue_size is not None:
+            options["queue_size"] = queue_size
+        options["abandon_on_cancel"] = rng.random() < 0.25
+        # A loader of the first workers fails now and then (the block raises
+        # on entry); later ones more often (while resizing or autoscaling).
+        load_fail = {i for i in range(initial) if rng.random() < 0.02}
+        load_fail |= {i for i in range(initial, 30) if rng.random() < 0.1}
+        hook_fail = {i for i in range(30) if rng.random() < 0.08}
+        tasks: list[tuple[Op, ...]] = []
+        for _ in range(rng.randint(2, 8)):
+            ops = [self.op() for _ in range(rng.randint(3, 12))]
+            if rng.random() < 0.12:  # an exit by error, with jobs still queued
+                at = rng.randint(0, len(ops))
+                ops[at:at] = [
+                    Burst((self.token(), self.token()), (Sleep(0.003),)),
+                    RaiseTaskError(),
+                ]
+            elif rng.random() < 0.08:
+                ops.insert(rng.randint(0, len(ops)), RaiseTaskError())
+            tasks.append(tuple(ops))
+        deadline = rng.choice([math.inf] * 9 + [0.005, 0.02])
+        return Program(
+            self.seed,
+            self.backend,
+            options,
+            frozenset(load_fail),
+            frozenset(hook_fail),
+            load_seconds=rng.choice([0, 0, 0.001, 0.005]),
+            deadline=deadline,
+            tasks=tuple(tasks),
+        )
+
+
+def generate(seed: int, backend: str) -> Program:
+    return Generator(seed, backend).program()
+
+
+# --- what the worker threads did --------------------------------------------------
+
+Tag = Hashable  # a job's token, or (token, worker id) for a broadcast's jobs
+End = Literal["returned", "raised", "jobcancelled"]
+
+
+class Record:
+    """What loaders, hooks and jobs did, written from the worker threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: dict[Tag, int] = {}
+        self.ends: dict[Tag, End] = {}
+        self.loads: dict[int, int] = {}  # worker id -> its thread
+        self.load_failed: set[int] = set()
+        self.exits: dict[int, list[tuple[int, tuple[Any, ...]]]] = {}  # (thread, exc_info)
+        self.hook_errors = 0
+        self.on_start: dict[Tag, Callable[[], object]] = {}  # handshakes the loop waits for
+
+    def started(self, tag: Tag) -> None:
+        with self.lock:
+            self.runs[tag] = self.runs.get(tag, 0) + 1
+            on_start = self.on_start.pop(tag, None)
+        if on_start is not None:
+            on_start()
+
+    def ended(self, tag: Tag, end: End) -> None:
+        with self.lock:
+            self.ends[tag] = end
+
+
+async def loop_task_id(delay: float) -> int:
+    if delay:
+        await anyio.sleep(delay)
+    else:
+        await anyio.lowlevel.checkpoint()
+    return anyio.get_current_task().id
+
+
+def job_body(
+    record: Record, token: int, steps: tuple[Step, ...], per_worker: bool = False
+) -> tuple[Tag, int, tuple[Any, ...]]:
+    """A job: returns (its tag, its worker, what its from_loop and wait steps got)."""
+    worker = trio_pool.current_worker().id
+    tag: Tag = (token, worker) if per_worker else token
+    record.started(tag)
+    end: End = "raised"
+    extras: list[Any] = []
+    try:
+        for step in steps:
+            if isinstance(step, Sleep):
+                time.sleep(step.seconds)
+            elif isinstance(step, Spin):
+                for _ in range(step.rounds):
+                    trio_pool.check_cancelled()
+                    time.sleep(0.0005)
+            elif isinstance(step, FromLoop):
+                extras.append(("loop", trio_pool.from_loop(loop_task_id, step.delay)))
+            elif isinstance(step, AwaitNotify):
+                extras.append(("notified", trio_pool.wait(("notify", token), timeout=TIMEOUT)))
+            else:
+                raise JobError(tag)
+        end = "returned"
+        return (tag, worker, tuple(extras))
+    except trio_pool.JobCancelled:
+        end = "jobcancelled"
+        raise
+    finally:
+        record.ended(tag, end)
+
+
+def map_item(x: int) -> int:
+    time.sleep(0.0002 * (x % 3))
+    if x == MAP_ERROR_ITEM:
+        raise JobError(x)
+    return 2 * x
+
+
+def make_interface(program: Program, record: Record) -> type:
+    class Iface:
+        def __init__(self, tag: str) -> None:
+            worker = trio_pool.current_worker().id
+            if program.load_seconds:
+                time.sleep(program.load_seconds)
+            if worker in program.load_fail:
+                with record.lock:
+                    record.load_failed.add(worker)
+                raise LoaderError(worker)
+            with record.lock:
+                record.loads[worker] = threading.get_ident()
+            self.worker = worker
+
+        def work(self, token: int, steps: tuple[Step, ...]) -> tuple[Tag, int, tuple[Any, ...]]:
+            return job_body(record, token, steps)
+
+        def __exit__(self, *exc_info: Any) -> None:
+            with record.lock:
+                record.exits.setdefault(self.worker, []).append((threading.get_ident(), exc_info))
+                record.hook_errors += self.worker in program.hook_fail
+            if self.worker in program.hook_fail:
+                raise HookError(self.worker)
+
+    return Iface
+
+
+# --- what the callers saw ------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Seen:
+    """What the caller of one job got: an Outcome, or None if it raised its cancellation."""
+
+    result: outcome.Outcome[Any] | None
+    caller: int  # its task's id, where its job's from_loop() calls run
+    native: bool = False  # cancelled by asyncio's Task.cancel(), not by a cancel scope
+    worker: int | None = None  # the leased worker it called
+
+
+@dataclasses.dataclass
+class Tracked:
+    """A submitted job, with what its done-callbacks and wait() got."""
+
+    token: int
+    job: trio_pool.Job[Any]
+    callbacks: list[tuple[outcome.Outcome[Any], bool]] = dataclasses.field(default_factory=list)
+    waited: list[outcome.Outcome[Any]] = dataclasses.field(default_factory=list)
+    removed: bool = False  # job.cancel() returned True
+    notified: bool = False
+
+
+@dataclasses.dataclass
+class Broadcasted:
+    token: int
+    caller: int
+    result: list[outcome.Outcome[Any]] | None  # None: it raised its cancellation
+
+
+def leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from leaves(inner)
+    else:
+        yield exc
+
+
+def loop_poster() -> Callable[[Callable[[], object]], object]:
+    """Runs a callback on this event loop, from any thread (for handshakes from jobs)."""
+    if sniffio.current_async_library() == "trio":
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    return asyncio.get_running_loop().call_soon_threadsafe
+
+
+# --- the interpreter ---------------------------------------------------------------
+
+
+class Runner:
+    """Runs one program; collects what its callers saw and any problem seen on the way."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.record = Record()
+        self.iface: Any = make_interface(program, self.record)
+        self.pool = trio_pool.Pool(
+            self.iface, "tag", name=f"stress{program.seed}", **program.options
+        )
+        self.seen: dict[int, Seen] = {}
+        self.tracked: list[Tracked] = []
+        self.broadcasts: list[Broadcasted] = []
+        self.offered: set[int] = set()  # tokens that a submitting call was made for
+        self.surfaced: list[tuple[str, int]] = []  # loader and hook errors raised to us
+        self.booms = 0
+        self.exit_error: BaseException | None = None
+        self.problems: list[str] = []
+        self.loop_thread = threading.get_ident()
+
+    async def run(self, guard: anyio.CancelScope) -> None:
+        self.post = loop_poster()
+        try:
+            with anyio.move_on_after(self.program.deadline):
+                try:
+                    async with self.pool:
+                        async with anyio.create_task_group() as tasks:
+                            for ops in self.program.tasks:
+                                tasks.start_soon(self.task, ops)
+                except BaseException as exc:
+                    self.exit_error = exc
+                    raise
+        except BaseException:
+            if guard.cancel_called:
+                raise  # it hung: fail_after says so
+        for leaf in leaves(self.exit_error) if self.exit_error else ():
+            if isinstance(leaf, (LoaderError, HookError)):
+                self.surfaced.append((type(leaf).__name__, leaf.args[0]))
+        await self.after_exit()
+
+    async def after_exit(self) -> None:
+        """Every submitting call raises PoolClosedError once the block has exited."""
+        with pytest.raises(trio_pool.PoolClosedError):
+            await self.pool.run(int)
+        with pytest.raises(trio_pool.PoolClosedError):
+            await self.pool.submit(int)
+        with pytest.raises(trio_pool.PoolClosedError):
+            self.pool.submit_nowait(int)
+
+    async def task(self, ops: tuple[Op, ...]) -> None:
+        for op in ops:
+            await self.step(op)
+
+    async def step(self, op: Op) -> None:
+        if isinstance(op, Call):
+            with anyio.move_on_after(op.deadline):
+                await self.call(op, self.invoke(op))
+        elif isinstance(op, Submit):
+            await self.submit(op)
+        elif isinstance(op, Burst):
+            await self.burst(op)
+        elif isinstance(op, NativeCancel):
+            await self.native_cancel(op)
+        elif isinstance(op, Map):
+            await self.map(op)
+        elif isinstance(op, Broadcast):
+            await self.broadcast(op)
+        elif isinstance(op, Lease):
+            await self.lease(op)
+        elif isinstance(op, Resize):
+            await self.resize(op)
+        elif isinstance(op, Notify):
+            await self.notify(op)
+        elif isinstance(op, Stats):
+            self.check_statistics_shape()
+            await anyio.lowlevel.checkpoint()
+        else:
+            self.booms += 1
+            raise TaskError
+
+    def invoke(self, op: Call, on: Any = None) -> Callable[[], Awaitable[Any]] | None:
+        """The call ``op`` makes, on the pool or on a lease; None if it cannot be made."""
+        target = self.pool if on is None else on
+        args = (op.token, op.steps)
+        if op.how == "run":
+            return lambda: target.run(job_body, self.record, *args)
+        if op.how == "call":
+
+            async def call() -> Any:
+                return (await target.call("work", *args)).unwrap()
+
+            return call
+        if op.how == "call_method":
+            return lambda: target.call_method(self.iface.work, *args)
+        try:
+            method = target.interface.work
+        except AttributeError:
+            return None  # no worker has loaded yet: the operations are not known
+        return lambda: method(*args)
+
+    async def call(
+        self, op: Call, invoke: Callable[[], Awaitable[Any]] | None, worker: int | None = None
+    ) -> None:
+        """Make a call and note what it gives: a value, an error, or a cancellation."""
+        if invoke is None:
+            return
+        caller = anyio.get_current_task().id
+        self.offered.add(op.token)
+        try:
+            value = await invoke()
+        except anyio.get_cancelled_exc_class():
+            self.seen[op.token] = Seen(None, caller, worker=worker)
+            raise
+        except (Exception, trio_pool.JobCancelled) as exc:
+            self.seen[op.token] = Seen(outcome.Error(exc), caller, worker=worker)
+        else:
+            self.seen[op.token] = Seen(outcome.Value(value), caller, worker=worker)
+
+    def track(self, token: int, job: trio_pool.Job[Any]) -> Tracked:
+        tracked = Tracked(token, job)
+
+        def done(result: outcome.Outcome[Any]) -> None:
+            in_loop = threading.get_ident() == self.loop_thread
+            tracked.callbacks.append((result, in_loop))
+
+        job.add_done_callback(done)
+        self.tracked.append(tracked)
+        return tracked
+
+    def started_event(self, token: int, job: trio_pool.Job[Any] | None = None) -> anyio.Event:
+        """An event set once the job ``token`` starts (or, given, ``job`` ends)."""
+        event = anyio.Event()
+        post = self.post
+        with self.record.lock:
+            if token not in self.record.runs:
+                self.record.on_start[token] = lambda: post(event.set)
+            else:
+                event.set()
+        if job is not None:
+            job.add_done_callback(lambda _: event.set())
+        return event
+
+    async def submit(self, op: Submit) -> None:
+        job: trio_pool.Job[Any] | None = None
+        self.offered.add(op.token)
+        try:
+            if op.nowait:
+                job = self.pool.submit_nowait(job_body, self.record, op.token, op.steps)
+            else:
+                with anyio.move_on_after(op.deadline):
+                    job = await self.pool.submit(job_body, self.record, op.token, op.steps)
+        except (trio.WouldBlock, anyio.WouldBlock):
+            return
+        if job is None:
+            return  # cancelled while it waited for room: nothing was submitted
+        tracked = self.track(op.token, job)
+        if op.then == "cancel":
+            tracked.removed = job.cancel()
+        elif op.then == "cancel_later":
+            for _ in range(op.checkpoints):
+                await anyio.lowlevel.checkpoint()
+            tracked.removed = job.cancel()
+        elif op.then == "cancel_running":
+            await self.started_event(op.token, job).wait()
+            tracked.removed = job.cancel()
+        elif op.then == "wait":
+            with anyio.move_on_after(op.wait_deadline):
+                tracked.waited.append(await job.wait())
+
+    async def burst(self, op: Burst) -> None:
+        for token in op.tokens:
+            try:
+                job = self.pool.submit_nowait(job_body, self.record, token, op.steps)
+            except (trio.WouldBlock, anyio.WouldBlock):
+                break
+            self.offered.add(token)
+            self.track(token, job)
+        await anyio.lowlevel.checkpoint()
+
+    async def native_cancel(self, op: NativeCancel) -> None:
+        """asyncio's own cancellation, once or by wait_for(), of a call in a plain task."""
+        task = asyncio.get_running_loop().create_task(self.native_call(op))
+        started = self.started_event(op.token)
+        task.add_done_callback(lambda _: started.set())
+        try:
+            if op.when == "at_once":
+                task.cancel()
+            elif op.when == "checkpoints":
+                for _ in range(op.checkpoints):
+                    await anyio.lowlevel.checkpoint()
+                task.cancel()
+            elif op.when == "running":
+                await started.wait()
+                task.cancel()
+        except BaseException:
+            task.cancel()  # we are leaving: so is it
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({task})
+
+    async def native_call(self, op: NativeCancel) -> None:
+        caller = anyio.get_current_task().id
+        self.offered.add(op.token)
+
+        async def call() -> Any:
+            nonlocal caller
+            caller = anyio.get_current_task().id  # wait_for() may run it in a task of its own
+            return await self.pool.run(job_body, self.record, op.token, op.steps)
+
+        try:
+            if op.when == "wait_for":
+                value = await asyncio.wait_for(call(), op.timeout)
+            else:
+                value = await call()
+        except (asyncio.CancelledError, asyncio.TimeoutError):
+            self.seen[op.token] = Seen(None, caller, native=True)
+        except (Exception, trio_pool.JobCancelled) as exc:
+            self.seen[op.token] = Seen(outcome.Error(exc), caller, native=True)
+        else:
+            self.seen[op.token] = Seen(outcome.Value(value), caller, native=True)
+
+    async def map(self, op: Map) -> None:
+        items = list(range(op.items))
+        got: list[Any] = []
+        with anyio.move_on_after(op.deadline):
+            try:
+                async with self.pool.map(
+                    map_item,
+                    items,
+                    ordered=op.ordered,
+                    chunksize=op.chunksize,
+                    outcomes=op.outcomes,
+                ) as results:
+                    async for result in results:
+                        got.append(result)
+                        if op.stop_after is not None and len(got) > op.stop_after:
+                            break
+            except JobError as exc:
+                if op.outcomes or exc.args != (MAP_ERROR_ITEM,) or MAP_ERROR_ITEM not in items:
+                    self.problems.append(f"map raised {exc!r} (outcomes={op.outcomes})")
+            except LoaderError:
+                pass  # autoscaling could start no worker for its chunks
+        self.check_map(op, got)
+
+    def check_map(self, op: Map, got: list[Any]) -> None:
+        def value(result: Any) -> Any:
+            if not op.outcomes:
+                return result
+            if isinstance(result, outcome.Value):
+                return result.value
+            if isinstance(result.error, JobError):
+                return "error"
+            if isinstance(result.error, (trio_pool.JobCancelled, LoaderError)):
+                return "gone"
+            return repr(result.error)
+
+        values = [value(result) for result in got]
+        expected = ["error" if x == MAP_ERROR_ITEM else 2 * x for x in range(op.items)]
+        if op.ordered:
+            if any(v not in (e, "gone") for v, e in zip(values, expected, strict=False)):
+                self.problems.append(f"ordered map yielded {values}, not a prefix of {expected}")
+        else:
+            plain = [v for v in values if v not in ("error", "gone")]
+            errors = values.count("error")
+            if len(set(plain)) != len(plain) or not set(plain) <= set(expected) or errors > 1:
+                self.problems.append(f"unordered map yielded {values} for {op.items} items")
+        if len(values) > op.items:
+            self.problems.append(f"map yielded {len(values)} results for {op.items} items")
+
+    async def broadcast(self, op: Broadcast) -> None:
+        caller = anyio.get_current_task().id
+        self.offered.add(op.token)
+        with anyio.move_on_after(op.deadline):
+            try:
+                results = await self.pool.broadcast(job_body, self.record, op.token, op.steps, True)
+            except anyio.get_cancelled_exc_class():
+                self.broadcasts.append(Broadcasted(op.token, caller, None))
+                raise
+            self.broadcasts.append(Broadcasted(op.token, caller, results))
+
+    async def lease(self, op: Lease) -> None:
+        with anyio.move_on_after(op.deadline):
+            try:
+                async with self.pool.lease() as worker:
+                    for call in op.calls:
+                        await self.call(call, self.invoke(call, on=worker), worker=worker.id)
+            except LoaderError:
+                pass  # autoscaling could start no worker for it
+
+    async def resize(self, op: Resize) -> None:
+        pool = self.pool
+        with anyio.move_on_after(op.deadline):
+            try:
+                if op.which == "resize":
+                    await pool.resize(op.count)
+                elif op.which == "add_workers":
+                    await pool.add_workers(op.count)
+                elif op.which == "stop_workers":
+                    await pool.stop_workers(op.count)
+                else:
+                    await pool.ensure(at_least=min(op.count, op.at_most), at_most=op.at_most)
+            except (ValueError, LoaderError, HookError, BaseExceptionGroup) as exc:
+                allowed = (ValueError, LoaderError, HookError, anyio.get_cancelled_exc_class())
+                for leaf in leaves(exc):
+                    if isinstance(leaf, (LoaderError, HookError)):
+                        self.surfaced.append((type(leaf).__name__, leaf.args[0]))
+                    elif not isinstance(leaf, allowed):
+                        self.problems.append(f"{op.which}() raised {leaf!r}")
+                # A cancellation in the group is delivered again at the next checkpoint.
+
+    async def notify(self, op: Notify) -> None:
+        job = await self.pool.submit(job_body, self.record, op.token, (AwaitNotify(),))
+        self.offered.add(op.token)
+        tracked = self.track(op.token, job)
+        with pytest.raises(LookupError):
+            self.pool.notify(10**6, ("notify", op.token), op.token)
+        await self.started_event(op.token, job).wait()
+        if not job.done:
+            assert job.worker_id is not None
+            try:
+                if op.cancel_instead:
+                    raise LookupError
+                self.pool.notify(job.worker_id, ("notify", op.token), op.token)
+                tracked.notified = True
+            except LookupError:  # its worker is stopping, and takes no notify: stop the job
+                tracked.removed = job.cancel()
+        tracked.waited.append(await job.wait())
+
+    def check_statistics_shape(self) -> None:
+        s = self.pool.statistics()
+        ids = [w.id for w in s.worker_states]
+        if (
+            s.workers != len(ids)
+            or ids != sorted(set(ids))
+            or s.busy + s.idle > s.workers
+            or s.completed + s.failed + s.cancelled > s.submitted
+            or s.workers_stopped > s.workers_started
+        ):
+            self.problems.append(f"statistics() do not add up while running: {s}")
+
+
+# --- the invariants -----------------------------------------------------------------
+
+
+def outcome_problem(tag: Tag, result: outcome.Outcome[Any], record: Record) -> str | None:
+    """Whether ``result`` can be the Outcome of job ``tag``, given what its thread did."""
+    end = record.ends.get(tag)
+    ran = tag in record.runs
+    if isinstance(result, outcome.Value):
+        value = result.value
+        if not (isinstance(value, tuple) and value and value[0] == tag):
+            return f"job {tag} got the value {value!r}, not its own"
+        if end != "returned":
+            return f"job {tag} got its value, but its run ended by {end}"
+        return None
+    error = result.error
+    if isinstance(error, JobError):
+        if error.args != (tag,) or end != "raised":
+            return f"job {tag} got {error!r}, its run ended by {end}"
+    elif isinstance(error, TimeoutError):  # its wait() for a notify
+        if end != "raised":
+            return f"job {tag} got {error!r}, its run ended by {end}"
+    elif isinstance(error, trio_pool.JobCancelled):
+        if end not in (None, "jobcancelled"):
+            return f"job {tag} got JobCancelled, though its run ended by {end}"
+    elif isinstance(error, (LoaderError, trio_pool.PoolClosedError)):
+        if ran:
+            return f"job {tag} got {error!r}, though it ran"
+    else:
+        return f"job {tag} got an unexpected error: " + "".join(
+            traceback.format_exception(type(error), error, error.__traceback__)
+        )
+    return None
+
+
+def broadcast_tag(token: int, result: outcome.Outcome[Any]) -> Tag:
+    """The tag of the job of broadcast ``token`` that ``result`` says it came from."""
+    said: Any = None
+    if isinstance(result, outcome.Value):
+        said = result.value[0] if isinstance(result.value, tuple) else None
+    elif isinstance(result.error, JobError):
+        said = result.error.args[0]
+    if isinstance(said, tuple) and len(said) == 2 and said[0] == token:
+        return said
+    return (token, None)
+
+
+def loop_calls_problem(tag: Tag, value: Any, caller: int) -> str | None:
+    """A waited-for job's from_loop() calls ran in its caller's task."""
+    tasks = {extra[1] for extra in value[2] if extra[0] == "loop"}
+    if tasks - {caller}:
+        return f"job {tag}'s from_loop() ran in task {tasks}, not in its caller's {caller}"
+    return None
+
+
+def check(program: Program, runner: Runner, *, results_survive_cancellation: bool) -> list[str]:
+    """Every invariant, after the pool's block has exited; the problems found."""
+    record = runner.record
+    problems = list(runner.problems)
+
+    # One run per job, and one Outcome, its own, to its own caller.
+    problems += [f"job {tag} ran {n} times" for tag, n in record.runs.items() if n > 1]
+    owned = (
+        {t.token for t in runner.tracked} | set(runner.seen) | {b.token for b in runner.broadcasts}
+    )
+    for tag in record.runs:
+        token = tag[0] if isinstance(tag, tuple) else tag
+        if token not in owned:
+            problems.append(f"job {tag} ran, but its submitting call returned no job")
+    for token, seen in runner.seen.items():
+        if seen.result is None:
+            # Old rule: a cancelled caller raises; new rule: it gets its job's result,
+            # unless the job never ran, ended by JobCancelled, or was abandoned. A
+            # native Task.cancel() makes it raise in both.
+            end = record.ends.get(token)
+            lost = end not in (None, "jobcancelled")
+            if lost and results_survive_cancellation and not seen.native and not program.abandon:
+                problems.append(f"the caller of job {token} raised its cancellation: ended {end}")
+            continue
+        problem = outcome_problem(token, seen.result, record)
+        if problem is None and isinstance(seen.result, outcome.Value):
+            value = seen.result.value
+            problem = loop_calls_problem(token, value, seen.caller)
+            if seen.worker is not None and value[1] != seen.worker:
+                problem = f"job {token} ran on worker {value[1]}, not on its lease's {seen.worker}"
+        if problem is not None:
+            problems.append(problem)
+    for b in runner.broadcasts:
+        for result in b.result or ():
+            tag = broadcast_tag(b.token, result)
+            problems.append(outcome_problem(tag, result, record) or "")
+            if isinstance(result, outcome.Value):
+                problems.append(loop_calls_problem(tag, result.value, b.caller) or "")
+        workers = [r.value[1] for r in b.result or () if isinstance(r, outcome.Value)]
+        if workers != sorted(set(workers)):
+            problems.append(f"broadcast {b.token}'s results are not in worker order: {workers}")
+
+    # Submitted jobs: done, with one Outcome shared by wait() and each callback.
+    for t in runner.tracked:
+        result = t.job.outcome
+        if result is None:
+            problems.append(f"job {t.token} is not done after the pool's exit")
+            continue
+        problems.append(outcome_problem(t.token, result, record) or "")
+        if len(t.callbacks) != 1:
+            problems.append(f"job {t.token}'s done-callback ran {len(t.callbacks)} times")
+        if any(r is not result or not in_loop for r, in_loop in t.callbacks):
+            problems.append(f"job {t.token}'s callback: another Outcome, or not in the loop")
+        if any(r is not result for r in t.waited):
+            problems.append(f"job {t.token}: wait() returned another object than job.outcome")
+        if t.removed and (t.token in record.runs or not _is_job_cancelled(result)):
+            problems.append(f"job {t.token}: cancel() said removed, but it ran or got {result}")
+        if (
+            t.notified
+            and isinstance(result, outcome.Error)
+            and isinstance(result.error, TimeoutError)
+        ):
+            problems.append(f"job {t.token} was notified, yet its wait() timed out")
+        if (
+            t.notified
+            and isinstance(result, outcome.Value)
+            and result.value[2] != (("notified", (t.token,)),)
+        ):
+            problems.append(f"job {t.token} was notified, but wait() returned {result.value[2]}")
+
+    # Hooks: once per loaded interface, in its own thread; none for a failed loader.
+    for worker, thread in record.loads.items():
+        exits = record.exits.get(worker, [])
+        if len(exits) != 1:
+            problems.append(f"worker {worker}'s exit hook ran {len(exits)} times")
+        elif exits[0][0] != thread:
+            problems.append(f"worker {worker}'s exit hook ran in another thread")
+    problems += [
+        f"worker {w}'s hook ran, but it never loaded"
+        for w in record.exits.keys() - record.loads.keys()
+    ]
+    for worker, exits in record.exits.items():
+        for _, (exc_type, exc, tb) in exits:
+            if exc is None and (exc_type, tb) != (None, None):
+                problems.append(f"worker {worker}'s hook got {exc_type, exc, tb}")
+            elif exc is not None and (
+                exc_type is not type(exc) or not isinstance(tb, TracebackType)
+            ):
+                problems.append(f"worker {worker}'s hook got a mismatched {exc_type, exc, tb}")
+            if exc is not None and runner.exit_error is None:
+                problems.append(
+                    f"worker {worker}'s hook got {exc!r} though the pool exited normally"
+                )
+
+    # Loader and hook errors are raised, by the call that stopped the worker or at exit; once.
+    surfaced = runner.surfaced
+    for worker in record.load_failed:
+        if surfaced.count(("LoaderError", worker)) != 1:
+            problems.append(
+                f"LoaderError({worker}) surfaced {surfaced.count(('LoaderError', worker))} times"
+            )
+    for worker in program.hook_fail & record.exits.keys():
+        if surfaced.count(("HookError", worker)) != 1:
+            problems.append(
+                f"HookError({worker}) surfaced {surfaced.count(('HookError', worker))} times"
+            )
+
+    # The block's own error, and the rest of its exit.
+    allowed = (TaskError, LoaderError, HookError, anyio.get_cancelled_exc_class())
+    exit_leaves = list(leaves(runner.exit_error)) if runner.exit_error else []
+    for leaf in exit_leaves:
+        if not isinstance(leaf, allowed):
+            problems.append(
+                "the block raised "
+                + "".join(traceback.format_exception(type(leaf), leaf, leaf.__traceback__))
+            )
+    if runner.booms and not any(isinstance(leaf, TaskError) for leaf in exit_leaves):
+        problems.append(f"a task raised TaskError, but the block raised {runner.exit_error!r}")
+
+    # statistics() add up; no thread is left.
+    s = runner.pool.statistics()
+    if s.submitted != s.completed + s.failed + s.cancelled:
+        problems.append(f"statistics: submitted != completed + failed + cancelled: {s}")
+    if (s.workers, s.queued, s.busy, s.workers_started) != (0, 0, 0, s.workers_stopped):
+        problems.append(f"statistics: workers or jobs left after exit: {s}")
+    if s.hook_errors != record.hook_errors:
+        problems.append(
+            f"statistics count {s.hook_errors} hook errors, {record.hook_errors} raised"
+        )
+    prefix = f"{runner.pool.name}-worker-"
+    left = [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+    if left:
+        problems.append(f"threads left running: {left}")
+    return [p for p in problems if p]
+
+
+def _is_job_cancelled(result: outcome.Outcome[Any]) -> bool:
+    return isinstance(result, outcome.Error) and isinstance(result.error, trio_pool.JobCancelled)
+
+
+# --- the test --------------------------------------------------------------------------
+
+
+async def cancelled_caller_gets_result() -> bool:
+    """Which cancellation rule the pool follows (SPEC's cancellation paragraph).
+
+    True if a caller cancelled by a cancel scope while its job runs gets the
+    job's result (the new rule), False if it raises its cancellation (the old).
+    """
+    entered, release = threading.Event(), threading.Event()
+    got: list[str] = []
+
+    def job() -> str:
+        entered.set()
+        assert release.wait(TIMEOUT)
+        return "value"
+
+    with anyio.fail_after(HANG_LIMIT):
+        async with trio_pool.Pool(workers=1, name="stress-probe") as pool:
+
+            async def caller() -> None:
+                got.append(await pool.run(job))
+
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(caller)
+                    await wait_in_thread(entered)
+                    scope.cancel()
+                    release.set()
+    return got == ["value"]
+
+
+async def test_random_programs(backend: str) -> None:
+    """Seeded random programs: after each, every invariant holds (see :func:`check`)."""
+    new_rule = await cancelled_caller_gets_result()
+    for seed in seeds():
+        program = generate(seed, backend)
+        runner = Runner(program)
+        try:
+            with anyio.fail_after(HANG_LIMIT) as guard:
+                await runner.run(guard)
+        except TimeoutError:
+            pytest.fail(f"{program.where()}: it hung; {runner.pool.statistics()}")
+        except (Exception, BaseExceptionGroup) as exc:
+            pytest.fail(
+                f"{program.where()}: it crashed: " + "".join(traceback.format_exception(exc))
+            )
+        problems = check(program, runner, results_survive_cancellation=new_rule)
+        assert not problems, f"{program.where()}:\n" + "\n".join(problems)
