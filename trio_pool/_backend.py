@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -47,6 +50,14 @@ class Backend(Protocol):
         """Let other tasks run; raise the task's cancellation if there is one."""
         ...
 
+    def is_current(self) -> bool:
+        """Whether the calling thread runs this loop, now."""
+        ...
+
+    def watch_signals(self) -> Callable[[], None]:
+        """Make sure a signal wakes the loop while the pool is open; returns the undo."""
+        ...
+
     async def cancellation_point(self) -> None:
         """Raise the task's cancellation if there is one (cheapest way per loop).
 
@@ -67,6 +78,15 @@ class _Trio:
     def event(self) -> Event:
         return trio.Event()
 
+    def is_current(self) -> bool:
+        try:
+            return trio.lowlevel.current_trio_token() is self._token
+        except RuntimeError:  # no trio run in this thread
+            return False
+
+    def watch_signals(self) -> Callable[[], None]:
+        return _nothing  # trio wakes itself with its own wakeup fd
+
     current_time = staticmethod(trio.current_time)
     checkpoint = staticmethod(trio.lowlevel.checkpoint)
     cancellation_point = staticmethod(trio.lowlevel.checkpoint_if_cancelled)
@@ -83,11 +103,60 @@ class _Asyncio:
     def event(self) -> Event:
         return asyncio.Event()
 
+    def is_current(self) -> bool:
+        return asyncio._get_running_loop() is self._loop
+
+    def watch_signals(self) -> Callable[[], None]:
+        """Give the loop a signal wakeup fd if it has none.
+
+        asyncio's runner catches Ctrl-C with a plain ``signal.signal`` handler,
+        which runs only once the main thread wakes; a signal that lands in a
+        worker thread while the loop sleeps in select() wakes nothing, so one
+        Ctrl-C could go unseen for as long as the jobs run.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return _nothing
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        try:
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        except ValueError:  # pragma: no cover (not the main thread after all)
+            reader.close()
+            writer.close()
+            return _nothing
+        if previous != -1:  # someone has one: leave it
+            signal.set_wakeup_fd(previous)
+            reader.close()
+            writer.close()
+            return _nothing
+
+        def drain() -> None:
+            with contextlib.suppress(OSError):
+                while reader.recv(4096):
+                    pass
+
+        self._loop.add_reader(reader.fileno(), drain)
+
+        def undo() -> None:
+            if signal.set_wakeup_fd(-1) != writer.fileno():  # pragma: no cover
+                pass  # someone replaced ours meanwhile; ours is gone anyway
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(reader.fileno())
+            reader.close()
+            writer.close()
+
+        return undo
+
     def current_time(self) -> float:
         return self._loop.time()
 
     checkpoint = staticmethod(anyio.lowlevel.checkpoint)
     cancellation_point = staticmethod(anyio.lowlevel.checkpoint)
+
+
+def _nothing() -> None:
+    pass
 
 
 def current_backend() -> Backend:

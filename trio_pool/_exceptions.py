@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import sys
 
 import anyio
@@ -44,12 +46,33 @@ def combine(errors: list[BaseException]) -> BaseException | None:
     cancelled = anyio.get_cancelled_exc_class()
     real = [e for e in errors if not isinstance(e, cancelled)]
     if real:
+        if len(real) < len(errors):
+            _keep_native_cancellation()
         errors = real
     if not errors:
         return None
     if len(errors) == 1:
         return errors[0]
     return BaseExceptionGroup("several errors in a trio_pool.Pool", errors)
+
+
+def _keep_native_cancellation() -> None:
+    """A cancellation left out beside real errors must still reach the task.
+
+    A cancel scope delivers its cancellation again at the next checkpoint. A
+    native asyncio ``Task.cancel()`` is delivered once only: ask for it again,
+    so the task's next await raises it.
+    """
+    if anyio.current_effective_deadline() == -math.inf:
+        return  # a cancelled scope: it delivers it again
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio
+        return
+    if task is not None:
+        if sys.version_info >= (3, 11):
+            task.uncancel()  # the count stays the same: one request, pending again
+        task.cancel()
 
 
 def raise_combined(errors: list[BaseException]) -> None:

@@ -62,7 +62,8 @@ class Operations:
             self._loaded = names
 
     def names(self) -> frozenset[str]:
-        return self._loaded | self._definitions.keys()
+        """The loaded interface's operations (until one loads, the class's), and defined ones."""
+        return (self._loaded or self._static) | self._definitions.keys()
 
     def check_new(self, name: object, fn: object) -> None:
         """TypeError or ValueError unless ``name`` may be defined as ``fn``."""

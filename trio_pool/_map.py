@@ -135,20 +135,33 @@ class MapResults(Generic[T]):
     # --- feeding ----------------------------------------------------------
 
     async def _feed(self) -> None:
+        chunk: list[Any] = []
         try:
-            chunk: list[Any] = []
             if isinstance(self._items, AsyncIterable):
-                async for item in self._items:
-                    chunk.append(item)
-                    if len(chunk) >= self._chunksize:
-                        await self._send(chunk)
-                        chunk = []
+                items = aiter(self._items)
+                try:
+                    async for item in items:
+                        chunk.append(item)
+                        if len(chunk) >= self._chunksize:
+                            await self._send(chunk)
+                            chunk = []
+                finally:  # left early: close what we opened, as a finished loop would be
+                    aclose = getattr(items, "aclose", None)
+                    if aclose is not None:
+                        with anyio.CancelScope(shield=True):
+                            await aclose()
             else:
-                for item in self._items:
-                    chunk.append(item)
-                    if len(chunk) >= self._chunksize:
-                        await self._send(chunk)
-                        chunk = []
+                sync_items = iter(self._items)
+                try:
+                    for item in sync_items:
+                        chunk.append(item)
+                        if len(chunk) >= self._chunksize:
+                            await self._send(chunk)
+                            chunk = []
+                finally:
+                    close = getattr(sync_items, "close", None)
+                    if close is not None:
+                        close()
             if chunk:
                 await self._send(chunk)
         except anyio.get_cancelled_exc_class():

@@ -53,6 +53,10 @@ _NEXT = {
 }
 
 
+def _nothing() -> None:
+    pass
+
+
 @final
 class Pool:
     """A nursery of worker threads, each with its own interface object.
@@ -134,10 +138,18 @@ class Pool:
         self._counters = Counters()
         self._state = _State.NEW
         self._parts: Parts | None = None  # built on entry, for the running loop
+        self._unwatch_signals: Callable[[], None] = _nothing
 
     def __repr__(self) -> str:
         workers = 0 if self._parts is None else len(self._parts.workers)
         return f"<trio_pool.Pool {self.name!r} {self._state.value} workers={workers}>"
+
+    def _check_loop(self, parts: Parts) -> None:
+        if not parts.backend.is_current():
+            raise RuntimeError(
+                f"the pool {self.name!r} belongs to the event loop that entered it; "
+                "use it only from that loop's thread and run"
+            )
 
     def _move_to(self, state: _State) -> None:
         """The one transition function of the pool's state."""
@@ -150,6 +162,7 @@ class Pool:
         if self._state is not _State.NEW:
             raise RuntimeError("a Pool can be entered only once; make a new one")
         parts = self._parts = Parts(self._options, self._counters, self._operations)
+        self._unwatch_signals = parts.backend.watch_signals()
         await parts.task_group.__aenter__()
         parts.task_group.start_soon(parts.calls.serve_pool_scope, name=f"{self.name}-from_loop")
         self._move_to(_State.OPEN)
@@ -178,6 +191,8 @@ class Pool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        assert self._parts is not None
+        self._check_loop(self._parts)
         error = await self._exit(exc)
         if error is not None and error is not exc:
             raise error
@@ -201,6 +216,8 @@ class Pool:
         if self._state is _State.CLOSED:
             await anyio.lowlevel.checkpoint()
             return
+        assert self._parts is not None
+        self._check_loop(self._parts)
         raise_combined(await self._stop(None))
 
     async def _exit(self, reason: BaseException | None) -> BaseException | None:
@@ -254,6 +271,7 @@ class Pool:
         if self._state is not _State.CLOSED:
             self._move_to(_State.CLOSED)
             parts.calls.close()
+            self._unwatch_signals()
             logger.debug("pool %s stopped", self.name)
         errors.extend(e for e in workers.take_errors() if e is not reason)
         return errors
@@ -262,6 +280,7 @@ class Pool:
         """The parts of the open pool; RuntimeError or PoolClosedError if it is not."""
         if self._state is _State.OPEN:
             assert self._parts is not None
+            self._check_loop(self._parts)
             return self._parts
         if self._state is _State.NEW:
             raise RuntimeError("enter the pool first: `async with Pool(...) as pool:`")
@@ -645,6 +664,8 @@ class Pool:
         Raises:
             LookupError: if the pool has no worker ``worker_id``.
         """
+        if self._parts is not None:
+            self._check_loop(self._parts)
         worker = None if self._parts is None else self._parts.workers.get(worker_id)
         if worker is None or worker.slot.phase in (Phase.STOPPING, Phase.STOPPED):
             raise LookupError(f"the pool has no worker {worker_id!r} (or it is stopping)")
