@@ -59,6 +59,7 @@ def test_ctrl_c_while_jobs_run(backend: str) -> None:
         stdout, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
+        process.wait()
     assert process.returncode != 0
     if backend == "asyncio" and sys.version_info < (3, 11):
         # asyncio.run learned to turn Ctrl-C into KeyboardInterrupt in 3.11;
@@ -117,6 +118,7 @@ def test_a_second_ctrl_c_still_joins_the_threads(backend: str) -> None:
         stdout, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
+        process.wait()
     assert process.returncode != 0
     assert stdout.splitlines() == ["job finished its step", "hook True"]
     assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr

@@ -188,3 +188,110 @@ async def test_from_loop_while_the_pool_stops_on_an_error(backend: str) -> None:
 def test_from_loop_outside_a_job() -> None:
     with pytest.raises(RuntimeError, match="job"):
         trio_pool.from_loop(double_later, 1)
+
+
+# --- edges found from outside -----------------------------------------------------
+
+TIMEOUT = 10
+
+
+async def test_a_job_calling_the_pool_through_from_thread_ends_with_the_scope(
+    backend: str,
+) -> None:
+    # The nested call waits behind its own job on the only worker; the
+    # enclosing scope's cancellation reaches it (it runs in the worker's task).
+    def nested() -> object:
+        return anyio.from_thread.run(pool.run, int)
+
+    with anyio.fail_after(TIMEOUT), anyio.CancelScope() as scope:
+        async with trio_pool.Pool(workers=1) as pool, anyio.create_task_group() as tg:
+            tg.start_soon(pool.run, nested)
+            await poll_until(lambda: pool.statistics().queued == 1)
+            scope.cancel()
+    assert scope.cancelled_caught
+
+
+def test_from_loop_under_plain_asyncio_run() -> None:
+    import asyncio
+
+    async def double(x: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def main() -> list[int]:
+        async with trio_pool.Pool(workers=1) as pool:
+            job = await pool.submit(trio_pool.from_loop, double, 4)  # in the pool's scope
+            return [await pool.run(trio_pool.from_loop, double, 1), (await job.wait()).unwrap()]
+
+    assert asyncio.run(asyncio.wait_for(main(), TIMEOUT)) == [2, 8]
+
+
+async def test_job_cancel_reaches_a_submitted_job_waiting_in_from_loop(backend: str) -> None:
+    async def never() -> None:
+        await anyio.sleep_forever()
+
+    async with trio_pool.Pool(workers=1) as pool:
+        job = await pool.submit(trio_pool.from_loop, never)
+        await poll_until(lambda: pool.statistics().busy == 1)
+        await anyio.wait_all_tasks_blocked()
+        assert job.cancel() is False  # running: asked to stop, its loop call cancelled
+        with anyio.fail_after(TIMEOUT):
+            result = await job.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.JobCancelled)
+
+
+async def test_a_job_sees_no_event_loop_in_its_thread(backend: str) -> None:
+    import sniffio
+
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(sniffio.AsyncLibraryNotFoundError):
+            await pool.run(sniffio.current_async_library)
+        with pytest.raises(sniffio.AsyncLibraryNotFoundError):
+            await trio_pool.run_in_thread(sniffio.current_async_library)
+
+        async def library() -> str:
+            return sniffio.current_async_library()
+
+        # ...while what it runs on the loop sees the loop.
+        assert await pool.run(trio_pool.from_loop, library) in ("trio", "asyncio")
+
+
+async def test_from_loop_refuses_a_sync_function_before_running_it(backend: str) -> None:
+    ran: list[int] = []
+    async with trio_pool.Pool(workers=1) as pool:
+        with pytest.raises(TypeError, match="appears to be synchronous"):
+            await pool.run(trio_pool.from_loop, ran.append, 1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="appears to be synchronous"):
+            await pool.run(trio_pool.from_loop, lambda: 1)  # type: ignore[arg-type]
+    assert ran == []
+
+
+async def test_from_loop_in_run_in_thread(backend: str) -> None:
+    async def where() -> object:
+        return anyio.get_current_task().id
+
+    assert await trio_pool.run_in_thread(trio_pool.from_loop, where) == (
+        anyio.get_current_task().id
+    )
+
+
+async def test_from_loop_runs_in_a_copy_of_the_jobs_context(backend: str) -> None:
+    import contextvars
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+    async def read_and_set() -> str:
+        seen = var.get()
+        var.set("set by the loop call")
+        return seen
+
+    def job() -> tuple[str, str]:
+        var.set("set by the job")
+        seen_on_the_loop = trio_pool.from_loop(read_and_set)
+        return seen_on_the_loop, var.get()
+
+    var.set("the caller's")
+    async with trio_pool.Pool(workers=1) as pool:
+        assert await pool.run(job) == ("set by the job", "set by the job")
+    assert var.get() == "the caller's"  # nothing leaked into the caller

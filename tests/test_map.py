@@ -6,6 +6,7 @@ import itertools
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import anyio
 import outcome
@@ -263,3 +264,27 @@ async def test_two_tasks_can_share_one_map_and_iterating_after_exit_fails(backen
         assert sorted(got) == [i * i for i in range(20)]
         with pytest.raises(RuntimeError, match="exited"):
             await results.__anext__()
+
+
+async def test_leaving_early_closes_what_map_opened_reading(backend: str) -> None:
+    closed: list[str] = []
+
+    async def agen() -> Any:
+        try:
+            for i in range(1000):
+                yield i
+        finally:
+            closed.append("async")
+
+    def gen() -> Any:
+        try:
+            yield from range(1000)
+        finally:
+            closed.append("sync")
+
+    async with trio_pool.Pool(workers=2) as pool:
+        for items in (agen(), gen()):
+            async with pool.map(int, items) as results:
+                async for _ in results:
+                    break
+    assert closed == ["async", "sync"]

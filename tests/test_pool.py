@@ -21,7 +21,7 @@ import trio.testing
 
 import trio_pool
 
-from helpers import Gate, Log, cancel_once_entered, recording_interface, wait_in_thread
+from helpers import TIMEOUT, Gate, Log, cancel_once_entered, recording_interface, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -897,3 +897,91 @@ async def test_jobs_see_the_callers_context_variables(backend: str) -> None:
         # A job's own changes stay in the job.
         await pool.run(request_id.set, "changed")
         assert request_id.get() == "b"
+
+
+async def test_interface_operations_are_known_before_any_worker_loads(backend: str) -> None:
+    class Db:
+        def query(self) -> str:
+            return "row"
+
+    async with trio_pool.Pool(Db, min_workers=0, max_workers=1) as pool:
+        operation = pool.interface.query  # no worker has loaded yet
+        assert await operation() == "row"
+        with pytest.raises(AttributeError):
+            pool.interface.missing  # noqa: B018
+
+
+def test_a_pool_used_from_another_event_loop_refuses_at_once() -> None:
+    import asyncio
+
+    errors: list[BaseException] = []
+
+    def from_another_thread(pool: trio_pool.Pool, done: threading.Event) -> None:
+        async def use_it() -> None:
+            for attempt in (pool.run(int), pool.submit(int), pool.aclose()):
+                try:
+                    await attempt
+                except RuntimeError as exc:  # noqa: PERF203
+                    errors.append(exc)
+            try:
+                pool.submit_nowait(int)
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        try:
+            trio.run(use_it)
+            asyncio.run(use_it())
+        finally:
+            done.set()
+
+    async def main() -> int:
+        async with trio_pool.Pool(workers=1) as pool:
+            done = threading.Event()
+            thread = threading.Thread(target=from_another_thread, args=(pool, done))
+            thread.start()
+            await trio.to_thread.run_sync(done.wait, TIMEOUT)
+            thread.join(TIMEOUT)
+            return await pool.run(int, "7")  # the owning loop is unharmed
+
+    assert trio.run(main) == 7
+    assert len(errors) == 8
+    assert all("belongs to the event loop that entered it" in str(e) for e in errors)
+
+
+def test_a_native_cancel_beside_a_hook_error_is_not_lost() -> None:
+    import asyncio
+
+    hook_entered, fail_now = threading.Event(), threading.Event()
+
+    class FailingHook:
+        def __exit__(self, *exc_info: object) -> None:
+            if trio_pool.current_worker().id == 1:
+                hook_entered.set()
+                assert fail_now.wait(TIMEOUT)
+                raise OSError("the hook failed")
+
+    seen: list[str] = []
+
+    async def stopper(pool: trio_pool.Pool) -> None:
+        try:
+            await pool.stop_workers(1)
+        except OSError:
+            seen.append("hook error")
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main() -> None:
+        async with trio_pool.Pool(FailingHook, workers=2) as pool:
+            task = asyncio.ensure_future(stopper(pool))
+            await asyncio.to_thread(hook_entered.wait, TIMEOUT)
+            task.cancel()  # a native cancel while stop_workers waits for the hook
+            await asyncio.sleep(0)
+            fail_now.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    assert seen == ["hook error", "cancelled"]
