@@ -9,6 +9,7 @@ import anyio
 import anyio.lowlevel
 import outcome
 import pytest
+import trio
 
 import trio_pool
 
@@ -195,19 +196,30 @@ def test_from_loop_outside_a_job() -> None:
 TIMEOUT = 10
 
 
-async def test_a_job_calling_the_pool_through_from_thread_ends_with_the_scope(
-    backend: str,
-) -> None:
-    # The nested call waits behind its own job on the only worker; the
-    # enclosing scope's cancellation reaches it (it runs in the worker's task).
-    def nested() -> object:
-        return anyio.from_thread.run(pool.run, int)
+@pytest.mark.trio
+async def test_a_job_calling_the_pool_through_from_thread_ends_with_the_scope() -> None:
+    # The nested call waits behind its own job on the only worker, in the
+    # worker's task; the cancellation of the scope around the pool reaches it.
+    pools: list[trio_pool.Pool] = []
 
-    with anyio.fail_after(TIMEOUT), anyio.CancelScope() as scope:
-        async with trio_pool.Pool(workers=1) as pool, anyio.create_task_group() as tg:
-            tg.start_soon(pool.run, nested)
-            await poll_until(lambda: pool.statistics().queued == 1)
-            scope.cancel()
+    def nested() -> object:
+        return trio.from_thread.run(pools[0].run, int)
+
+    async def cancel_once_it_waits(scope: anyio.CancelScope) -> None:
+        def nested_waits() -> bool:
+            stats = pools[0].statistics() if pools else None
+            return stats is not None and (stats.busy, stats.queued) == (1, 1)
+
+        await poll_until(nested_waits)
+        scope.cancel()
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as scope:
+                async with trio_pool.Pool(workers=1) as pool:
+                    pools.append(pool)
+                    tg.start_soon(cancel_once_it_waits, scope)
+                    await pool.run(nested)
     assert scope.cancelled_caught
 
 

@@ -387,9 +387,13 @@ class Pool:
 
         Cancellation: while the job waits in the queue, cancelling the caller
         removes it (it never runs). Once it runs, the caller waits for it to
-        finish and then raises the cancellation, while the job can notice with
-        :func:`check_cancelled`; with ``abandon_on_cancel=True`` the caller
-        returns at once and the result is discarded.
+        finish, while the job can notice with :func:`check_cancelled`, then
+        gets its result and raises the cancellation at its next checkpoint,
+        like :func:`trio.to_thread.run_sync` (if the job ended by
+        :class:`JobCancelled`, or on a native asyncio ``Task.cancel()``, the
+        caller raises the cancellation at once). With
+        ``abandon_on_cancel=True`` the caller returns at once and the result
+        is discarded.
         """
         check_sync_callable(fn)
         parts = self._live()

@@ -28,6 +28,11 @@ def cooperative(saw: list[str]) -> str:
     return "finished"
 
 
+def slow() -> str:
+    time.sleep(0.3)  # never looks at check_cancelled()
+    return "the job's value"
+
+
 def stubborn(release: threading.Event) -> str:
     release.wait(10)  # never looks at check_cancelled()
     return "a result nobody receives"
@@ -46,12 +51,20 @@ async def main() -> None:
         await pool.run(len, "")  # the queue is empty again
         print("queued, caller cancelled: the job ran?", bool(ran))
 
-        # Running, the default: the caller waits for the job to end, then raises
-        # the cancellation; check_cancelled() raises inside the job meanwhile.
+        # Running, the default: the caller waits for the job to end, and
+        # check_cancelled() raises inside the job meanwhile. A job that stops
+        # there makes the caller raise its cancellation...
         saw: list[str] = []
         with trio.move_on_after(0.1) as scope:
             await pool.run(cooperative, saw)
         print("running, default:", saw[0], "- caller cancelled:", scope.cancelled_caught)
+
+        # ...while a job that finishes anyway gives the caller its result, and
+        # the cancellation comes at the caller's next checkpoint.
+        with trio.move_on_after(0.1) as scope:
+            print("running, finished anyway:", await pool.run(slow))
+            await trio.lowlevel.checkpoint()
+        print("then cancelled at its next checkpoint:", scope.cancelled_caught)
 
         # A submitted job: cancelling job.wait() leaves the job alone...
         release = threading.Event()
