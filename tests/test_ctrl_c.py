@@ -123,3 +123,47 @@ def test_a_second_ctrl_c_still_joins_the_threads(backend: str) -> None:
     assert stdout.splitlines() == ["job finished its step", "hook True"]
     assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr
     assert "TrioInternalError" not in stderr
+
+
+SIGNAL_IN_A_WORKER = textwrap.dedent(
+    """
+    import signal, sys, threading, time
+    import anyio, trio_pool
+
+    class Iface:
+        def __exit__(self, exc_type, exc, tb):
+            print("hook", exc_type is not None, flush=True)
+
+    def job():
+        # Ctrl-C delivered to this worker thread, not to the main one, which
+        # sleeps in the loop's select(): only a wakeup fd makes the loop see it.
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        while True:
+            trio_pool.check_cancelled()
+            time.sleep(0.005)
+
+    async def main():
+        async with trio_pool.Pool(Iface, workers=1) as pool:
+            await pool.run(job)
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_ctrl_c_that_lands_in_a_worker_thread_is_seen(backend: str) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_IN_A_WORKER, backend],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr
+    assert stdout.splitlines() == ["hook True"]

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import gc
 import inspect
+import itertools
 import logging
 import sys
 import threading
@@ -985,3 +986,66 @@ def test_a_native_cancel_beside_a_hook_error_is_not_lost() -> None:
 
     asyncio.run(asyncio.wait_for(main(), TIMEOUT))
     assert seen == ["hook error", "cancelled"]
+
+
+class CtrlCAt:
+    """Raises KeyboardInterrupt at the ``n``-th wait on a pool event in the test's own task."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+        from trio_pool import _backend
+
+        self.waits = 0
+        self.fired = False
+        self._task = anyio.get_current_task().id
+        for cls in (_backend._Trio, _backend._Asyncio):
+            real_event = cls.event
+
+            def event(backend: Any, real_event: Any = real_event) -> Any:
+                return _Interruptible(real_event(backend), self, n)
+
+            monkeypatch.setattr(cls, "event", event)
+
+    def arrive(self, n: int) -> None:
+        if anyio.get_current_task().id != self._task:
+            return
+        self.waits += 1
+        if self.waits == n:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+class _Interruptible:
+    def __init__(self, event: Any, injector: CtrlCAt, n: int) -> None:
+        self._event, self._injector, self._n = event, injector, n
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
+
+    async def wait(self) -> None:
+        self._injector.arrive(self._n)
+        await self._event.wait()
+
+
+async def test_ctrl_c_at_each_await_of_entering_and_leaving(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in itertools.count(1):
+        log = Log()
+        pool = trio_pool.Pool(recording_interface(log), "x", workers=2)
+        with monkeypatch.context() as patch:
+            injector = CtrlCAt(patch, n)
+            with anyio.fail_after(TIMEOUT):
+                try:
+                    async with pool:
+                        await pool.run(int)
+                except KeyboardInterrupt:
+                    assert injector.fired
+        loaded = sorted(w for w, *_ in log.of("load"))
+        assert sorted(w for w, *_ in log.of("exit")) == loaded  # each hook once
+        assert pool.statistics().workers == 0
+        if not injector.fired:  # past the last await: every one was tried
+            assert n > 2
+            break
