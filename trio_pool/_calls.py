@@ -130,6 +130,7 @@ class Calls:
         and a job it waited for ended otherwise than by JobCancelled (as
         ``trio.to_thread.run_sync`` does, no finished work is thrown away).
         """
+        jobs = list(jobs)
         running: list[Job[Any]] = []
         for job in jobs:
             job._wake = None
@@ -145,8 +146,9 @@ class Calls:
             return False
         for job in running:
             await wait_through_cancellation(job._get_event())
+        # A job may also have finished just as the cancellation came.
         return _redelivered() and any(
-            job._outcome is not None and not is_cancellation(job._outcome) for job in running
+            job._outcome is not None and not is_cancellation(job._outcome) for job in jobs
         )
 
     async def _serve_requests(self, job: Job[Any]) -> None:
