@@ -949,3 +949,34 @@ async def test_leases_are_served_first_come_first_served(backend: str) -> None:
         async with pool.lease():  # right after its release: no overtaking the line
             order.append("again")
     assert order == [0, 1, 2, 3, 4, "again"]
+
+
+async def test_stopping_never_leaves_only_workers_that_may_still_fail_to_load(
+    backend: str,
+) -> None:
+    load = threading.Event()
+
+    class NewOneFails:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id == 1:
+                assert load.wait(TIMEOUT)
+                raise OSError("worker 1 cannot load")
+
+    errors: list[BaseException] = []
+
+    async def add_one() -> None:
+        try:
+            await pool.add_workers(1)
+        except OSError as exc:
+            errors.append(exc)
+
+    async with trio_pool.Pool(NewOneFails, workers=1) as pool:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(add_one)
+            await poll_until(lambda: pool.worker_count == 2)  # worker 1 is loading
+            with pytest.raises(ValueError, match="still loading"):
+                await pool.stop_workers(1)  # worker 0 is the only loaded one
+            load.set()
+        assert [str(e) for e in errors] == ["worker 1 cannot load"]
+        with anyio.fail_after(TIMEOUT):
+            assert await pool.run(worker_id) == 0  # a worker is left to run it

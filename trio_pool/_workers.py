@@ -218,7 +218,8 @@ class WorkerSet:
         """The ``count`` workers to stop: idle first, then busy, then loading.
 
         Raises:
-            ValueError: if fewer than ``least`` would remain, or too many are leased.
+            ValueError: if fewer than ``least`` would remain (or remain loaded), or too
+                many are leased.
         """
         serving = self.serving
         if serving - count < least:
@@ -228,7 +229,19 @@ class WorkerSet:
             raise ValueError(f"only {len(free)} workers are not leased; cannot stop {count}")
         # The youngest first among equals.
         free.sort(key=lambda w: (w.slot.phase is Phase.LOADING, w.slot.job is not None, -w.id))
-        return free[:count]
+        chosen = free[:count]
+        # A loading worker may still fail: the ones that stay must include enough loaded ones.
+        loaded_left = sum(
+            w.slot.serving and w.slot.phase is Phase.SERVING
+            for w in self._workers.values()
+            if w not in chosen
+        )
+        if loaded_left < least:
+            raise ValueError(
+                f"cannot stop {count} of {serving} workers now: {least} loaded ones must "
+                "remain, and some of the others are still loading"
+            )
+        return chosen
 
     def free_for_lease(self) -> list[Worker]:
         """Loaded, serving, unleased workers, idle ones first (a loading one might fail)."""
