@@ -980,3 +980,17 @@ async def test_stopping_never_leaves_only_workers_that_may_still_fail_to_load(
         assert [str(e) for e in errors] == ["worker 1 cannot load"]
         with anyio.fail_after(TIMEOUT):
             assert await pool.run(worker_id) == 0  # a worker is left to run it
+
+
+async def test_an_error_exit_while_a_growth_step_starts_raises_only_the_error(
+    backend: str,
+) -> None:
+    # However far the step got (none, its task scheduled, its thread running),
+    # a worker the pool stopped before it loaded is no error of its own.
+    for checkpoints in range(6):
+        with pytest.raises(KeyError, match="body"):
+            async with trio_pool.Pool(min_workers=0, max_workers=2) as pool:
+                pool.submit_nowait(int)
+                for _ in range(checkpoints):
+                    await anyio.lowlevel.checkpoint()
+                raise KeyError("body")

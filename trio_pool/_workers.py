@@ -146,16 +146,21 @@ class WorkerSet:
         except BaseException as exc:
             error = exc
         if not worker.started:  # no thread ever ran: report its error as a loader's
-            self._never_started(worker, error or RuntimeError("the pool stopped first"))
+            self._never_started(worker, error)
         elif error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
             raise error
         # Native asyncio cancellation (asyncio.run shutting down) can end this
         # task while the thread runs; the thread still reports when it is done.
 
-    def _never_started(self, worker: Worker, exc: BaseException) -> None:
-        """The worker's thread could not start (or was cancelled before it did)."""
-        logger.error("worker %s: its thread did not start", worker.info.name, exc_info=exc)
-        worker.load_error = exc
+    def _never_started(self, worker: Worker, exc: BaseException | None) -> None:
+        """The worker's thread could not start, or the pool stopped it first.
+
+        A thread that could not start is a loader's error; a worker cancelled
+        before its thread started (the pool stopping) just never loaded.
+        """
+        if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+            logger.error("worker %s: its thread did not start", worker.info.name, exc_info=exc)
+            worker.load_error = exc
         self._handoff.loaded(worker.slot, ok=False)
         worker.loaded.set()
         self._on_exit(worker)
