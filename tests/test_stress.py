@@ -11,14 +11,15 @@ with what the worker threads did.
 
 The seed fixes the program; the threads' timing still differs from run to run.
 
-- ``TRIO_POOL_STRESS=<programs>`` runs that many programs per backend (the
-  default is a few, to keep the suite fast);
+- ``TRIO_POOL_STRESS=<programs>`` runs that many programs per backend (default
+  100: a few seconds in all);
 - ``TRIO_POOL_STRESS_SEED=<seed>`` runs only that seed (a failure names it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import os
@@ -44,7 +45,7 @@ from helpers import TIMEOUT, wait_in_thread
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-PROGRAMS = int(os.environ.get("TRIO_POOL_STRESS", "12"))
+PROGRAMS = int(os.environ.get("TRIO_POOL_STRESS", "100"))
 ONLY_SEED = os.environ.get("TRIO_POOL_STRESS_SEED")
 HANG_LIMIT = 20  # seconds for one program; a working one takes a small fraction of that
 
@@ -364,19 +365,14 @@ class Generator:
         load_fail = {i for i in range(initial) if rng.random() < 0.02}
         load_fail |= {i for i in range(initial, 30) if rng.random() < 0.1}
         hook_fail = {i for i in range(30) if rng.random() < 0.08}
-        tasks: list[tuple[Op, ...]] = []
-        for _ in range(rng.randint(2, 8)):
-            ops = [self.op() for _ in range(rng.randint(3, 12))]
-            if rng.random() < 0.12:  # an exit by error, with jobs still queued
-                at = rng.randint(0, len(ops))
-                ops[at:at] = [
-                    Burst((self.token(), self.token()), (Sleep(0.003),)),
-                    RaiseTaskError(),
-                ]
-            elif rng.random() < 0.08:
-                ops.insert(rng.randint(0, len(ops)), RaiseTaskError())
-            tasks.append(tuple(ops))
-        deadline = rng.choice([math.inf] * 9 + [0.005, 0.02])
+        tasks = [[self.op() for _ in range(rng.randint(3, 12))] for _ in range(rng.randint(2, 8))]
+        ending = rng.random()
+        if ending < 0.2:  # an exit by a task's error, sometimes with jobs still queued
+            ops = rng.choice(tasks)
+            at = rng.randint(len(ops) // 2, len(ops))
+            queued = [Burst((self.token(), self.token()), (Sleep(0.003),))] if ending < 0.15 else []
+            ops[at:at] = [*queued, RaiseTaskError()]
+        deadline = 0.02 if 0.2 <= ending < 0.26 else math.inf  # an exit by cancellation
         return Program(
             self.seed,
             self.backend,
@@ -385,7 +381,7 @@ class Generator:
             frozenset(hook_fail),
             load_seconds=rng.choice([0, 0, 0.001, 0.005]),
             deadline=deadline,
-            tasks=tuple(tasks),
+            tasks=tuple(tuple(ops) for ops in tasks),
         )
 
 
@@ -561,9 +557,8 @@ class Runner:
         self.seen: dict[int, Seen] = {}
         self.tracked: list[Tracked] = []
         self.broadcasts: list[Broadcasted] = []
-        self.offered: set[int] = set()  # tokens that a submitting call was made for
         self.surfaced: list[tuple[str, int]] = []  # loader and hook errors raised to us
-        self.booms = 0
+        self.task_errors = 0
         self.exit_error: BaseException | None = None
         self.problems: list[str] = []
         self.loop_thread = threading.get_ident()
@@ -625,7 +620,7 @@ class Runner:
             self.check_statistics_shape()
             await anyio.lowlevel.checkpoint()
         else:
-            self.booms += 1
+            self.task_errors += 1
             raise TaskError
 
     def invoke(self, op: Call, on: Any = None) -> Callable[[], Awaitable[Any]] | None:
@@ -655,7 +650,6 @@ class Runner:
         if invoke is None:
             return
         caller = anyio.get_current_task().id
-        self.offered.add(op.token)
         try:
             value = await invoke()
         except anyio.get_cancelled_exc_class():
@@ -692,7 +686,6 @@ class Runner:
 
     async def submit(self, op: Submit) -> None:
         job: trio_pool.Job[Any] | None = None
-        self.offered.add(op.token)
         try:
             if op.nowait:
                 job = self.pool.submit_nowait(job_body, self.record, op.token, op.steps)
@@ -723,7 +716,6 @@ class Runner:
                 job = self.pool.submit_nowait(job_body, self.record, token, op.steps)
             except (trio.WouldBlock, anyio.WouldBlock):
                 break
-            self.offered.add(token)
             self.track(token, job)
         await anyio.lowlevel.checkpoint()
 
@@ -751,7 +743,6 @@ class Runner:
 
     async def native_call(self, op: NativeCancel) -> None:
         caller = anyio.get_current_task().id
-        self.offered.add(op.token)
 
         async def call() -> Any:
             nonlocal caller
@@ -820,7 +811,6 @@ class Runner:
 
     async def broadcast(self, op: Broadcast) -> None:
         caller = anyio.get_current_task().id
-        self.offered.add(op.token)
         with anyio.move_on_after(op.deadline):
             try:
                 results = await self.pool.broadcast(job_body, self.record, op.token, op.steps, True)
@@ -861,7 +851,6 @@ class Runner:
 
     async def notify(self, op: Notify) -> None:
         job = await self.pool.submit(job_body, self.record, op.token, (AwaitNotify(),))
-        self.offered.add(op.token)
         tracked = self.track(op.token, job)
         with pytest.raises(LookupError):
             self.pool.notify(10**6, ("notify", op.token), op.token)
@@ -944,29 +933,25 @@ def loop_calls_problem(tag: Tag, value: Any, caller: int) -> str | None:
     return None
 
 
-def check(program: Program, runner: Runner, *, results_survive_cancellation: bool) -> list[str]:
-    """Every invariant, after the pool's block has exited; the problems found."""
+def check_callers(runner: Runner, *, results_survive_cancellation: bool) -> Iterator[str]:
+    """One run per job, and one Outcome, its own, to its own caller."""
     record = runner.record
-    problems = list(runner.problems)
-
-    # One run per job, and one Outcome, its own, to its own caller.
-    problems += [f"job {tag} ran {n} times" for tag, n in record.runs.items() if n > 1]
-    owned = (
-        {t.token for t in runner.tracked} | set(runner.seen) | {b.token for b in runner.broadcasts}
-    )
+    yield from (f"job {tag} ran {n} times" for tag, n in record.runs.items() if n > 1)
+    owned = {t.token for t in runner.tracked} | set(runner.seen)
+    owned |= {b.token for b in runner.broadcasts}
     for tag in record.runs:
-        token = tag[0] if isinstance(tag, tuple) else tag
-        if token not in owned:
-            problems.append(f"job {tag} ran, but its submitting call returned no job")
+        if (tag[0] if isinstance(tag, tuple) else tag) not in owned:
+            yield f"job {tag} ran, but its submitting call returned no job"
+    strict = results_survive_cancellation and not runner.program.abandon
     for token, seen in runner.seen.items():
         if seen.result is None:
-            # Old rule: a cancelled caller raises; new rule: it gets its job's result,
-            # unless the job never ran, ended by JobCancelled, or was abandoned. A
-            # native Task.cancel() makes it raise in both.
+            # The old rule: a caller cancelled while its job runs raises its
+            # cancellation after the job; the new rule: it gets the job's result
+            # unless the job never ran, ended by JobCancelled, or was abandoned
+            # (abandon_on_cancel). A native Task.cancel() makes it raise in both.
             end = record.ends.get(token)
-            lost = end not in (None, "jobcancelled")
-            if lost and results_survive_cancellation and not seen.native and not program.abandon:
-                problems.append(f"the caller of job {token} raised its cancellation: ended {end}")
+            if strict and not seen.native and end not in (None, "jobcancelled"):
+                yield f"the caller of job {token} raised its cancellation; the job {end}"
             continue
         problem = outcome_problem(token, seen.result, record)
         if problem is None and isinstance(seen.result, outcome.Value):
@@ -975,112 +960,117 @@ def check(program: Program, runner: Runner, *, results_survive_cancellation: boo
             if seen.worker is not None and value[1] != seen.worker:
                 problem = f"job {token} ran on worker {value[1]}, not on its lease's {seen.worker}"
         if problem is not None:
-            problems.append(problem)
+            yield problem
+
+
+def check_broadcasts(runner: Runner) -> Iterator[str]:
+    """Each Outcome is its own job's; in worker order; from_loop() in the broadcaster's task."""
     for b in runner.broadcasts:
         for result in b.result or ():
             tag = broadcast_tag(b.token, result)
-            problems.append(outcome_problem(tag, result, record) or "")
+            yield outcome_problem(tag, result, runner.record) or ""
             if isinstance(result, outcome.Value):
-                problems.append(loop_calls_problem(tag, result.value, b.caller) or "")
+                yield loop_calls_problem(tag, result.value, b.caller) or ""
         workers = [r.value[1] for r in b.result or () if isinstance(r, outcome.Value)]
         if workers != sorted(set(workers)):
-            problems.append(f"broadcast {b.token}'s results are not in worker order: {workers}")
+            yield f"broadcast {b.token}'s results are not in worker order: {workers}"
 
-    # Submitted jobs: done, with one Outcome shared by wait() and each callback.
+
+def check_submitted(runner: Runner) -> Iterator[str]:
+    """Submitted jobs are done, with one Outcome: job.outcome, wait()'s and each callback's."""
     for t in runner.tracked:
         result = t.job.outcome
         if result is None:
-            problems.append(f"job {t.token} is not done after the pool's exit")
+            yield f"job {t.token} is not done after the pool's exit"
             continue
-        problems.append(outcome_problem(t.token, result, record) or "")
+        yield outcome_problem(t.token, result, runner.record) or ""
         if len(t.callbacks) != 1:
-            problems.append(f"job {t.token}'s done-callback ran {len(t.callbacks)} times")
+            yield f"job {t.token}'s done-callback ran {len(t.callbacks)} times"
         if any(r is not result or not in_loop for r, in_loop in t.callbacks):
-            problems.append(f"job {t.token}'s callback: another Outcome, or not in the loop")
+            yield f"job {t.token}'s done-callback got another Outcome, or ran outside the loop"
         if any(r is not result for r in t.waited):
-            problems.append(f"job {t.token}: wait() returned another object than job.outcome")
-        if t.removed and (t.token in record.runs or not _is_job_cancelled(result)):
-            problems.append(f"job {t.token}: cancel() said removed, but it ran or got {result}")
-        if (
-            t.notified
-            and isinstance(result, outcome.Error)
-            and isinstance(result.error, TimeoutError)
-        ):
-            problems.append(f"job {t.token} was notified, yet its wait() timed out")
-        if (
-            t.notified
-            and isinstance(result, outcome.Value)
-            and result.value[2] != (("notified", (t.token,)),)
-        ):
-            problems.append(f"job {t.token} was notified, but wait() returned {result.value[2]}")
+            yield f"job {t.token}: wait() returned another object than job.outcome"
+        if t.removed and (t.token in runner.record.runs or not is_job_cancelled(result)):
+            yield f"job {t.token}: cancel() said it was removed, yet it ran or got {result}"
+        if t.notified and not is_job_cancelled(result):
+            notified = (("notified", (t.token,)),)
+            if not isinstance(result, outcome.Value) or result.value[2] != notified:
+                yield f"job {t.token} was notified, but its wait() ended with {result}"
 
-    # Hooks: once per loaded interface, in its own thread; none for a failed loader.
+
+def check_hooks(runner: Runner) -> Iterator[str]:
+    """One exit hook per loaded interface, in its own thread; none for a failed loader."""
+    record = runner.record
     for worker, thread in record.loads.items():
         exits = record.exits.get(worker, [])
         if len(exits) != 1:
-            problems.append(f"worker {worker}'s exit hook ran {len(exits)} times")
+            yield f"worker {worker}'s exit hook ran {len(exits)} times"
         elif exits[0][0] != thread:
-            problems.append(f"worker {worker}'s exit hook ran in another thread")
-    problems += [
-        f"worker {w}'s hook ran, but it never loaded"
-        for w in record.exits.keys() - record.loads.keys()
-    ]
+            yield f"worker {worker}'s exit hook ran in another thread than its loader"
+    for worker in record.exits.keys() - record.loads.keys():
+        yield f"worker {worker}'s exit hook ran, but its interface never loaded"
     for worker, exits in record.exits.items():
         for _, (exc_type, exc, tb) in exits:
             if exc is None and (exc_type, tb) != (None, None):
-                problems.append(f"worker {worker}'s hook got {exc_type, exc, tb}")
+                yield f"worker {worker}'s hook got {exc_type, exc, tb}"
             elif exc is not None and (
                 exc_type is not type(exc) or not isinstance(tb, TracebackType)
             ):
-                problems.append(f"worker {worker}'s hook got a mismatched {exc_type, exc, tb}")
+                yield f"worker {worker}'s hook got a mismatched {exc_type, exc, tb}"
             if exc is not None and runner.exit_error is None:
-                problems.append(
-                    f"worker {worker}'s hook got {exc!r} though the pool exited normally"
-                )
+                yield f"worker {worker}'s hook got {exc!r}, though the block exited normally"
 
-    # Loader and hook errors are raised, by the call that stopped the worker or at exit; once.
+
+def check_errors(runner: Runner) -> Iterator[str]:
+    """Loader and hook errors are raised once, by the call that started or stopped the
+    worker or at the block's exit; the block raises nothing else than what it should."""
     surfaced = runner.surfaced
-    for worker in record.load_failed:
-        if surfaced.count(("LoaderError", worker)) != 1:
-            problems.append(
-                f"LoaderError({worker}) surfaced {surfaced.count(('LoaderError', worker))} times"
-            )
-    for worker in program.hook_fail & record.exits.keys():
-        if surfaced.count(("HookError", worker)) != 1:
-            problems.append(
-                f"HookError({worker}) surfaced {surfaced.count(('HookError', worker))} times"
-            )
-
-    # The block's own error, and the rest of its exit.
+    failed = [("LoaderError", w) for w in runner.record.load_failed]
+    failed += [("HookError", w) for w in runner.program.hook_fail & runner.record.exits.keys()]
+    for error in failed:
+        if surfaced.count(error) != 1:
+            yield f"{error[0]}({error[1]}) was raised {surfaced.count(error)} times"
     allowed = (TaskError, LoaderError, HookError, anyio.get_cancelled_exc_class())
     exit_leaves = list(leaves(runner.exit_error)) if runner.exit_error else []
     for leaf in exit_leaves:
         if not isinstance(leaf, allowed):
-            problems.append(
-                "the block raised "
-                + "".join(traceback.format_exception(type(leaf), leaf, leaf.__traceback__))
+            yield "the block raised " + "".join(
+                traceback.format_exception(type(leaf), leaf, leaf.__traceback__)
             )
-    if runner.booms and not any(isinstance(leaf, TaskError) for leaf in exit_leaves):
-        problems.append(f"a task raised TaskError, but the block raised {runner.exit_error!r}")
+    if runner.task_errors and not any(isinstance(leaf, TaskError) for leaf in exit_leaves):
+        yield f"a task raised TaskError, but the block raised {runner.exit_error!r}"
 
-    # statistics() add up; no thread is left.
+
+def check_leftovers(runner: Runner) -> Iterator[str]:
+    """statistics() add up after the exit, and no worker thread is left."""
     s = runner.pool.statistics()
     if s.submitted != s.completed + s.failed + s.cancelled:
-        problems.append(f"statistics: submitted != completed + failed + cancelled: {s}")
+        yield f"statistics: submitted != completed + failed + cancelled: {s}"
     if (s.workers, s.queued, s.busy, s.workers_started) != (0, 0, 0, s.workers_stopped):
-        problems.append(f"statistics: workers or jobs left after exit: {s}")
-    if s.hook_errors != record.hook_errors:
-        problems.append(
-            f"statistics count {s.hook_errors} hook errors, {record.hook_errors} raised"
-        )
+        yield f"statistics: workers or jobs left after the exit: {s}"
+    if s.hook_errors != runner.record.hook_errors:
+        yield f"statistics count {s.hook_errors} hook errors, {runner.record.hook_errors} raised"
     prefix = f"{runner.pool.name}-worker-"
     left = [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
     if left:
-        problems.append(f"threads left running: {left}")
+        yield f"threads left running: {left}"
+
+
+def check(runner: Runner, *, results_survive_cancellation: bool) -> list[str]:
+    """Every invariant, once the pool's block has exited: the problems found."""
+    problems = [
+        *runner.problems,
+        *check_callers(runner, results_survive_cancellation=results_survive_cancellation),
+        *check_broadcasts(runner),
+        *check_submitted(runner),
+        *check_hooks(runner),
+        *check_errors(runner),
+        *check_leftovers(runner),
+    ]
     return [p for p in problems if p]
 
 
-def _is_job_cancelled(result: outcome.Outcome[Any]) -> bool:
+def is_job_cancelled(result: outcome.Outcome[Any]) -> bool:
     return isinstance(result, outcome.Error) and isinstance(result.error, trio_pool.JobCancelled)
 
 
@@ -1116,6 +1106,23 @@ async def cancelled_caller_gets_result() -> bool:
     return got == ["value"]
 
 
+@contextlib.contextmanager
+def said_if_stuck(program: Program) -> Iterator[None]:
+    """Name the seed if the program outlives its fail_after: a thread that never ends
+    keeps the pool's exit waiting (then pytest-timeout ends the test)."""
+    timer = threading.Timer(
+        HANG_LIMIT + 10,
+        lambda: print(f"\n{program.where()}: stuck, a thread never ends", file=sys.__stderr__),
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+@pytest.mark.timeout(60 + len(seeds()))  # a last resort: see said_if_stuck()
 async def test_random_programs(backend: str) -> None:
     """Seeded random programs: after each, every invariant holds (see :func:`check`)."""
     new_rule = await cancelled_caller_gets_result()
@@ -1123,7 +1130,7 @@ async def test_random_programs(backend: str) -> None:
         program = generate(seed, backend)
         runner = Runner(program)
         try:
-            with anyio.fail_after(HANG_LIMIT) as guard:
+            with said_if_stuck(program), anyio.fail_after(HANG_LIMIT) as guard:
                 await runner.run(guard)
         except TimeoutError:
             pytest.fail(f"{program.where()}: it hung; {runner.pool.statistics()}")
@@ -1131,5 +1138,5 @@ async def test_random_programs(backend: str) -> None:
             pytest.fail(
                 f"{program.where()}: it crashed: " + "".join(traceback.format_exception(exc))
             )
-        problems = check(program, runner, results_survive_cancellation=new_rule)
+        problems = check(runner, results_survive_cancellation=new_rule)
         assert not problems, f"{program.where()}:\n" + "\n".join(problems)
