@@ -307,3 +307,27 @@ async def test_from_loop_runs_in_a_copy_of_the_jobs_context(backend: str) -> Non
     async with trio_pool.Pool(workers=1) as pool:
         assert await pool.run(job) == ("set by the job", "set by the job")
     assert var.get() == "the caller's"  # nothing leaked into the caller
+
+
+async def test_from_loop_after_a_deadline_around_the_pool_expired(backend: str) -> None:
+    # A deadline around the block cancels the pool's own tasks before its exit
+    # starts: a call made then, by a job nobody waits for, was never answered,
+    # and the exit waited for its worker forever (found by the stress test).
+    gate = Gate()
+    seen: list[object] = []
+
+    def job() -> None:
+        gate.enter()
+        seen.append(outcome.capture(trio_pool.from_loop, double_later, 1))
+
+    with anyio.CancelScope() as outer:
+        async with trio_pool.Pool(workers=1) as pool:
+            await pool.submit(job)
+            await wait_in_thread(gate.entered)
+            outer.cancel()
+            with anyio.CancelScope(shield=True):  # the body goes on a little
+                gate.open()
+                await poll_until(lambda: bool(seen))
+    [result] = seen
+    assert isinstance(result, outcome.Error)
+    assert isinstance(result.error, trio_pool.JobCancelled)

@@ -31,6 +31,11 @@ def _gone() -> outcome.Error:
     return outcome.Error(JobCancelled("the caller of this job is gone"))
 
 
+def _cancelled() -> outcome.Error:
+    """A call in the pool's scope, cancelled with that scope."""
+    return outcome.Error(JobCancelled("the job was cancelled"))
+
+
 class _PoolScopeCall:
     """A from_loop() call of a job nobody waits for, run in the pool's scope."""
 
@@ -67,6 +72,7 @@ class Calls:
         # arrive in loop callbacks, outside any task, where anyio cannot run.
         self._new_calls: list[_PoolScopeCall] = []
         self._new_calls_posted = backend.event()
+        self._dispatching = True  # until serve_pool_scope() ends
         self._closed = False
 
     async def outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
@@ -171,6 +177,8 @@ class Calls:
                 job._requests = []
             job._requests.append(call)
             job._wake.set()
+        elif not self._dispatching:
+            call.answer(_cancelled())
         else:
             entry = _PoolScopeCall(job, call)  # registered now, so a stop now cancels it
             self._in_pool_scope.add(entry)
@@ -178,16 +186,28 @@ class Calls:
             self._new_calls_posted.set()
 
     async def serve_pool_scope(self) -> None:
-        """The pool's task that starts a task per call for its own scope, until it closes."""
-        while not self._closed:
-            await self._new_calls_posted.wait()
-            self._new_calls_posted = self._new_event()
-            calls, self._new_calls = self._new_calls, []
-            for entry in calls:
-                self._start_soon(self._serve_in_pool_scope, entry)
+        """The pool's task that starts a task per call for its own scope, until it closes.
+
+        The pool's scope can be cancelled before the pool closes (a deadline
+        around the ``async with`` block): from then on, calls are answered at
+        once as cancelled, as the tasks would be.
+        """
+        try:
+            while not self._closed:
+                await self._new_calls_posted.wait()
+                self._new_calls_posted = self._new_event()
+                calls, self._new_calls = self._new_calls, []
+                for entry in calls:
+                    self._start_soon(self._serve_in_pool_scope, entry)
+        finally:
+            self._dispatching = False
+            for entry in self._new_calls:
+                self._in_pool_scope.discard(entry)
+                entry.call.answer(_cancelled())
+            self._new_calls = []
 
     async def _serve_in_pool_scope(self, entry: _PoolScopeCall) -> None:
-        result: outcome.Outcome[Any] = outcome.Error(JobCancelled("the job was cancelled"))
+        result: outcome.Outcome[Any] = _cancelled()
         with anyio.CancelScope() as entry.scope:
             if entry.cancelled:
                 entry.scope.cancel()
@@ -198,7 +218,7 @@ class Calls:
         if isinstance(result, outcome.Error) and isinstance(
             result.error, anyio.get_cancelled_exc_class()
         ):
-            result = outcome.Error(JobCancelled("the job was cancelled"))
+            result = _cancelled()
         entry.call.answer(result)
 
     def cancel_job_calls(self, job: Job[Any]) -> None:
