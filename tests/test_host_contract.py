@@ -3,49 +3,77 @@
 A host is driven here as a worker drives it: from one thread (this test's
 own, standing in for the worker's), with ``interrupt`` from anywhere. Every
 interface and function is defined at module level, so that hosts whose far
-side is another process can receive them.
+side is another process can receive them, and what the far side does is
+recorded in files (``Record``), which every host can reach.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import threading
-from collections.abc import Callable, Hashable, Iterator
+import time
+from collections.abc import Hashable, Iterator
+from pathlib import Path
 from typing import Any
 
 import outcome
 import pytest
 
 import trio_pool
-from trio_pool._hosts._base import NO_EXC, Host
-from trio_pool._hosts._thread import ThreadHost
+from trio_pool._hosts._base import NO_EXC, Host, HostChoice
 from trio_pool._in_worker import WorkerInfo
 
 from helpers import TIMEOUT
 
-HOSTS: dict[str, Callable[[object, tuple[Any, ...]], Host]] = {
-    "thread": ThreadHost,
+HOSTS: dict[str, HostChoice] = {
+    "thread": trio_pool.ThreadHost(),
+    "process": trio_pool.ProcessHost(grace_period=TIMEOUT),
 }
 #: Whether interrupt() stops a running call (else the call runs to its end).
-INTERRUPTS = {"thread": False}
+INTERRUPTS = {"thread": False, "process": False}
+
+
+class Record:
+    """Lines the far side appends to a file, read back by the test."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def lines(self) -> list[str]:
+        return Path(self.path).read_text().splitlines() if Path(self.path).exists() else []
+
+
+def note(record: str, line: str) -> None:
+    with open(record, "a") as file:
+        file.write(line + "\n")
+
+
+def wait_for_file(path: str) -> None:
+    """A handshake between processes: poll for a file the other side makes."""
+    deadline = time.monotonic() + TIMEOUT
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} never came"
+        time.sleep(0.001)
 
 
 class MakeHost:
     """Builds hosts of one kind; closes every one left open after the test."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, record: Record) -> None:
         self.kind = kind
+        self.record = record
         self.made: list[Host] = []
 
     def __call__(self, loader: object = None, *args: Any) -> Host:
-        host = HOSTS[self.kind](loader, args)
+        host = HOSTS[self.kind]._factory(loader, args)()
         self.made.append(host)
         return host
 
 
 @pytest.fixture(params=sorted(HOSTS))
-def make_host(request: pytest.FixtureRequest) -> Iterator[MakeHost]:
-    make = MakeHost(request.param)
+def make_host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeHost]:
+    make = MakeHost(request.param, Record(tmp_path / "record"))
     yield make
     for host in make.made:
         host.close(NO_EXC)
@@ -81,10 +109,9 @@ class LoaderError(Exception):
 
 
 class Interface:
-    closes: list[tuple[Any, ...]] = []  # noqa: RUF012 (a record the tests read)
-
-    def __init__(self, value: int) -> None:
+    def __init__(self, value: int, record: str = os.devnull) -> None:
         self.value = value
+        self.record = record
 
     def get(self) -> int:
         return self.value
@@ -104,7 +131,8 @@ class Interface:
         pass
 
     def __exit__(self, *exc_info: Any) -> None:
-        Interface.closes.append((exc_info[0], trio_pool.current_worker().id))
+        kind = "None" if exc_info[0] is None else exc_info[0].__name__
+        note(self.record, f"closed {kind} {exc_info[1]!r} {trio_pool.current_worker().id}")
 
 
 class Entered:
@@ -142,11 +170,6 @@ def cancelled() -> bool:
     except trio_pool.JobCancelled:
         return True
     return False
-
-
-@pytest.fixture(autouse=True)
-def _no_closes_recorded() -> None:
-    Interface.closes.clear()
 
 
 def test_a_loader_error_is_raised_as_itself(make_host: MakeHost) -> None:
@@ -224,11 +247,11 @@ def test_the_job_view_reaches_the_in_job_functions(make_host: MakeHost) -> None:
 
 
 def test_close_runs_the_hook_once_with_the_exception_info(make_host: MakeHost) -> None:
-    host = loaded(make_host(Interface, 1))
+    host = loaded(make_host(Interface, 1, make_host.record.path))
     error = RuntimeError("why")
     assert host.close((RuntimeError, error, None)) is None
     assert host.close(NO_EXC) is None  # once only
-    assert Interface.closes == [(RuntimeError, 7)]
+    assert make_host.record.lines() == ["closed RuntimeError RuntimeError('why') 7"]
 
 
 def test_close_returns_what_the_hook_raised(make_host: MakeHost) -> None:
@@ -243,30 +266,31 @@ def test_a_host_that_never_loaded_closes_quietly(make_host: MakeHost) -> None:
     with pytest.raises(LoaderError):
         host.load(WorkerInfo(0, "w"))
     assert host.close(NO_EXC) is None
-    assert Interface.closes == []
+    assert make_host.record.lines() == []
 
 
-def test_interrupt_is_safe_at_any_moment(make_host: MakeHost) -> None:
-    host = make_host(Interface, 1)
+def handshake_job(running: str, release: str) -> str:
+    Path(running).touch()
+    wait_for_file(release)
+    return "done"
+
+
+def test_interrupt_is_safe_at_any_moment(make_host: MakeHost, tmp_path: Path) -> None:
+    host = make_host(Interface, 1, make_host.record.path)
     host.interrupt()  # before load
     loaded(host)
     host.interrupt()
-    running, release = threading.Event(), threading.Event()
+    running, release = str(tmp_path / "running"), str(tmp_path / "release")
 
     def interrupt_while_running() -> None:
-        assert running.wait(TIMEOUT)
+        wait_for_file(running)
         host.interrupt()  # from another thread, during a call
         host.interrupt()  # and again
-        release.set()
-
-    def job() -> str:
-        running.set()
-        assert release.wait(TIMEOUT)
-        return "done"
+        Path(release).touch()
 
     thread = threading.Thread(target=interrupt_while_running)
     thread.start()
-    result = execute(host, job)
+    result = execute(host, handshake_job, running, release)
     thread.join(TIMEOUT)
     assert not thread.is_alive()
     if INTERRUPTS[make_host.kind]:
@@ -275,7 +299,7 @@ def test_interrupt_is_safe_at_any_moment(make_host: MakeHost) -> None:
         assert result == outcome.Value("done")
     assert host.close(NO_EXC) is None
     host.interrupt()  # after close
-    assert Interface.closes == [(None, 7)]
+    assert make_host.record.lines() == ["closed None None 7"]
 
 
 def test_nothing_of_the_worker_is_left_in_the_thread_after_close(make_host: MakeHost) -> None:

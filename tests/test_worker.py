@@ -8,6 +8,7 @@ from typing import Any
 import outcome
 from loopless import FakeEvent, Loop
 
+import trio_pool
 from trio_pool._handoff import Phase
 from trio_pool._hosts._base import ExcInfo, HostDied
 from trio_pool._in_worker import JobView, WorkerInfo
@@ -27,6 +28,10 @@ class DyingHost:
     def operations(self) -> frozenset[str]:
         return frozenset()
 
+    @property
+    def pid(self) -> int | None:
+        return None
+
     def load(self, worker: WorkerInfo) -> None:
         pass
 
@@ -40,7 +45,7 @@ class DyingHost:
     ) -> outcome.Outcome[Any]:
         self.calls += 1
         if self.calls == 1:
-            raise HostDied("the child process was killed")
+            raise HostDied(trio_pool.BrokenWorkerError("the child process was killed"))
         return outcome.Value(self.calls)
 
     def interrupt(self) -> None:
@@ -80,7 +85,8 @@ def test_a_worker_whose_host_dies_fails_its_job_and_leaves_without_closing() -> 
     assert [job for job, _ in loop.delivered] == [doomed]
     died = loop.results()[0]
     assert isinstance(died, outcome.Error)
-    assert isinstance(died.error, HostDied)
+    assert isinstance(died.error, trio_pool.BrokenWorkerError)
+    assert worker.died
     assert host.calls == 1
     assert host.closed == []  # nothing is left to close
     assert worker.slot.phase is Phase.STOPPED

@@ -1,7 +1,10 @@
 """A structured-concurrency worker-thread pool for trio and anyio."""
 
+from ._exceptions import BrokenWorkerError as BrokenWorkerError
 from ._exceptions import JobCancelled as JobCancelled
 from ._exceptions import PoolClosedError as PoolClosedError
+from ._hosts._process import ProcessHost as ProcessHost
+from ._hosts._thread import ThreadHost as ThreadHost
 from ._in_worker import WorkerInfo as WorkerInfo
 from ._in_worker import check_cancelled as check_cancelled
 from ._in_worker import current_interface as current_interface
@@ -22,13 +25,16 @@ from ._statistics import WorkerStatistics as WorkerStatistics
 __version__ = "0.1.0"
 
 __all__ = [
+    "BrokenWorkerError",
     "Job",
     "JobCancelled",
     "MapResults",
     "Pool",
     "PoolClosedError",
     "PoolStatistics",
+    "ProcessHost",
     "Shared",
+    "ThreadHost",
     "ThreadSafeLock",
     "WorkerInfo",
     "WorkerLease",

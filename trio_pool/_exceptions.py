@@ -33,6 +33,14 @@ class JobCancelled(BaseException):
     """
 
 
+class BrokenWorkerError(RuntimeError):
+    """A worker's process died under a job (a crash, ``os._exit``, the OOM killer).
+
+    It is the error inside that job's Outcome. The pool replaces the worker;
+    the jobs queued behind it are run by the others.
+    """
+
+
 class QueueFull(trio.WouldBlock, anyio.WouldBlock):
     """The submission queue is full (``submit_nowait``)."""
 

@@ -10,6 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._checks import check_count
+from ._hosts._base import HostChoice
+from ._hosts._process import ProcessHost
+from ._hosts._thread import ThreadHost
 
 _pool_numbers = itertools.count(1)
 
@@ -30,6 +33,7 @@ class Options:
     queue_size: int
     abandon_on_cancel: bool
     name: str
+    host: HostChoice
 
     @property
     def autoscaling(self) -> bool:
@@ -47,6 +51,7 @@ def build_options(
     queue_size: int | None,
     abandon_on_cancel: bool,
     name: str | None,
+    host: HostChoice | None,
 ) -> Options:
     """The checked options; TypeError or ValueError for a wrong one."""
     _check_interface(interface, args)
@@ -69,6 +74,12 @@ def build_options(
         raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str, not {name!r}")
+    if host is None:
+        host = ThreadHost()
+    elif not isinstance(host, (ThreadHost, ProcessHost)):
+        raise TypeError(
+            f"host must be trio_pool.ThreadHost() or trio_pool.ProcessHost(...), not {host!r}"
+        )
     return Options(
         interface=interface,
         args=args,
@@ -79,6 +90,7 @@ def build_options(
         queue_size=queue_size,
         abandon_on_cancel=abandon_on_cancel,
         name=name if name is not None else f"trio_pool-{next(_pool_numbers)}",
+        host=host,
     )
 
 

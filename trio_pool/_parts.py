@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import anyio
 import anyio.abc
 
@@ -12,7 +10,6 @@ from ._autoscale import Autoscaler, FixedSize, Pressure
 from ._backend import Backend, current_backend
 from ._calls import Calls
 from ._handoff import Handoff
-from ._hosts._thread import ThreadHost
 from ._intake import Intake
 from ._interface import Operations
 from ._lease import LeaseQueue
@@ -42,7 +39,7 @@ class Parts:
         self.workers = WorkerSet(
             options.name,
             options.initial,
-            functools.partial(ThreadHost, options.interface, options.args),
+            options.host._factory(options.interface, options.args),
             handoff,
             backend,
             counters,

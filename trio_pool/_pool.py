@@ -22,6 +22,8 @@ from ._backend import wait_through
 from ._checks import check_count, check_sync_callable, check_target
 from ._exceptions import PoolClosedError, combine, raise_combined
 from ._handoff import Phase
+from ._hosts._process import ProcessHost
+from ._hosts._thread import ThreadHost
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
 from ._job import Job
 from ._lease import Lease, WorkerLease
@@ -91,6 +93,9 @@ class Pool:
             default) the caller waits for the job, like
             :func:`trio.to_thread.run_sync`.
         name: The pool's name, used for its worker threads' names.
+        host: Where each worker's interface lives: :class:`ThreadHost` (the
+            default: in the worker thread) or :class:`ProcessHost` (in a
+            child process driven by the worker thread).
 
     Use it as an async context manager::
 
@@ -119,6 +124,7 @@ class Pool:
         queue_size: int | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
+        host: ThreadHost | ProcessHost | None = None,
     ) -> None:
         self._options = build_options(
             interface,
@@ -130,6 +136,7 @@ class Pool:
             queue_size=queue_size,
             abandon_on_cancel=abandon_on_cancel,
             name=name,
+            host=host,
         )
         #: The pool's name (the ``name`` argument, or ``"trio_pool-<n>"``). Its
         #: worker threads are named ``"<name>-worker-<id>"``.

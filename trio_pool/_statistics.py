@@ -21,6 +21,9 @@ class WorkerStatistics:
             ``"busy"``, ``"stopping"`` (running its exit hook) or ``"stopped"``.
         jobs_done: Jobs this worker has finished.
         leased: Whether a :meth:`Pool.lease` holds it.
+        pid: The id of the process that holds its interface: the pool's own
+            on a :class:`ThreadHost`, the child's on a :class:`ProcessHost`
+            (None while it has none).
     """
 
     id: int
@@ -28,6 +31,7 @@ class WorkerStatistics:
     state: str
     jobs_done: int
     leased: bool
+    pid: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,9 @@ class PoolStatistics:
         workers_started: Workers started since the pool opened.
         workers_stopped: Workers whose threads have ended.
         hook_errors: Exit hooks that raised.
+        workers_died: Workers whose process died under a job (or was killed
+            for ``kill_on_cancel``); each was replaced unless the pool was
+            closing.
         scaled_up: Workers autoscaling started.
         scaled_down: Workers autoscaling retired.
         worker_states: One record per live worker, in id order.
@@ -67,6 +74,7 @@ class PoolStatistics:
     workers_started: int
     workers_stopped: int
     hook_errors: int
+    workers_died: int
     scaled_up: int
     scaled_down: int
     worker_states: tuple[WorkerStatistics, ...]
@@ -83,6 +91,7 @@ class Counters:
         "scaled_down",
         "scaled_up",
         "submitted",
+        "workers_died",
         "workers_started",
         "workers_stopped",
     )
@@ -90,6 +99,7 @@ class Counters:
     def __init__(self) -> None:
         self.submitted = self.completed = self.failed = self.cancelled = 0
         self.workers_started = self.workers_stopped = self.hook_errors = 0
+        self.workers_died = 0
         self.scaled_up = self.scaled_down = 0
 
     def record(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
@@ -110,9 +120,10 @@ class Counters:
     def worker_started(self) -> None:
         self.workers_started += 1
 
-    def worker_stopped(self, *, hook_failed: bool) -> None:
+    def worker_stopped(self, *, hook_failed: bool, died: bool) -> None:
         self.workers_stopped += 1
         self.hook_errors += hook_failed
+        self.workers_died += died
 
     def scaled(self, *, up: int = 0, down: int = 0) -> None:
         self.scaled_up += up
@@ -135,6 +146,7 @@ class Counters:
             workers_started=self.workers_started,
             workers_stopped=self.workers_stopped,
             hook_errors=self.hook_errors,
+            workers_died=self.workers_died,
             scaled_up=self.scaled_up,
             scaled_down=self.scaled_down,
             worker_states=tuple(sorted(workers, key=lambda w: w.id)),

@@ -55,6 +55,8 @@ class Worker:
         self._job: Job[Any] | None = None  # the job it runs (this thread only)
         #: Set by the thread as it begins (read by the loop once the thread is done).
         self.started: bool = False
+        #: Set by the thread if its host died under a job (the pool replaces it).
+        self.died: bool = False
 
     @property
     def id(self) -> int:
@@ -94,9 +96,10 @@ class Worker:
                 result = job._context.run(self._execute, job)
             except HostDied as exc:
                 self._job = None
-                logger.error("worker %s: its host died", self.info.name, exc_info=exc)
+                self.died = True
+                logger.warning("%s", exc.error)
                 handoff.leave(slot)
-                handoff.finish(slot, outcome.Error(exc))
+                handoff.finish(slot, outcome.Error(exc.error))
                 handoff.closed(slot)
                 return None
             self._job = None

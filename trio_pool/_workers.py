@@ -149,8 +149,15 @@ class WorkerSet:
             self._never_started(worker, error)
         elif error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
             raise error
+        if worker.died and not self._closing:
+            await self._replace(worker)
         # Native asyncio cancellation (asyncio.run shutting down) can end this
         # task while the thread runs; the thread still reports when it is done.
+
+    async def _replace(self, dead: Worker) -> None:
+        """Start a worker in place of one whose host died (its load errors go to the exit)."""
+        logger.warning("worker %s: starting a replacement", dead.info.name)
+        await self.wait_loaded(self.start(1, claimed=False), claimed=False)
 
     def _never_started(self, worker: Worker, exc: BaseException | None) -> None:
         """The worker's thread could not start, or the pool stopped it first.
@@ -176,7 +183,7 @@ class WorkerSet:
         for job in self._handoff.take_direct(worker.slot):  # it never served them
             self._counters.record(job, cancelled_outcome())
         del self._workers[worker.id], self._loop_scopes[worker.id]
-        self._counters.worker_stopped(hook_failed=worker.hook_error is not None)
+        self._counters.worker_stopped(hook_failed=worker.hook_error is not None, died=worker.died)
         if worker.hook_error is not None and worker.id not in self._owned:
             self._errors.append(worker.hook_error)
         if worker.load_error is not None and worker.id in self._unclaimed_loads:
@@ -292,6 +299,7 @@ class WorkerSet:
                     "busy" if w.slot.job is not None else w.slot.phase.value,
                     w.slot.jobs_done,
                     w.slot.leased,
+                    w.host.pid,
                 )
                 for w in self._workers.values()
             ]

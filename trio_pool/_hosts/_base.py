@@ -2,8 +2,9 @@
 
 A worker is always a thread of the pool: it takes jobs from the handoff and
 hands each to its host. The host builds the interface, runs calls against it
-and closes it, somewhere: in the worker thread itself (:class:`ThreadHost`),
-or, behind the same methods, in a child process or a remote actor. The pool
+and closes it, somewhere: in the worker thread itself (``_thread.InThread``),
+or, behind the same methods, in a child process (``_process.InProcess``) or
+a remote actor. The pool
 side never touches the interface object: a call names an operation or ships
 a function (with a flag asking the far side to pass its interface first).
 
@@ -30,9 +31,15 @@ NO_EXC: ExcInfo = (None, None, None)
 class HostDied(Exception):  # noqa: N818 (it is an event, and a private one)
     """The far side of a host is gone (a killed process, a lost actor).
 
-    Raised by :meth:`Host.execute`; the worker gives its job this error and
-    stops, without calling :meth:`Host.close` (there is nothing left to close).
+    Raised by :meth:`Host.execute`; the worker gives its job ``error`` (a
+    :class:`~trio_pool.BrokenWorkerError`, or :class:`~trio_pool.JobCancelled`
+    if the host killed it on purpose) and stops, without calling
+    :meth:`Host.close` (there is nothing left to close); the pool replaces it.
     """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Host(Protocol):
@@ -41,6 +48,11 @@ class Host(Protocol):
     @property
     def operations(self) -> frozenset[str]:
         """The interface's operation names, known once :meth:`load` has returned."""
+        ...
+
+    @property
+    def pid(self) -> int | None:
+        """The id of the process that holds the interface (None when there is none)."""
         ...
 
     def load(self, worker: WorkerInfo) -> None:
@@ -77,6 +89,12 @@ class Host(Protocol):
 
 HostFactory = Callable[[], Host]
 """Makes the host of one new worker."""
+
+
+class HostChoice(Protocol):
+    """What ``Pool(host=...)`` takes: :class:`~trio_pool.ThreadHost` or another host."""
+
+    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory: ...
 
 
 def is_mapping(interface: object) -> TypeGuard[Mapping[str, Any]]:

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
 
 import outcome
 
 from .._in_worker import JobView, WorkerInfo, context
-from ._base import ExcInfo, call_sync, is_mapping, operations_of
+from ._base import ExcInfo, HostFactory, call_sync, is_mapping, operations_of
 
 
+@final
 class ThreadHost:
-    """Builds, uses and closes one interface, all in the worker's thread."""
+    """The default host: each worker's interface lives in the worker thread itself.
+
+    ``Pool(..., host=trio_pool.ThreadHost())`` is the same as leaving
+    ``host`` out.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "trio_pool.ThreadHost()"
+
+    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+        return functools.partial(InThread, loader, args)
+
+
+class InThread:
+    """Builds, uses and closes one interface, all in the calling thread."""
 
     def __init__(self, loader: object, args: tuple[Any, ...]) -> None:
         self._loader = loader
@@ -24,6 +43,10 @@ class ThreadHost:
     @property
     def operations(self) -> frozenset[str]:
         return self._operations
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
 
     def load(self, worker: WorkerInfo) -> None:
         """Build the interface: call the loader, then ``__enter__`` if it has one."""

@@ -1,0 +1,448 @@
+"""ProcessHost: each worker thread drives one child process holding its interface.
+
+The parent side (:class:`InProcess`) runs in the worker's thread; the child
+runs :func:`child_main`, a plain blocking loop (no event loop) around a
+:class:`~trio_pool._hosts._thread.InThread` host of its own. They speak over
+one duplex pipe, one message at a time, in turns:
+
+parent -> child: ``("load", loader_and_args, id, name)``, ``("call", payload)``,
+``("close", exc_type, exc)``, and ``("cancel",)`` while a call runs; also
+``("answer", outcome)`` to a child's request.
+
+child -> parent: ``("loaded", operations)`` or ``("failed", error)``;
+``("done", outcome)``; ``("wait", key, timeout)`` and ``("loop", payload)``
+(requests relayed to the job's view in the parent); ``("closed", error)``.
+
+Functions travel by cloudpickle (lambdas and closures too), everything else
+by pickle protocol 5. Errors keep their type and arguments; the child's
+traceback comes along as the error's ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Hashable
+from typing import Any, final
+
+import cloudpickle  # type: ignore[import-untyped]
+import outcome
+
+from .._exceptions import BrokenWorkerError, JobCancelled
+from .._in_worker import JobView, WorkerInfo
+from ._base import NO_EXC, ExcInfo, HostDied, HostFactory
+from ._thread import InThread
+
+_POLL = 0.05  # seconds between looks at the job's cancel request while it runs
+
+
+@final
+class ProcessHost:
+    """Each worker's interface lives in a child process of its own.
+
+    ``Pool(Model, "weights.bin", workers=4, host=trio_pool.ProcessHost())``:
+    each worker is still a thread of the pool (the queue, leases, autoscaling
+    and statistics are unchanged), and that thread drives one child process
+    in which the interface is built, used and closed. GIL-bound Python work
+    runs in parallel, and a job stuck in C can be killed.
+
+    Args:
+        start_method: A :mod:`multiprocessing` start method: ``"forkserver"``
+            (the default on POSIX) or ``"spawn"`` (the default elsewhere).
+            ``"fork"`` is refused: the pool's process has threads.
+        kill_on_cancel: Kill the process of a running job whose caller is
+            cancelled (or that :meth:`Job.cancel` reaches): its Outcome is
+            :class:`JobCancelled`, its ``__exit__`` does not run, and the
+            pool replaces the worker (the loader runs again). By default a
+            running job is asked to stop, as on threads.
+        grace_period: Seconds a child gets at the pool's exit to run its
+            exit hook before it is killed.
+
+    Raises:
+        TypeError, ValueError: for a wrong argument.
+    """
+
+    __slots__ = ("_context", "grace_period", "kill_on_cancel", "start_method")
+
+    def __init__(
+        self,
+        *,
+        start_method: str | None = None,
+        kill_on_cancel: bool = False,
+        grace_period: float = 5.0,
+    ) -> None:
+        if start_method is None:
+            start_method = "forkserver" if os.name == "posix" else "spawn"
+        if not isinstance(start_method, str):
+            raise TypeError(f"start_method must be a str or None, not {start_method!r}")
+        if start_method == "fork":
+            raise ValueError(
+                "start_method='fork' is not safe: the pool's process has threads; "
+                "use 'forkserver' or 'spawn'"
+            )
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"start_method must be one of {multiprocessing.get_all_start_methods()}, "
+                f"not {start_method!r}"
+            )
+        if not isinstance(kill_on_cancel, bool):
+            raise TypeError(f"kill_on_cancel must be a bool, not {kill_on_cancel!r}")
+        if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)):
+            raise TypeError(f"grace_period must be a number of seconds, not {grace_period!r}")
+        if not (grace_period >= 0 and math.isfinite(grace_period)):
+            raise ValueError(f"grace_period must be zero or more seconds, not {grace_period}")
+        self.start_method: str = start_method
+        self.kill_on_cancel: bool = kill_on_cancel
+        self.grace_period: float = float(grace_period)
+        self._context = multiprocessing.get_context(start_method)
+        if start_method == "forkserver":  # children fork from a server with this loaded
+            self._context.set_forkserver_preload([__name__])
+
+    def __repr__(self) -> str:
+        return (
+            f"trio_pool.ProcessHost(start_method={self.start_method!r}, "
+            f"kill_on_cancel={self.kill_on_cancel}, grace_period={self.grace_period})"
+        )
+
+    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+        return functools.partial(
+            InProcess,
+            loader,
+            args,
+            context=self._context,
+            kill_on_cancel=self.kill_on_cancel,
+            grace_period=self.grace_period,
+        )
+
+
+class RemoteTraceback(Exception):  # noqa: N818 (as concurrent.futures names it)
+    """The traceback of an error raised in a worker process, as its ``__cause__``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+_cloudpickle_dumps: Callable[..., bytes] = cloudpickle.dumps  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
+
+def _dumps(value: object) -> bytes:
+    return _cloudpickle_dumps(value, protocol=5)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc``, with its traceback text attached, if it survives a pickle round trip."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        copy: BaseException = pickle.loads(_dumps(exc))
+        if not isinstance(copy, BaseException):
+            raise TypeError("not an exception after unpickling")
+    except BaseException as failure:
+        copy = RuntimeError(
+            f"{type(exc).__qualname__}: {exc} (the error could not be pickled: {failure})"
+        )
+    copy.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
+    return copy
+
+
+def _send_outcome(conn: Any, kind: str, result: outcome.Outcome[Any]) -> None:
+    if isinstance(result, outcome.Error):
+        result = outcome.Error(_portable(result.error))
+    try:
+        data = _dumps((kind, result))
+    except BaseException as exc:
+        data = _dumps(
+            (kind, outcome.Error(TypeError(f"the result cannot be sent back to the pool: {exc}")))
+        )
+    conn.send_bytes(data)
+
+
+class _ChildView:
+    """The job's view in the child: requests go to the worker thread in the parent."""
+
+    def __init__(self, conn: Any, *, cancelled: bool) -> None:
+        self._conn = conn
+        self._cancelled = cancelled
+
+    def cancel_requested(self) -> bool:
+        while not self._cancelled and self._conn.poll():  # only ("cancel",) comes unasked
+            self._read()
+        return self._cancelled
+
+    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        self._conn.send_bytes(_dumps(("wait", key, timeout)))
+        result: tuple[Any, ...] = self._answer().unwrap()
+        return result
+
+    def call_loop(
+        self, async_fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> outcome.Outcome[Any]:
+        self._conn.send_bytes(_dumps(("loop", async_fn, args)))
+        return self._answer()
+
+    def _answer(self) -> outcome.Outcome[Any]:
+        while True:
+            message = self._read()
+            if message[0] == "answer":
+                answer: outcome.Outcome[Any] = message[1]
+                return answer
+
+    def _read(self) -> tuple[Any, ...]:
+        message: tuple[Any, ...] = pickle.loads(self._conn.recv_bytes())
+        if message[0] == "cancel":
+            self._cancelled = True
+        return message
+
+
+def _watch_parent(parent: int) -> None:
+    """End the child if the pool's process is gone (even mid-job)."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(70)
+        except PermissionError:  # a new process owns the pid: ours is gone
+            os._exit(70)
+
+
+def child_main(conn: Any, parent: int) -> None:
+    """The child process: load, serve calls, close, in turns with the worker thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    host: InThread | None = None
+    try:
+        while True:
+            try:
+                message = pickle.loads(conn.recv_bytes())
+            except EOFError:
+                return  # the worker thread is gone
+            kind = message[0]
+            if kind == "load":
+                loader, args = pickle.loads(message[1])
+                host = InThread(loader, args)
+                try:
+                    host.load(WorkerInfo(message[2], message[3]))
+                except BaseException as exc:
+                    conn.send_bytes(_dumps(("failed", _portable(exc))))
+                    host = None
+                    continue
+                conn.send_bytes(_dumps(("loaded", host.operations)))
+            elif kind == "call":
+                assert host is not None
+                try:
+                    fn, args, kwargs, with_interface = pickle.loads(message[1])
+                except BaseException as exc:
+                    result: outcome.Outcome[Any] = outcome.Error(exc)
+                else:
+                    view = _ChildView(conn, cancelled=message[2])
+                    result = host.execute(fn, args, kwargs, with_interface, view)
+                    del fn, args, kwargs
+                _send_outcome(conn, "done", result)
+                del result
+            elif kind == "close":
+                error = host.close((message[1], message[2], None)) if host is not None else None
+                conn.send_bytes(_dumps(("closed", None if error is None else _portable(error))))
+                return
+            # ("cancel",) for a call that has already ended: nothing to do.
+    finally:
+        conn.close()
+
+
+def _describe_unpicklable(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """Name the first part of a call that cannot be pickled."""
+    parts: list[tuple[str, object]] = [("the function", fn)]
+    parts += [(f"argument {i}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for what, value in parts:
+        try:
+            _dumps(value)
+        except BaseException as exc:  # noqa: PERF203 (only on the error path)
+            return f"{what} ({value!r}) cannot be sent to the worker process: {exc}"
+    return "the call cannot be sent to the worker process"
+
+
+def _how_it_ended(process: Any) -> str:
+    process.join(1.0)
+    code = process.exitcode
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        try:
+            return f"it was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"it was killed by signal {-code}"
+    return f"it exited with code {code}"
+
+
+class InProcess:
+    """Drives one child process from the worker's thread."""
+
+    def __init__(
+        self,
+        loader: object,
+        args: tuple[Any, ...],
+        *,
+        context: Any,
+        kill_on_cancel: bool,
+        grace_period: float,
+    ) -> None:
+        self._loader = loader
+        self._args = args
+        self._context = context
+        self._kill_on_cancel = kill_on_cancel
+        self._grace_period = grace_period
+        self._operations: frozenset[str] = frozenset()
+        self._conn: Any = None
+        self._process: Any = None
+        self._name = "trio_pool worker"
+
+    @property
+    def operations(self) -> frozenset[str]:
+        return self._operations
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return None if process is None else process.pid
+
+    def load(self, worker: WorkerInfo) -> None:
+        self._name = worker.name
+        try:
+            loader = _dumps((self._loader, self._args))
+        except BaseException as exc:
+            raise TypeError(
+                f"the loader {self._loader!r} or its arguments cannot be sent to a worker "
+                f"process: {exc}"
+            ) from exc
+        parent_end, child_end = self._context.Pipe()
+        process = self._context.Process(
+            target=child_main, args=(child_end, os.getpid()), name=worker.name
+        )
+        process.start()
+        child_end.close()  # the child holds it now: its death shows as an end of file here
+        self._conn, self._process = parent_end, process
+        parent_end.send_bytes(_dumps(("load", loader, worker.id, worker.name)))
+        try:
+            reply = self._receive(None, "loading its interface")
+        except HostDied as died:
+            raise died.error from None
+        if reply[0] == "failed":
+            self._end()
+            raise reply[1]
+        self._operations = reply[1]
+
+    def execute(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+        job: JobView,
+    ) -> outcome.Outcome[Any]:
+        try:
+            payload = _dumps((fn, args, kwargs, with_interface))
+        except BaseException:
+            return outcome.Error(TypeError(_describe_unpicklable(fn, args, kwargs)))
+        self._send(("call", payload, job.cancel_requested()))
+        while True:
+            message = self._receive(job, "running a job")
+            kind = message[0]
+            if kind == "done":
+                result: outcome.Outcome[Any] = message[1]
+                return result
+            answer: outcome.Outcome[Any]
+            if kind == "wait":
+                answer = outcome.capture(job.wait_for, message[1], message[2])
+            else:  # "loop"
+                answer = job.call_loop(message[1], message[2])
+            try:
+                self._send(("answer", answer))
+            except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                self._send(("answer", outcome.Error(TypeError(f"cannot send the answer: {exc}"))))
+
+    def interrupt(self) -> None:
+        """Nothing here: the worker thread relays the job's cancel request itself."""
+
+    def close(self, exc_info: ExcInfo) -> BaseException | None:
+        """Run the hook in the child, give it ``grace_period`` seconds, then end the child."""
+        if self._conn is None:
+            return None
+        exc_type, exc, _ = exc_info
+        try:
+            self._send(("close", exc_type, exc))
+        except (pickle.PicklingError, TypeError, AttributeError):
+            self._send(("close", *NO_EXC[:2]))  # an exception that cannot travel: say none
+        except OSError:
+            pass  # it is gone already; _receive says so
+        error: BaseException | None = None
+        if self._conn.poll(self._grace_period):
+            try:
+                error = self._receive(None, "running its exit hook")[1]
+            except HostDied as died:
+                error = died.error
+        else:
+            error = BrokenWorkerError(
+                f"worker {self._name}: its exit hook did not finish within grace_period="
+                f"{self._grace_period} s; its process was killed"
+            )
+        self._end()
+        return error
+
+    # --- the pipe ----------------------------------------------------------
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        self._conn.send_bytes(_dumps(message))
+
+    def _receive(self, job: JobView | None, doing: str) -> tuple[Any, ...]:
+        """The child's next message; meanwhile relay ``job``'s cancel request.
+
+        Raises:
+            HostDied: the child died (or was killed for ``kill_on_cancel``).
+        """
+        conn = self._conn
+        relayed = job is not None and job.cancel_requested()  # the call said so already
+        killed = False
+        try:
+            while not conn.poll(_POLL):
+                if job is not None and not relayed and job.cancel_requested():
+                    relayed = True
+                    if self._kill_on_cancel:
+                        killed = True
+                        self._process.kill()
+                    else:
+                        self._send(("cancel",))
+            message: tuple[Any, ...] = pickle.loads(conn.recv_bytes())
+            return message
+        except (EOFError, OSError) as exc:
+            if killed:
+                error: BaseException = JobCancelled(
+                    f"the job was cancelled: worker {self._name}'s process was killed "
+                    "(kill_on_cancel=True); its exit hook did not run"
+                )
+            else:
+                error = BrokenWorkerError(
+                    f"worker {self._name}'s process (pid {self.pid}) died while {doing}: "
+                    f"{_how_it_ended(self._process)}"
+                )
+            self._end()
+            raise HostDied(error) from exc
+
+    def _end(self) -> None:
+        """The child is done with, or has to go: make sure it is gone, and reaped."""
+        process, self._process = self._process, None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        if process is not None:
+            process.join(self._grace_period)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
+            process.close()
