@@ -30,7 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Hashable
-from typing import Any, final
+from typing import Any, cast, final
 
 import cloudpickle  # type: ignore[import-untyped]
 import outcome
@@ -136,31 +136,55 @@ def _dumps(value: object) -> bytes:
     return _cloudpickle_dumps(value, protocol=5)
 
 
+class _WithTraceback:
+    """Pickles as ``error``, unpickled with the child's traceback text as its ``__cause__``.
+
+    (Pickling an exception keeps its type and arguments, never its traceback.)
+    """
+
+    def __init__(self, error: BaseException, text: str) -> None:
+        self.error = error
+        self.text = text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_with_cause, (self.error, self.text))
+
+
+def _with_cause(error: BaseException, text: str) -> BaseException:
+    error.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
+    return error
+
+
 def _portable(exc: BaseException) -> BaseException:
-    """``exc``, with its traceback text attached, if it survives a pickle round trip."""
+    """``exc`` ready to travel: the same type and arguments, if it survives pickling."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        copy: BaseException = pickle.loads(_dumps(exc))
-        if not isinstance(copy, BaseException):
+        if not isinstance(pickle.loads(_dumps(exc)), BaseException):
             raise TypeError("not an exception after unpickling")
     except BaseException as failure:
-        copy = RuntimeError(
+        exc = RuntimeError(
             f"{type(exc).__qualname__}: {exc} (the error could not be pickled: {failure})"
         )
-    copy.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
-    return copy
+    portable: Any = _WithTraceback(exc, text)  # it becomes the exception on the far side
+    return cast(BaseException, portable)
 
 
-def _send_outcome(conn: Any, kind: str, result: outcome.Outcome[Any]) -> None:
+def _send_outcome(conn: Any, result: outcome.Outcome[Any]) -> None:
+    """``("done", True, value)`` or ``("done", False, error)``: see :func:`_outcome_of`."""
     if isinstance(result, outcome.Error):
-        result = outcome.Error(_portable(result.error))
-    try:
-        data = _dumps((kind, result))
-    except BaseException as exc:
-        data = _dumps(
-            (kind, outcome.Error(TypeError(f"the result cannot be sent back to the pool: {exc}")))
-        )
+        data = _dumps(("done", False, _portable(result.error)))
+    else:
+        assert isinstance(result, outcome.Value)
+        try:
+            data = _dumps(("done", True, result.value))
+        except BaseException as exc:
+            error = TypeError(f"the result cannot be sent back to the pool: {exc}")
+            data = _dumps(("done", False, _portable(error)))
     conn.send_bytes(data)
+
+
+def _outcome_of(message: tuple[Any, ...]) -> outcome.Outcome[Any]:
+    return outcome.Value(message[2]) if message[1] else outcome.Error(message[2])
 
 
 class _ChildView:
@@ -244,7 +268,7 @@ def child_main(conn: Any, parent: int) -> None:
                     view = _ChildView(conn, cancelled=message[2])
                     result = host.execute(fn, args, kwargs, with_interface, view)
                     del fn, args, kwargs
-                _send_outcome(conn, "done", result)
+                _send_outcome(conn, result)
                 del result
             elif kind == "close":
                 error = host.close((message[1], message[2], None)) if host is not None else None
@@ -355,8 +379,7 @@ class InProcess:
             message = self._receive(job, "running a job")
             kind = message[0]
             if kind == "done":
-                result: outcome.Outcome[Any] = message[1]
-                return result
+                return _outcome_of(message)
             answer: outcome.Outcome[Any]
             if kind == "wait":
                 answer = outcome.capture(job.wait_for, message[1], message[2])

@@ -1,0 +1,395 @@
+"""The Pool on every host, and what only a process host does (kill, death, pickling).
+
+Jobs here may run in another process, so they synchronise through files
+(:class:`FileGate`), never through threading objects, and whatever the far
+side does is written to a record file. After every test, no worker process
+is left: each pid a pool reported is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import outcome
+import pytest
+
+import trio_pool
+
+from helpers import TIMEOUT, poll_until
+
+HOSTS = {
+    "thread": trio_pool.ThreadHost(),
+    "process": trio_pool.ProcessHost(grace_period=TIMEOUT),
+}
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FileGate:
+    """A handshake that crosses processes: one side touches a file, the other waits for it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def open(self) -> None:
+        Path(self.path).touch()
+
+    def is_open(self) -> bool:
+        return os.path.exists(self.path)
+
+    def wait(self) -> None:
+        """In a job: block until the test opens the gate (bounded, so a bug fails)."""
+        deadline = time.monotonic() + TIMEOUT
+        while not self.is_open():
+            assert time.monotonic() < deadline, f"{self.path} never opened"
+            time.sleep(0.001)
+
+    async def wait_async(self) -> None:
+        """In the test: wait without blocking the loop."""
+        assert await anyio.to_thread.run_sync(self._wait_quietly), f"{self.path} never opened"
+
+    def _wait_quietly(self) -> bool:
+        try:
+            self.wait()
+        except AssertionError:
+            return False
+        return True
+
+
+def lines(record: Path) -> list[str]:
+    return record.read_text().splitlines() if record.exists() else []
+
+
+class Model:
+    """A per-worker object: it notes its loads and its exit in a record file."""
+
+    def __init__(self, scale: int, record: str) -> None:
+        self.scale = scale
+        self.record = record
+        self.calls = 0
+        self._note(f"load {trio_pool.current_worker().id} {os.getpid()}")
+
+    def _note(self, line: str) -> None:
+        with open(self.record, "a") as file:
+            file.write(line + "\n")
+
+    def predict(self, x: int) -> int:
+        self.calls += 1
+        return x * self.scale
+
+    def calls_so_far(self) -> int:
+        return self.calls
+
+    def where(self) -> tuple[int, int, str]:
+        worker = trio_pool.current_worker()
+        assert trio_pool.current_interface() is self
+        return os.getpid(), worker.id, worker.name
+
+    def fail(self, n: int) -> None:
+        raise LookupError("no such row", n)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        kind = "None" if exc_type is None else exc_type.__name__
+        self._note(f"exit {trio_pool.current_worker().id} {os.getpid()} {kind}")
+
+
+def scaled(model: Model, x: int) -> int:
+    return model.predict(x) + 1
+
+
+async def double(x: int) -> int:
+    await anyio.lowlevel.checkpoint()
+    return 2 * x
+
+
+def ask_the_loop(x: int) -> int:
+    result: int = trio_pool.from_loop(double, x)
+    return result
+
+
+def spin_until_cancelled(started: FileGate) -> str:
+    started.open()
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        trio_pool.check_cancelled()
+        time.sleep(0.001)
+    return "never cancelled"
+
+
+def sleep_a_long_time(started: FileGate) -> None:
+    started.open()
+    time.sleep(3 * TIMEOUT)  # a C call that only a kill ends
+
+
+def die(code: int) -> None:
+    os._exit(code)
+
+
+def local_pid() -> int:
+    return os.getpid()
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Path:
+    return tmp_path / "record"
+
+
+@pytest.fixture
+def pids() -> Iterator[set[int]]:
+    """Worker pids a test saw; each must be gone once the test is over."""
+    seen: set[int] = set()
+    yield seen
+    seen.discard(os.getpid())
+    for pid in seen:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        pytest.fail(f"worker process {pid} outlived its pool")
+
+
+def note_pids(pool: trio_pool.Pool, pids: set[int]) -> None:
+    pids.update(w.pid for w in pool.statistics().worker_states if w.pid is not None)
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+async def test_the_pool_on_every_host(
+    backend: str, host: str, record: Path, pids: set[int]
+) -> None:
+    async with trio_pool.Pool(Model, 3, str(record), workers=2, host=HOSTS[host]) as pool:
+        note_pids(pool, pids)
+        assert await pool.interface.predict(2) == 6
+        assert await pool.call("predict", 3) == outcome.Value(9)
+        assert await pool.call_method(Model.predict, 4) == 12
+        assert await pool.call_method(scaled, 5) == 16
+        assert await pool.run(lambda x: x + 1, 1) == 2  # lambdas travel
+        offset = 10
+        assert await pool.run(lambda: offset + 1) == 11  # and closures
+        assert await pool.run(ask_the_loop, 21) == 42  # from_loop, relayed
+        job = await pool.submit(pow, 2, 10)
+        assert (await job.wait()).unwrap() == 1024
+        async with pool.map(lambda x: x * x, range(6)) as results:
+            assert [x async for x in results] == [0, 1, 4, 9, 16, 25]
+        broadcast = [r.unwrap() for r in await pool.broadcast("where")]
+        assert sorted(worker for _, worker, _ in broadcast) == [0, 1]
+        worker_pids = {w.pid for w in pool.statistics().worker_states}
+        assert {pid for pid, _, _ in broadcast} == worker_pids
+        if host == "process":
+            assert len(worker_pids) == 2
+            assert os.getpid() not in worker_pids
+        else:
+            assert worker_pids == {os.getpid()}
+        async with pool.lease() as lease:  # one worker, one interface, call after call
+            first = await lease.interface.calls_so_far()
+            await lease.interface.predict(1)
+            assert await lease.interface.calls_so_far() == first + 1
+        failed = await pool.call("fail", 7)
+        assert isinstance(failed, outcome.Error)
+        assert type(failed.error) is LookupError
+        assert failed.error.args == ("no such row", 7)
+        if host == "process":  # the child's traceback comes along
+            assert "in fail" in str(failed.error.__cause__)
+        await pool.resize(3)
+        note_pids(pool, pids)
+        assert pool.worker_count == 3
+        await pool.resize(1)
+    loads = [line for line in lines(record) if line.startswith("load")]
+    exits = [line for line in lines(record) if line.startswith("exit")]
+    assert len(loads) == 3
+    # Each hook ran once, in the process that built its interface.
+    assert sorted(e.rsplit(" ", 1)[0].replace("exit", "load") for e in exits) == sorted(loads)
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+async def test_a_cancelled_caller_stops_a_cooperative_job(
+    backend: str, host: str, tmp_path: Path, pids: set[int]
+) -> None:
+    started = FileGate(tmp_path / "started")
+    async with trio_pool.Pool(workers=1, host=HOSTS[host]) as pool:
+        note_pids(pool, pids)
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(pool.run, spin_until_cancelled, started)
+                await started.wait_async()
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert pool.statistics().cancelled == 1
+        assert await pool.run(int, "5") == 5  # the worker keeps serving
+
+
+async def test_kill_on_cancel_kills_the_job_and_replaces_the_worker(
+    backend: str, tmp_path: Path, record: Path, pids: set[int]
+) -> None:
+    started = FileGate(tmp_path / "started")
+    host = trio_pool.ProcessHost(kill_on_cancel=True)
+    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=host) as pool:
+        note_pids(pool, pids)
+        [before] = [w.pid for w in pool.statistics().worker_states]
+        job = await pool.submit(sleep_a_long_time, started)
+        await started.wait_async()
+        assert not job.cancel()  # it runs: its process is killed
+        result = await job.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.JobCancelled)
+        assert await pool.interface.predict(2) == 2  # on the replacement
+        note_pids(pool, pids)
+        [after] = [w.pid for w in pool.statistics().worker_states]
+        assert after != before
+        assert pool.statistics().workers_died == 1
+        # A caller cancelled while its job sleeps in C gets back at once too.
+        started = FileGate(tmp_path / "started again")
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(pool.run, sleep_a_long_time, started)
+                await started.wait_async()
+                scope.cancel()
+        assert scope.cancelled_caught
+        assert await pool.interface.predict(3) == 3
+        note_pids(pool, pids)
+    kinds = [line.split()[0] for line in lines(record)]
+    assert kinds == ["load", "load", "load", "exit"]  # killed workers ran no hook
+
+
+async def test_a_worker_process_that_dies_fails_its_job_and_is_replaced(
+    backend: str, record: Path, pids: set[int]
+) -> None:
+    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=HOSTS["process"]) as pool:
+        note_pids(pool, pids)
+        doomed = await pool.submit(die, 3)
+        queued = [await pool.submit(pow, 2, n) for n in range(3)]  # they wait behind it
+        result = await doomed.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.BrokenWorkerError)
+        assert "exited with code 3" in str(result.error)
+        assert [(await job.wait()).unwrap() for job in queued] == [1, 2, 4]  # none lost
+        note_pids(pool, pids)
+        assert (pool.statistics().workers_died, pool.worker_count) == (1, 1)
+        killed = await pool.submit(lambda: os.kill(os.getpid(), signal.SIGKILL))
+        result = await killed.wait()
+        assert isinstance(result, outcome.Error)
+        assert "SIGKILL" in str(result.error)
+        await poll_until(lambda: pool.statistics().idle == 1)  # the replacement has loaded
+        note_pids(pool, pids)
+        assert pool.statistics().workers_died == 2
+    assert [line.split()[0] for line in lines(record)] == ["load", "load", "load", "exit"]
+
+
+async def test_what_cannot_be_pickled_fails_only_its_job(backend: str, pids: set[int]) -> None:
+    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+        note_pids(pool, pids)
+        lock = threading.Lock()
+        with pytest.raises(TypeError, match=r"argument 1 \(<unlocked _thread.lock"):
+            await pool.run(print, "x", lock)
+        with pytest.raises(TypeError, match="result cannot be sent back"):
+            await pool.run(threading.Lock)
+        assert await pool.run(local_pid) != os.getpid()
+
+
+def test_a_process_host_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="fork"):
+        trio_pool.ProcessHost(start_method="fork")
+    with pytest.raises(ValueError, match="start_method"):
+        trio_pool.ProcessHost(start_method="teleport")
+    with pytest.raises(TypeError, match="kill_on_cancel"):
+        trio_pool.ProcessHost(kill_on_cancel=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="grace_period"):
+        trio_pool.ProcessHost(grace_period="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="grace_period"):
+        trio_pool.ProcessHost(grace_period=-1)
+    with pytest.raises(TypeError, match="host must be"):
+        trio_pool.Pool(host="process")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        trio_pool.ThreadHost(kill_on_cancel=True)  # type: ignore[call-arg]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import anyio, trio_pool
+
+    class Iface:
+        def __exit__(self, exc_type, exc, tb):
+            print("hook", os.getpid(), exc_type is not None, flush=True)
+
+    def spin():
+        while True:  # a long job that stops when asked
+            trio_pool.check_cancelled()
+            time.sleep(0.005)
+
+    async def main():
+        host = trio_pool.ProcessHost(grace_period=10)
+        async with trio_pool.Pool(Iface, workers=2, host=host) as pool:
+            async with anyio.create_task_group() as tg:
+                for _ in range(2):
+                    tg.start_soon(pool.run, spin)
+                while pool.statistics().busy < 2:
+                    await anyio.sleep(0.01)
+                pids = " ".join(str(w.pid) for w in pool.statistics().worker_states)
+                print("ready", pids, flush=True)
+                await anyio.sleep_forever()  # until Ctrl-C, or a kill
+
+    anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+def start_script(backend: str, mode: str) -> tuple[subprocess.Popen[str], list[int]]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, backend, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline().split()
+    assert ready[:1] == ["ready"], process.stderr.read() if process.stderr else ""
+    return process, [int(pid) for pid in ready[1:]]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def wait_until_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not all(gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"worker processes {pids} were left running"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_ctrl_c_with_a_process_pool(backend: str) -> None:
+    process, children = start_script(backend, "ctrl-c")
+    try:
+        os.kill(process.pid, signal.SIGINT)  # to the parent only, as a terminal would not
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in stderr
+    hooks = sorted(line.split()[1:] for line in stdout.splitlines() if line.startswith("hook"))
+    assert hooks == sorted([str(pid), "True"] for pid in children)  # each got the exception
+    wait_until_gone(children)
+
+
+def test_worker_processes_never_outlive_a_killed_parent() -> None:
+    process, children = start_script("trio", "kill-me")
+    process.kill()  # SIGKILL: no hook, no exit code of its own; the children must notice
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    wait_until_gone(children)
