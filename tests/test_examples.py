@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,14 @@ EXPECTED = {
         "running on asyncio",
         "slow job cancelled by the deadline: True",
         "completed=8 cancelled=1",
+    ],
+    "process_pool.py": [
+        "scores: [501050, 500200, 499350, 498500, 497650, 501850, 501000, 500150]",
+        "worker processes: 2 | the pool's own among them: False",
+        "the crashed job: BrokenWorkerError",
+        "after it: 10021 from a replacement",
+        "workers=2 workers_died=1",
+        "all worker processes stopped",
     ],
     "quickstart.py": ["digest: 2cf24dba5fb0a30e", "jobs: [0, 1, 4, 9, 16]", "all workers stopped"],
     "sqlite_per_worker.py": [
@@ -47,6 +56,12 @@ def test_example(name: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     if name == "hash_files.py":
         assert "200/200" in result.stderr  # the progress bar reached the end
+    elif name == "process_pool.py":  # the trio_pool logger warns of the death, once
+        assert re.fullmatch(
+            r"worker (trio_pool-1-worker-\d)'s process \(pid \d+\) died while running a job: "
+            r"it was killed by SIGKILL\nworker \1: starting a replacement\n",
+            result.stderr,
+        ), result.stderr
     else:
         assert result.stderr == ""
     lines = result.stdout.splitlines()
