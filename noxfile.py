@@ -95,6 +95,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark: every peer, every scenario, one run; writes benchmarks/results.{md,png}."""
-    session.install(".", "matplotlib")
+    """The benchmarks: threads (benchmarks/results.{md,png}), then processes (processes.md)."""
+    session.install(".", "matplotlib", "trio-parallel")
     session.run("python", "-m", "benchmarks", *session.posargs)
+    session.run("python", "-m", "benchmarks.processes")

@@ -319,7 +319,9 @@ SCRIPT = textwrap.dedent(
 
     class Iface:
         def __exit__(self, exc_type, exc, tb):
-            print("hook", os.getpid(), exc_type is not None, flush=True)
+            # One write: the children share this pipe, and print() writes in pieces.
+            sys.stdout.write(f"hook {os.getpid()} {exc_type is not None}\\n")
+            sys.stdout.flush()
 
     def spin():
         while True:  # a long job that stops when asked

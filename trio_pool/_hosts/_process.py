@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import threading
 import time
@@ -98,8 +99,11 @@ class ProcessHost:
             raise TypeError(f"grace_period must be a number of seconds, not {grace_period!r}")
         if not (grace_period >= 0 and math.isfinite(grace_period)):
             raise ValueError(f"grace_period must be zero or more seconds, not {grace_period}")
+        #: The :mod:`multiprocessing` start method of the children.
         self.start_method: str = start_method
+        #: Whether a running job whose caller is cancelled is killed.
         self.kill_on_cancel: bool = kill_on_cancel
+        #: Seconds a child gets at exit to run its hook before it is killed.
         self.grace_period: float = float(grace_period)
         self._context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":  # children fork from a server with this loaded
@@ -325,6 +329,8 @@ class InProcess:
         self._operations: frozenset[str] = frozenset()
         self._conn: Any = None
         self._process: Any = None
+        # Made once: Connection.poll() builds a selector on every call (no poll on Windows).
+        self._poller = select.poll() if hasattr(select, "poll") else None
         self._name = "trio_pool worker"
 
     @property
@@ -352,6 +358,8 @@ class InProcess:
         process.start()
         child_end.close()  # the child holds it now: its death shows as an end of file here
         self._conn, self._process = parent_end, process
+        if self._poller is not None:
+            self._poller.register(parent_end.fileno(), select.POLLIN)
         parent_end.send_bytes(_dumps(("load", loader, worker.id, worker.name)))
         try:
             reply = self._receive(None, "loading its interface")
@@ -405,7 +413,7 @@ class InProcess:
         except OSError:
             pass  # it is gone already; _receive says so
         error: BaseException | None = None
-        if self._conn.poll(self._grace_period):
+        if self._ready(self._grace_period):
             try:
                 error = self._receive(None, "running its exit hook")[1]
             except HostDied as died:
@@ -420,6 +428,12 @@ class InProcess:
 
     # --- the pipe ----------------------------------------------------------
 
+    def _ready(self, timeout: float) -> bool:
+        """Whether the child has written (or closed its end) within ``timeout`` seconds."""
+        if self._poller is None:
+            return bool(self._conn.poll(timeout))
+        return bool(self._poller.poll(timeout * 1000))
+
     def _send(self, message: tuple[Any, ...]) -> None:
         self._conn.send_bytes(_dumps(message))
 
@@ -433,7 +447,7 @@ class InProcess:
         relayed = job is not None and job.cancel_requested()  # the call said so already
         killed = False
         try:
-            while not conn.poll(_POLL):
+            while not self._ready(_POLL):
                 if job is not None and not relayed and job.cancel_requested():
                     relayed = True
                     if self._kill_on_cancel:
