@@ -295,6 +295,52 @@ async def test_what_cannot_be_pickled_fails_only_its_job(backend: str, pids: set
         assert await pool.run(local_pid) != os.getpid()
 
 
+def interface_scale() -> int:
+    model: Model = trio_pool.current_interface()
+    return model.scale
+
+
+def wait_for_go(token: int) -> tuple[Any, ...]:
+    return trio_pool.wait(("go", token), TIMEOUT)
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+async def test_define_notify_and_autoscaling_on_every_host(
+    backend: str, host: str, record: Path, pids: set[int]
+) -> None:
+    options: dict[str, Any] = {"min_workers": 0, "max_workers": 2, "idle_timeout": 0.01}
+    async with trio_pool.Pool(Model, 4, str(record), host=HOSTS[host], **options) as pool:
+        assert pool.worker_count == 0
+        scale_of = pool.define("scale_of", interface_scale)
+        assert await scale_of() == 4  # the first job started a worker
+        note_pids(pool, pids)
+        job = await pool.submit(wait_for_go, 1)
+        await poll_until(lambda: job.worker_id is not None)
+        assert job.worker_id is not None
+        pool.notify(job.worker_id, ("go", 1), "went")  # relayed to the child
+        assert (await job.wait()).unwrap() == ("went",)
+        pool.undefine("scale_of")
+        with pytest.raises(AttributeError):
+            await pool.interface.scale_of()
+        await poll_until(lambda: pool.worker_count == 0)  # idle workers retire
+        assert pool.statistics().scaled_down >= 1
+    assert len([line for line in lines(record) if line.startswith("exit")]) >= 1
+
+
+class SlowHook:
+    def __exit__(self, *exc_info: Any) -> None:
+        time.sleep(3 * TIMEOUT)
+
+
+async def test_a_hook_that_outlasts_the_grace_period_is_killed(
+    backend: str, pids: set[int]
+) -> None:
+    host = trio_pool.ProcessHost(grace_period=0.1)
+    with pytest.raises(trio_pool.BrokenWorkerError, match="grace_period=0.1"):
+        async with trio_pool.Pool(SlowHook, workers=1, host=host) as pool:
+            note_pids(pool, pids)
+
+
 def test_a_process_host_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="fork"):
         trio_pool.ProcessHost(start_method="fork")
