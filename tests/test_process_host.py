@@ -429,7 +429,10 @@ def test_ctrl_c_with_a_process_pool(backend: str) -> None:
         process.kill()
         process.wait()
     assert process.returncode != 0
-    assert "KeyboardInterrupt" in stderr
+    if backend == "asyncio" and sys.version_info < (3, 11):  # as in test_ctrl_c.py
+        assert "CancelledError" in stderr or "KeyboardInterrupt" in stderr
+    else:
+        assert "KeyboardInterrupt" in stderr
     hooks = sorted(line.split()[1:] for line in stdout.splitlines() if line.startswith("hook"))
     assert hooks == sorted([str(pid), "True"] for pid in children)  # each got the exception
     wait_until_gone(children)
