@@ -994,3 +994,45 @@ async def test_an_error_exit_while_a_growth_step_starts_raises_only_the_error(
                 for _ in range(checkpoints):
                     await anyio.lowlevel.checkpoint()
                 raise KeyError("body")
+
+
+async def test_stopping_never_leaves_only_workers_that_add_workers_may_take_back(
+    backend: str,
+) -> None:
+    # add_workers(2) has loaded worker 1 and waits for worker 2, whose loader
+    # will fail: then it stops worker 1 again. A resize that stopped worker 0
+    # meanwhile left the pool with no worker at all, and every later call hung.
+    loading = Gate()
+
+    class Iface:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id == 2:
+                loading.enter()
+                raise KeyError("worker 2")
+
+    def held() -> int:
+        trio_pool.wait("release", TIMEOUT)
+        return trio_pool.current_worker().id
+
+    async with trio_pool.Pool(Iface, workers=1) as pool:
+
+        async def add() -> None:
+            with pytest.raises(KeyError):
+                await pool.add_workers(2)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(add)
+            await wait_in_thread(loading.entered)
+            await poll_until(lambda: pool.statistics().idle == 2)  # workers 0 and 1
+            jobs = [await pool.submit(held), await pool.submit(held)]
+            await poll_until(lambda: pool.statistics().busy == 2)
+            pool.notify(0, "release")  # worker 0 is idle again; worker 1 stays busy
+            await poll_until(lambda: pool.statistics().idle == 1)
+            with pytest.raises(ValueError, match="remain"):
+                await pool.resize(2)  # it would stop worker 0, leaving worker 1 alone
+            pool.notify(1, "release")
+            loading.open()
+        assert sorted([(await job.wait()).unwrap() for job in jobs]) == [0, 1]
+        with anyio.fail_after(TIMEOUT):
+            assert await pool.run(int, "7") == 7
+        assert pool.worker_count == 1

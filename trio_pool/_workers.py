@@ -242,16 +242,17 @@ class WorkerSet:
         # The youngest first among equals.
         free.sort(key=lambda w: (w.slot.phase is Phase.LOADING, w.slot.job is not None, -w.id))
         chosen = free[:count]
-        # A loading worker may still fail: the ones that stay must include enough loaded ones.
+        # A loading worker may still fail, and add_workers may still take back the
+        # ones it started: the ones that stay must include enough loaded, kept ones.
         loaded_left = sum(
-            w.slot.serving and w.slot.phase is Phase.SERVING
+            w.slot.serving and w.slot.phase is Phase.SERVING and w.id not in self._provisional
             for w in self._workers.values()
             if w not in chosen
         )
         if loaded_left < least:
             raise ValueError(
                 f"cannot stop {count} of {serving} workers now: {least} loaded ones must "
-                "remain, and some of the others are still loading"
+                "remain, and some of the others are still loading or being added"
             )
         return chosen
 
