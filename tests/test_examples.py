@@ -25,7 +25,7 @@ EXPECTED = {
         "scores: [501050, 500200, 499350, 498500, 497650, 501850, 501000, 500150]",
         "worker processes: 2 | the pool's own among them: False",
         "the crashed job: BrokenWorkerError",
-        "after it: 10021 from a replacement",
+        "the pool goes on: 10021",
         "workers=2 workers_died=1",
         "all worker processes stopped",
     ],
