@@ -57,7 +57,7 @@ async def main() -> None:
         assert isinstance(result, outcome.Error)
         print("the crashed job:", type(result.error).__name__)
         print("the pool goes on:", await pool.interface.score(documents[0], 1))
-        while pool.statistics().workers_died == 0 or pool.worker_count < 2:
+        while pool.statistics().workers_died == 0 or pool.worker_count < 2:  # noqa: ASYNC110
             await trio.sleep(0.01)  # the replacement starts once the dead worker's thread ends
         stats = pool.statistics()
         print(f"workers={stats.workers} workers_died={stats.workers_died}")
