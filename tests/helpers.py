@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 
@@ -14,13 +16,41 @@ import trio_pool
 TIMEOUT = 10  # a bug fails fast; nothing here ever waits this long when it works
 
 
-async def wait_in_thread(event: threading.Event) -> None:
-    """Wait, without blocking the loop, for a threading.Event set by a job."""
+class Waitable(Protocol):
+    """A ``threading.Event``, or a :class:`FileGate` for jobs in other processes."""
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class FileGate:
+    """A handshake that crosses processes: one side touches a file, the other waits for it.
+
+    It waits like a ``threading.Event`` (``wait(timeout)`` returns whether it
+    opened), so :func:`wait_in_thread` and :func:`cancel_once_entered` take it.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+
+    def open(self) -> None:
+        Path(self.path).touch()
+
+    def wait(self, timeout: float | None = TIMEOUT) -> bool:
+        deadline = time.monotonic() + (TIMEOUT if timeout is None else timeout)
+        while not os.path.exists(self.path):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+
+async def wait_in_thread(event: Waitable) -> None:
+    """Wait, without blocking the loop, for a threading.Event (or FileGate) set by a job."""
     assert await anyio.to_thread.run_sync(event.wait, TIMEOUT), "the handshake never came"
 
 
 async def cancel_once_entered(
-    entered: threading.Event, async_fn: Callable[..., Awaitable[object]], *args: object
+    entered: Waitable, async_fn: Callable[..., Awaitable[object]], *args: object
 ) -> anyio.CancelScope:
     """Run ``async_fn(*args)`` in a task; cancel it once a job sets ``entered``.
 

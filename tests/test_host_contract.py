@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import trio_pool
 from trio_pool._hosts._base import NO_EXC, Host, HostChoice
 from trio_pool._in_worker import WorkerInfo
 
-from helpers import TIMEOUT
+from helpers import TIMEOUT, FileGate
 
 HOSTS: dict[str, HostChoice] = {
     "thread": trio_pool.ThreadHost(),
@@ -47,14 +46,6 @@ class Record:
 def note(record: str, line: str) -> None:
     with open(record, "a") as file:
         file.write(line + "\n")
-
-
-def wait_for_file(path: str) -> None:
-    """A handshake between processes: poll for a file the other side makes."""
-    deadline = time.monotonic() + TIMEOUT
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, f"{path} never came"
-        time.sleep(0.001)
 
 
 class MakeHost:
@@ -269,9 +260,9 @@ def test_a_host_that_never_loaded_closes_quietly(make_host: MakeHost) -> None:
     assert make_host.record.lines() == []
 
 
-def handshake_job(running: str, release: str) -> str:
-    Path(running).touch()
-    wait_for_file(release)
+def handshake_job(running: FileGate, release: FileGate) -> str:
+    running.open()
+    assert release.wait(), "the test never released the job"
     return "done"
 
 
@@ -280,13 +271,13 @@ def test_interrupt_is_safe_at_any_moment(make_host: MakeHost, tmp_path: Path) ->
     host.interrupt()  # before load
     loaded(host)
     host.interrupt()
-    running, release = str(tmp_path / "running"), str(tmp_path / "release")
+    running, release = FileGate(tmp_path / "running"), FileGate(tmp_path / "release")
 
     def interrupt_while_running() -> None:
-        wait_for_file(running)
+        assert running.wait(), "the job never started"
         host.interrupt()  # from another thread, during a call
         host.interrupt()  # and again
-        Path(release).touch()
+        release.open()
 
     thread = threading.Thread(target=interrupt_while_running)
     thread.start()

@@ -25,7 +25,7 @@ import pytest
 
 import trio_pool
 
-from helpers import TIMEOUT, poll_until
+from helpers import TIMEOUT, FileGate, cancel_once_entered, poll_until, wait_in_thread
 
 HOSTS = {
     "thread": trio_pool.ThreadHost(),
@@ -33,37 +33,6 @@ HOSTS = {
 }
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class FileGate:
-    """A handshake that crosses processes: one side touches a file, the other waits for it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def open(self) -> None:
-        Path(self.path).touch()
-
-    def is_open(self) -> bool:
-        return os.path.exists(self.path)
-
-    def wait(self) -> None:
-        """In a job: block until the test opens the gate (bounded, so a bug fails)."""
-        deadline = time.monotonic() + TIMEOUT
-        while not self.is_open():
-            assert time.monotonic() < deadline, f"{self.path} never opened"
-            time.sleep(0.001)
-
-    async def wait_async(self) -> None:
-        """In the test: wait without blocking the loop."""
-        assert await anyio.to_thread.run_sync(self._wait_quietly), f"{self.path} never opened"
-
-    def _wait_quietly(self) -> bool:
-        try:
-            self.wait()
-        except AssertionError:
-            return False
-        return True
 
 
 def lines(record: Path) -> list[str]:
@@ -217,11 +186,7 @@ async def test_a_cancelled_caller_stops_a_cooperative_job(
     started = FileGate(tmp_path / "started")
     async with trio_pool.Pool(workers=1, host=HOSTS[host]) as pool:
         note_pids(pool, pids)
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(pool.run, spin_until_cancelled, started)
-                await started.wait_async()
-                scope.cancel()
+        scope = await cancel_once_entered(started, pool.run, spin_until_cancelled, started)
         assert scope.cancelled_caught
         assert pool.statistics().cancelled == 1
         assert await pool.run(int, "5") == 5  # the worker keeps serving
@@ -236,7 +201,7 @@ async def test_kill_on_cancel_kills_the_job_and_replaces_the_worker(
         note_pids(pool, pids)
         [before] = [w.pid for w in pool.statistics().worker_states]
         job = await pool.submit(sleep_a_long_time, started)
-        await started.wait_async()
+        await wait_in_thread(started)
         assert not job.cancel()  # it runs: its process is killed
         result = await job.wait()
         assert isinstance(result, outcome.Error)
@@ -248,11 +213,7 @@ async def test_kill_on_cancel_kills_the_job_and_replaces_the_worker(
         assert pool.statistics().workers_died == 1
         # A caller cancelled while its job sleeps in C gets back at once too.
         started = FileGate(tmp_path / "started again")
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(pool.run, sleep_a_long_time, started)
-                await started.wait_async()
-                scope.cancel()
+        scope = await cancel_once_entered(started, pool.run, sleep_a_long_time, started)
         assert scope.cancelled_caught
         assert await pool.interface.predict(3) == 3
         note_pids(pool, pids)
