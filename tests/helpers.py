@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,16 @@ import anyio
 import trio_pool
 
 TIMEOUT = 10  # a bug fails fast; nothing here ever waits this long when it works
+
+
+def assert_ended_by_ctrl_c(backend: str, stderr: str) -> None:
+    """A program's stderr shows that Ctrl-C ended it (on ``backend``: trio or asyncio)."""
+    if backend == "asyncio" and sys.version_info < (3, 11):
+        # asyncio.run learned to turn Ctrl-C into KeyboardInterrupt in 3.11;
+        # before, the main task ends with CancelledError. The pool still stops.
+        assert "CancelledError" in stderr or "KeyboardInterrupt" in stderr
+    else:
+        assert "KeyboardInterrupt" in stderr
 
 
 class Waitable(Protocol):
