@@ -5,17 +5,21 @@ runs :func:`child_main`, a plain blocking loop (no event loop) around a
 :class:`~trio_pool._hosts._thread.InThread` host of its own. They speak over
 one duplex pipe, one message at a time, in turns:
 
-parent -> child: ``("load", loader_and_args, id, name)``, ``("call", payload)``,
-``("close", exc_type, exc)``, and ``("cancel",)`` while a call runs; also
-``("answer", outcome)`` to a child's request.
+parent -> child: ``("load", loader_and_args, id, name)``,
+``("call", payload, cancelled)``, ``("close", exc_type, exc)``, and
+``("cancel",)`` while a call runs; also ``("answer", outcome)`` to a child's
+request. The loader and the call travel pickled inside the message, so the
+child can fail that one call if they do not unpickle there.
 
 child -> parent: ``("loaded", operations)`` or ``("failed", error)``;
-``("done", outcome)``; ``("wait", key, timeout)`` and ``("loop", payload)``
-(requests relayed to the job's view in the parent); ``("closed", error)``.
+``("done", ok, value_or_error)``; ``("wait", key, timeout)`` and
+``("loop", async_fn, args)`` (requests relayed to the job's view in the
+parent); ``("closed", error)``.
 
-Functions travel by cloudpickle (lambdas and closures too), everything else
-by pickle protocol 5. Errors keep their type and arguments; the child's
-traceback comes along as the error's ``__cause__``.
+Every message is pickled with cloudpickle, protocol 5: functions (lambdas
+and closures too) by value where plain pickle could not, everything else as
+pickle would. Errors keep their type and arguments; the child's traceback
+comes along as the error's ``__cause__``.
 """
 
 from __future__ import annotations
@@ -234,9 +238,7 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
         try:
             os.kill(parent, 0)
-        except ProcessLookupError:
-            os._exit(70)
-        except PermissionError:  # a new process owns the pid: ours is gone
+        except (ProcessLookupError, PermissionError):  # gone, or its pid reused by another
             os._exit(70)
 
 
