@@ -87,8 +87,11 @@ async def test_async_functions_and_non_callables_are_refused(backend: str) -> No
 
             with pytest.raises(TypeError, match="async function"):
                 await pool.run(inspect.markcoroutinefunction(marked))
-        with pytest.raises(TypeError, match="callable"):
+        with pytest.raises(TypeError, match="expected a sync function, not 42"):
             await pool.run(42)  # type: ignore[arg-type]
+        # A name is an operation: the error says where names go.
+        with pytest.raises(TypeError, match=r"not the name 'query'.*call\('query', ...\)"):
+            await pool.run("query")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="name of an operation"):
             await pool.call(len)  # type: ignore[arg-type]
         # A sync callable that returns a coroutine is caught in the worker.
@@ -777,10 +780,36 @@ async def test_logger_reports_workers_and_hook_errors(
             recording_interface(Log(), fail_exit={0}), "x", workers=1, name="logged"
         ):
             pass
-    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "trio_pool"]
+    records = [r for r in caplog.records if r.name == "trio_pool"]
+    messages = [(r.levelno, r.getMessage()) for r in records]
     assert (logging.DEBUG, "worker logged-worker-0 started") in messages
     assert (logging.DEBUG, "worker logged-worker-0 stopped") in messages
-    assert (logging.ERROR, "worker logged-worker-0: the exit hook raised") in messages
+    # The hook's error reaches the caller (it was raised above), so it is
+    # logged once, at DEBUG, without its traceback: it is printed only once.
+    hook = [(level, m) for level, m in messages if "the exit hook raised" in m]
+    assert len(hook) == 1
+    level, message = hook[0]
+    assert level == logging.DEBUG
+    assert message.startswith("worker logged-worker-0: the exit hook raised RuntimeError(")
+    assert all(r.levelno < logging.WARNING and r.exc_info is None for r in records)
+
+
+async def test_a_loader_error_that_reaches_the_caller_is_logged_at_debug_only(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="trio_pool")
+
+    def broken() -> None:
+        raise LookupError("no such database")
+
+    with pytest.raises(LookupError, match="no such database"):
+        async with trio_pool.Pool(broken, workers=1, name="broken"):
+            pass
+    records = [r for r in caplog.records if r.name == "trio_pool"]
+    loads = [r for r in records if "failed to load" in r.getMessage()]
+    assert len(loads) == 1
+    assert all("LookupError('no such database')" in r.getMessage() for r in loads)
+    assert all(r.levelno < logging.WARNING and r.exc_info is None for r in records)
 
 
 async def test_many_workers_beside_the_default_thread_limiter(backend: str) -> None:

@@ -472,8 +472,11 @@ async def test_a_lease_refuses_what_the_pool_refuses(backend: str) -> None:
             await worker.run(coro)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="async function"):
             await worker.call_method(coro)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match="callable"):
+        with pytest.raises(TypeError, match="expected a sync function, not 42"):
             await worker.run(42)  # type: ignore[arg-type]
+        # A name is an operation: the error says where names go.
+        with pytest.raises(TypeError, match=r"not the name 'query'.*call\('query', ...\)"):
+            await worker.run("query")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="name of an operation"):
             await worker.call(len)  # type: ignore[arg-type]
         assert pool.statistics().submitted == 0  # refused before reaching the worker

@@ -14,14 +14,32 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
+import anyio
+
 from ._backend import Event
 from ._exceptions import QueueFull
 from ._handoff import Handoff
 
 
+async def wait_at_most(event: Event, seconds: float | None) -> None:
+    """Wait for ``event``, for at most ``seconds`` (on the loop's clock) if not None."""
+    if seconds is None:
+        await event.wait()
+        return
+    with anyio.move_on_after(seconds):
+        await event.wait()
+
+
 class Admission:
-    def __init__(self, size: int, handoff: Handoff, new_event: Callable[[], Event]) -> None:
+    def __init__(
+        self,
+        size: int,
+        handoff: Handoff,
+        new_event: Callable[[], Event],
+        max_wait: float | None = None,
+    ) -> None:
         self._size = size
+        self._max_wait = max_wait
         self._handoff = handoff
         self._new_event = new_event
         self._waiters: deque[Event] = deque()
@@ -41,8 +59,12 @@ class Admission:
         if self._waiters or not self._room():
             raise QueueFull
 
-    async def acquire(self) -> None:
+    async def acquire(self, *, shed: bool = True) -> None:
         """Take a place, waiting for one first come, first served.
+
+        Raises:
+            QueueFull: if ``max_wait`` seconds passed first (the pool sheds load;
+                not if ``shed`` is False).
 
         Cancellation: a waiter cancelled after it was let in passes its place on.
         """
@@ -54,7 +76,9 @@ class Admission:
         # A worker may have taken a job before it could see the flag: look again.
         self.release()
         try:
-            await event.wait()
+            await wait_at_most(event, self._max_wait if shed else None)
+            if not event.is_set():
+                raise QueueFull(f"no room in the queue within max_wait={self._max_wait} s")
         except BaseException:
             if event.is_set():  # pass the place on
                 self._reserved -= 1

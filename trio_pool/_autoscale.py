@@ -195,7 +195,11 @@ class Autoscaler:
         waiting for a lease fail with that error rather than wait for ever.
         """
         self._growth_failed = True
-        logger.error("pool %s autoscaling: a loader failed; retrying on new work", self._name)
+        logger.info(
+            "pool %s autoscaling: a loader failed (%r, raised at the exit); retrying on new work",
+            self._name,
+            errors[0],
+        )
         if self._workers.serving == 0:
             for job in self._handoff.take_queued():
                 self._counters.record(job, outcome.Error(errors[0]))

@@ -23,8 +23,13 @@ def check_sync_callable(fn: object) -> None:
         and not hasattr(fn, "_is_coroutine_marker")  # inspect.markcoroutinefunction()
     ):
         return
+    if isinstance(fn, str):
+        raise TypeError(
+            f"this takes a function, not the name {fn!r}: call an operation by name "
+            f"with call({fn!r}, ...) or interface.{fn}(...)"
+        )
     if not callable(fn):
-        raise TypeError(f"expected a callable or an operation name, not {fn!r}")
+        raise TypeError(f"expected a sync function, not {fn!r}")
     if inspect.iscoroutinefunction(fn):
         raise TypeError(
             f"{fn!r} is an async function: the pool runs sync functions in worker "
@@ -34,5 +39,7 @@ def check_sync_callable(fn: object) -> None:
 
 def check_target(fn_or_op: object) -> None:
     """TypeError unless ``fn_or_op`` is an operation name or a sync callable."""
+    if not isinstance(fn_or_op, str) and not callable(fn_or_op):
+        raise TypeError(f"expected a sync function or an operation name, not {fn_or_op!r}")
     if not isinstance(fn_or_op, str):
         check_sync_callable(fn_or_op)

@@ -42,7 +42,7 @@ class BrokenWorkerError(RuntimeError):
 
 
 class QueueFull(trio.WouldBlock, anyio.WouldBlock):
-    """The submission queue is full (``submit_nowait``)."""
+    """The submission queue is full (``submit_nowait``), or ``max_wait`` passed."""
 
 
 def combine(errors: list[BaseException]) -> BaseException | None:

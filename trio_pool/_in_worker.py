@@ -13,13 +13,14 @@ import inspect
 import threading
 import types
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Protocol, TypeVar, final
+from typing import Any, Protocol, TypeVar, final, overload
 
 from outcome import Outcome
 
 from ._exceptions import JobCancelled
 
 R = TypeVar("R")
+I = TypeVar("I")  # noqa: E741
 
 
 class JobView(Protocol):
@@ -87,19 +88,30 @@ def current_worker() -> WorkerInfo:
     return worker
 
 
-def current_interface() -> Any:
+@overload
+def current_interface() -> Any: ...
+@overload
+def current_interface(kind: type[I], /) -> I: ...
+def current_interface(kind: type[Any] | None = None, /) -> Any:
     """The interface object of the worker this thread is.
+
+    ``current_interface(Db)`` is the typed form: it returns the interface as
+    a ``Db`` for type checkers, and checks that it is one.
 
     Raises:
         RuntimeError: if called outside a pool's worker thread, or before the
             worker's interface has loaded.
+        TypeError: if ``kind`` is given and the interface is not an instance of it.
     """
     if not context.has_interface:
         raise RuntimeError(
             "current_interface() must be called in a trio_pool worker thread whose "
             "interface has loaded"
         )
-    return context.interface
+    interface = context.interface
+    if kind is not None and not isinstance(interface, kind):
+        raise TypeError(f"the worker's interface is {interface!r}, not a {kind.__name__}")
+    return interface
 
 
 def check_cancelled() -> None:

@@ -61,12 +61,14 @@ class Intake:
         *,
         with_interface: bool = False,
         slot: Slot | None = None,
+        closing: bool = False,
     ) -> Job[Any]:
         """Make the job and put it in the handoff, for any worker or for ``slot``'s.
 
         A job for any worker must have taken its place in the queue first.
+        ``closing``: accept it even if the pool is closing (a lease's reset).
         """
-        if not self._open:
+        if not self._open and not closing:
             raise PoolClosedError(f"the pool {self._name!r} is closed")
         job: Job[Any] = Job(
             self._operations.resolve(fn),
@@ -100,8 +102,9 @@ class Intake:
         *,
         with_interface: bool = False,
         full_checkpoint: bool = False,
+        shed: bool = True,
     ) -> Job[Any]:
-        """:meth:`accept` for any worker, once the queue has room."""
+        """:meth:`accept` for any worker, once the queue has room (within ``max_wait`` if shed)."""
         if full_checkpoint:  # for submit(): nothing may raise once the job is accepted
             await self._backend.checkpoint()
         else:  # the caller's wait that follows is the schedule point
@@ -109,7 +112,7 @@ class Intake:
         try:
             self._admission.acquire_nowait()
         except QueueFull:
-            await self._admission.acquire()
+            await self._admission.acquire(shed=shed)
         return self.accept(fn, args, kwargs, with_interface=with_interface)
 
     def deliver(self, batch: Delivery) -> None:

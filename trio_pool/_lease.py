@@ -5,19 +5,21 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar, final
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, final
 
 import outcome
 
+from ._admission import wait_at_most
 from ._backend import Event
 from ._checks import check_sync_callable
-from ._exceptions import PoolClosedError
+from ._exceptions import PoolClosedError, QueueFull
 from ._handoff import Handoff
 from ._interface import InterfaceProxy
 from ._worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
+I = TypeVar("I")  # noqa: E741
 
 CallOn = Callable[
     [Worker, "Callable[..., Any] | str", tuple[Any, ...], dict[str, Any], bool],
@@ -49,8 +51,10 @@ class LeaseQueue:
         demand: Callable[[], None],
         poke: Callable[[], None],
         name: str,
+        max_wait: float | None = None,
     ) -> None:
         """``demand`` tells the autoscaler a lessee waits; ``poke``, that a worker came back."""
+        self._max_wait = max_wait
         self._handoff = handoff
         self._new_event = new_event
         self._demand = demand
@@ -68,7 +72,11 @@ class LeaseQueue:
             raise PoolClosedError(f"the pool {self._name!r} is closed")
 
     async def acquire(self, free: Iterable[Worker]) -> Worker:
-        """Lease the first of ``free`` if nobody waits; else wait in line."""
+        """Lease the first of ``free`` if nobody waits; else wait in line.
+
+        Raises:
+            QueueFull: if ``max_wait`` seconds passed first (the pool sheds load).
+        """
         self._check_open()
         if not self._waiters:
             worker = next(iter(free), None)
@@ -79,7 +87,9 @@ class LeaseQueue:
         self._waiters.append(waiter)
         self._demand()  # a lessee waits: autoscaling may start a worker
         try:
-            await waiter.event.wait()
+            await wait_at_most(waiter.event, self._max_wait)
+            if not waiter.event.is_set():
+                raise QueueFull(f"no worker to lease within max_wait={self._max_wait} s")
         except BaseException:
             if waiter.worker is not None:
                 self.release(waiter.worker)  # handed one, but leaving: pass it on
@@ -130,7 +140,7 @@ class LeaseQueue:
 
 
 @final
-class WorkerLease:
+class WorkerLease(Generic[I]):
     """One worker, leased with ``async with pool.lease() as worker:``.
 
     Everything called through it runs on that worker, in order, and nothing
@@ -179,7 +189,7 @@ class WorkerLease:
         return await self._outcome(op, args, kwargs, False)
 
     async def call_method(
-        self, method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
+        self, method: Callable[Concatenate[I, P], R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Like :meth:`Pool.call_method`, on the leased worker."""
         check_sync_callable(method)
@@ -192,29 +202,35 @@ class WorkerLease:
         return InterfaceProxy(self.call, self._names())
 
 
+Reset = Callable[[Any], object]
+
+
 @final
-class Lease:
+class Lease(Generic[I]):
     """The async context manager :meth:`Pool.lease` returns."""
 
-    __slots__ = ("_acquire", "_call_on", "_lease", "_names", "_release")
+    __slots__ = ("_acquire", "_call_on", "_lease", "_names", "_release", "_reset")
 
     def __init__(
         self,
-        acquire: Callable[[], Awaitable[Worker]],
-        release: Callable[[Worker], None],
+        acquire: Callable[[Reset | None], Awaitable[Worker]],
+        release: Callable[[Worker], Awaitable[outcome.Outcome[object] | None]],
         call_on: CallOn,
         names: Callable[[], frozenset[str]],
+        reset: Reset | None,
     ) -> None:
+        """``release`` runs the reset, if there is one, and returns its Outcome."""
         self._names = names
         self._acquire = acquire
         self._release = release
         self._call_on = call_on
-        self._lease: WorkerLease | None = None
+        self._reset = reset
+        self._lease: WorkerLease[I] | None = None
 
-    async def __aenter__(self) -> WorkerLease:
+    async def __aenter__(self) -> WorkerLease[I]:
         if self._lease is not None:
             raise RuntimeError("this lease is already in use; call pool.lease() again")
-        worker = await self._acquire()
+        worker = await self._acquire(self._reset)
         self._lease = WorkerLease(worker, self._call_on, self._names)
         return self._lease
 
@@ -226,4 +242,6 @@ class Lease:
     ) -> None:
         assert self._lease is not None
         self._lease._active = False
-        self._release(self._lease._worker)
+        reset = await self._release(self._lease._worker)
+        if reset is not None:
+            reset.unwrap()  # the reset's own error

@@ -31,6 +31,7 @@ class Options:
     max_workers: int | None  # None: a fixed-size pool, no autoscaling
     idle_timeout: float
     queue_size: int
+    max_wait: float | None  # seconds a caller may wait for room or a lease; None: no limit
     abandon_on_cancel: bool
     name: str
     host: HostChoice
@@ -49,6 +50,7 @@ def build_options(
     max_workers: int | None,
     idle_timeout: float | None,
     queue_size: int | None,
+    max_wait: float | None,
     abandon_on_cancel: bool,
     name: str | None,
     host: HostChoice | None,
@@ -66,10 +68,12 @@ def build_options(
         high = default_workers() if max_workers is None else check_count("max_workers", max_workers)
         if low > high:
             raise ValueError(f"min_workers ({low}) is above max_workers ({high})")
-        timeout = _seconds(60.0 if idle_timeout is None else idle_timeout)
+        timeout = _seconds("idle_timeout", 60.0 if idle_timeout is None else idle_timeout)
         initial = low
     default_queue = 4 * high if high is not None else max(64, 4 * initial)
     queue_size = check_count("queue_size", default_queue if queue_size is None else queue_size)
+    if max_wait is not None:
+        max_wait = _seconds("max_wait", max_wait, zero=True)
     if not isinstance(abandon_on_cancel, bool):
         raise TypeError(f"abandon_on_cancel must be a bool, not {abandon_on_cancel!r}")
     if name is not None and not isinstance(name, str):
@@ -88,6 +92,7 @@ def build_options(
         max_workers=high,
         idle_timeout=timeout,
         queue_size=queue_size,
+        max_wait=max_wait,
         abandon_on_cancel=abandon_on_cancel,
         name=name if name is not None else f"trio_pool-{next(_pool_numbers)}",
         host=host,
@@ -112,9 +117,9 @@ def _check_interface(interface: object, args: tuple[Any, ...]) -> None:
         )
 
 
-def _seconds(value: object) -> float:
+def _seconds(name: str, value: object, *, zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"idle_timeout must be a number of seconds, not {value!r}")
-    if not value > 0:
-        raise ValueError(f"idle_timeout must be positive, not {value}")
+        raise TypeError(f"{name} must be a number of seconds, not {value!r}")
+    if not (value >= 0 if zero else value > 0) or math.isnan(value):
+        raise ValueError(f"{name} must be {'at least 0' if zero else 'positive'}, not {value}")
     return float(value)

@@ -28,13 +28,13 @@ class Parts:
         start_soon = self.task_group.start_soon
         # The handoff delivers to the intake, built last, as it uses the others.
         self.handoff = handoff = Handoff(backend.post, lambda batch: intake.deliver(batch))
-        self.admission = Admission(options.queue_size, handoff, backend.event)
+        self.admission = Admission(options.queue_size, handoff, backend.event, options.max_wait)
         self.calls = Calls(
             backend, counters, start_soon, abandon_on_cancel=options.abandon_on_cancel
         )
         pressure = Pressure(backend)
         self.leases = LeaseQueue(
-            handoff, backend.event, pressure.demand, pressure.poke, options.name
+            handoff, backend.event, pressure.demand, pressure.poke, options.name, options.max_wait
         )
         self.workers = WorkerSet(
             options.name,

@@ -11,9 +11,15 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable
+import sys
+from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, final, overload
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, final, overload
+
+if sys.version_info >= (3, 11):
+    from typing import TypeVarTuple, Unpack
+else:
+    from typing_extensions import TypeVarTuple, Unpack
 
 import anyio
 import outcome
@@ -25,7 +31,7 @@ from ._handoff import Phase
 from ._hosts._process import ProcessHost
 from ._hosts._thread import ThreadHost
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
-from ._job import Job
+from ._job import Job, is_cancellation
 from ._lease import Lease, WorkerLease
 from ._map import MapResults
 from ._options import build_options
@@ -36,6 +42,8 @@ from ._worker import Worker
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+I = TypeVar("I")  # the interface: what each worker loaded  # noqa: E741
+Ts = TypeVarTuple("Ts")  # the loader's arguments
 
 logger = logging.getLogger("trio_pool")
 
@@ -60,7 +68,7 @@ def _nothing() -> None:
 
 
 @final
-class Pool:
+class Pool(Generic[I]):
     """A nursery of worker threads, each with its own interface object.
 
     Args:
@@ -88,6 +96,13 @@ class Pool:
             wait for room beyond that. Default ``max(64, 4 * workers)`` (with
             autoscaling, ``4 * max_workers``). Jobs for one worker (a lease,
             a broadcast) do not count.
+        max_wait: Seconds a caller may wait for room in the queue, or for a
+            worker to lease, on the event loop's clock. Past that, ``run``,
+            ``call``, ``call_method``, ``interface.<op>``, ``submit`` and
+            entering a lease raise :exc:`trio.WouldBlock` (also an
+            :exc:`anyio.WouldBlock`), and nothing was submitted: a service
+            sheds load (answers 503) instead of queueing without end.
+            ``map`` is never shed. Default None: wait as long as it takes.
         abandon_on_cancel: If True, a caller cancelled while its job runs
             returns at once and the job's result is discarded; if False (the
             default) the caller waits for the job, like
@@ -100,7 +115,13 @@ class Pool:
     Use it as an async context manager::
 
         async with trio_pool.Pool(Db, "app.db", workers=4) as pool:
-            rows = await pool.interface.query("select 1")
+            rows = await pool.call_method(Db.query, "select 1")  # typed
+            rows = await pool.interface.query("select 1")  # the same, untyped
+
+    ``Pool(Db, "app.db")`` is a ``Pool[Db]``: type checkers check the
+    loader's arguments against ``Db`` and the methods given to
+    :meth:`call_method`, :meth:`broadcast_method` and a lease's
+    ``call_method`` against ``Db``.
 
     Entering returns once every worker has loaded its interface. Leaving
     waits for every accepted job, stops the workers (their hooks run) and
@@ -112,7 +133,73 @@ class Pool:
     :class:`ExceptionGroup`.
     """
 
+    # The overloads type the pool by what its workers load, and check the
+    # loader's arguments: Pool(Db, "app.db") is a Pool[Db].
+    @overload
     def __init__(
+        self: Pool[None],
+        interface: None = None,
+        /,
+        *,
+        workers: int | None = None,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        idle_timeout: float | None = None,
+        queue_size: int | None = None,
+        max_wait: float | None = None,
+        abandon_on_cancel: bool = False,
+        name: str | None = None,
+        host: ThreadHost | ProcessHost | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: Pool[Mapping[str, Callable[..., Any]]],
+        interface: Mapping[str, Callable[..., Any]],
+        /,
+        *,
+        workers: int | None = None,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        idle_timeout: float | None = None,
+        queue_size: int | None = None,
+        max_wait: float | None = None,
+        abandon_on_cancel: bool = False,
+        name: str | None = None,
+        host: ThreadHost | ProcessHost | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        interface: Callable[[Unpack[Ts]], contextlib.AbstractContextManager[I]],
+        /,
+        *args: Unpack[Ts],
+        workers: int | None = None,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        idle_timeout: float | None = None,
+        queue_size: int | None = None,
+        max_wait: float | None = None,
+        abandon_on_cancel: bool = False,
+        name: str | None = None,
+        host: ThreadHost | ProcessHost | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        interface: Callable[[Unpack[Ts]], I],
+        /,
+        *args: Unpack[Ts],
+        workers: int | None = None,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        idle_timeout: float | None = None,
+        queue_size: int | None = None,
+        max_wait: float | None = None,
+        abandon_on_cancel: bool = False,
+        name: str | None = None,
+        host: ThreadHost | ProcessHost | None = None,
+    ) -> None: ...
+    def __init__(  # type: ignore[misc]  # mypy: "does not accept all ... of signature 3"
         self,
         interface: object = None,
         /,
@@ -122,6 +209,7 @@ class Pool:
         max_workers: int | None = None,
         idle_timeout: float | None = None,
         queue_size: int | None = None,
+        max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
         host: ThreadHost | ProcessHost | None = None,
@@ -134,6 +222,7 @@ class Pool:
             max_workers=max_workers,
             idle_timeout=idle_timeout,
             queue_size=queue_size,
+            max_wait=max_wait,
             abandon_on_cancel=abandon_on_cancel,
             name=name,
             host=host,
@@ -146,6 +235,8 @@ class Pool:
         self._state = _State.NEW
         self._parts: Parts | None = None  # built on entry, for the running loop
         self._unwatch_signals: Callable[[], None] = _nothing
+        self._resets: dict[Worker, Callable[[Any], object]] = {}  # held leases' reset steps
+        self._reset_jobs: dict[Worker, Job[Any]] = {}  # queued as the pool began closing
 
     def __repr__(self) -> str:
         workers = 0 if self._parts is None else len(self._parts.workers)
@@ -165,7 +256,7 @@ class Pool:
 
     # --- lifetime ---------------------------------------------------------
 
-    async def __aenter__(self) -> Pool:
+    async def __aenter__(self) -> Pool[I]:
         if self._state is not _State.NEW:
             raise RuntimeError("a Pool can be entered only once; make a new one")
         parts = self._parts = Parts(self._options, self._counters, self._operations)
@@ -197,13 +288,13 @@ class Pool:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        """Never swallows the block's exception (type checkers see that too)."""
         assert self._parts is not None
         self._check_loop(self._parts)
         error = await self._exit(exc)
         if error is not None and error is not exc:
             raise error
-        return False
 
     async def aclose(self) -> None:
         """Stop accepting jobs, finish the accepted ones, and stop the workers.
@@ -255,6 +346,10 @@ class Pool:
         workers = parts.workers
         if self._state is _State.OPEN:
             self._move_to(_State.CLOSING)
+            # Leases end: their resets go first, before their workers take shared jobs.
+            for worker in list(self._resets):
+                if (job := self._queue_reset(worker)) is not None:
+                    self._reset_jobs[worker] = job
             parts.close()
         errors: list[BaseException] = []
         if reason is None:
@@ -425,14 +520,14 @@ class Pool:
         return await parts.calls.outcome_of(job)
 
     async def call_method(
-        self, method: Callable[Concatenate[Any, P], R], /, *args: P.args, **kwargs: P.kwargs
+        self, method: Callable[Concatenate[I, P], R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Call ``method(interface, *args, **kwargs)`` in a worker; return its value.
 
         The typed spelling of an interface call: ``await
         pool.call_method(Db.query, "select 1")`` is ``pool.interface.query("select
         1")`` with the argument and result types that mypy and pyright infer
-        from ``Db.query``.
+        from ``Db.query``, and a method of another class is a type error.
 
         Cancellation: as for :meth:`run`.
         """
@@ -489,6 +584,14 @@ class Pool:
         parts = self._live()
         return parts.intake.accept_nowait(fn, args, kwargs)
 
+    @overload
+    async def broadcast(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[outcome.Outcome[R]]: ...
+    @overload
+    async def broadcast(
+        self, fn: str, /, *args: Any, **kwargs: Any
+    ) -> list[outcome.Outcome[Any]]: ...
     async def broadcast(
         self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
     ) -> list[outcome.Outcome[Any]]:
@@ -496,16 +599,42 @@ class Pool:
 
         Every worker loading or serving runs it, leased ones included
         (between the lease's calls), after the jobs it has already started.
-        These jobs wait for their worker, not for room in the queue.
+        These jobs wait for their worker, not for room in the queue. To run
+        a method of the interface, give its name or use
+        :meth:`broadcast_method`.
 
         Cancellation: as for :meth:`run`, job by job: queued ones are removed,
         running ones waited for (or abandoned with ``abandon_on_cancel``).
         """
         check_target(fn)
+        return await self._broadcast(fn, args, kwargs, with_interface=False)
+
+    async def broadcast_method(
+        self, method: Callable[Concatenate[I, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> list[outcome.Outcome[R]]:
+        """:meth:`broadcast` of ``method(interface, *args, **kwargs)``, as :meth:`call_method`.
+
+        ``await pool.broadcast_method(Db.reload, "config.toml")`` calls
+        ``reload`` on every worker's own interface.
+        """
+        check_sync_callable(method)
+        return await self._broadcast(method, args, kwargs, with_interface=True)
+
+    async def _broadcast(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        with_interface: bool,
+    ) -> list[outcome.Outcome[Any]]:
         parts = self._live()
         await parts.backend.cancellation_point()
         workers = sorted((w for w in parts.workers if w.slot.serving), key=lambda w: w.id)
-        jobs = [parts.intake.accept(fn, args, kwargs, slot=w.slot) for w in workers]
+        jobs = [
+            parts.intake.accept(fn, args, kwargs, with_interface=with_interface, slot=w.slot)
+            for w in workers
+        ]
         return await parts.calls.outcomes_of(jobs)
 
     @overload
@@ -587,7 +716,7 @@ class Pool:
             raise TypeError(f"items must be an iterable or async iterable, not {items!r}")
         parts = self._live()
         return MapResults(
-            self.submit,
+            self._submit_unshed,
             parts.backend.event,
             fn,
             items,
@@ -597,28 +726,76 @@ class Pool:
             window=self._options.queue_size,
         )
 
-    def lease(self) -> contextlib.AbstractAsyncContextManager[WorkerLease]:
+    async def _submit_unshed(self, fn: Callable[..., Any], /, *args: Any) -> Job[Any]:
+        """:meth:`submit` for ``map``, which waits for room however long (never sheds)."""
+        parts = self._live()
+        return await parts.intake.submit(fn, args, {}, full_checkpoint=True, shed=False)
+
+    def lease(
+        self, *, reset: Callable[[I], object] | None = None
+    ) -> contextlib.AbstractAsyncContextManager[WorkerLease[I]]:
         """Exclusive use of one worker: ``async with pool.lease() as worker:``.
 
         The :class:`WorkerLease` has the pool's ``run``, ``call``,
         ``call_method`` and ``interface``, all served by that one worker
         (a transaction on a thread-bound connection), while other tasks use
         the rest of the pool. An idle worker is preferred; if every worker is
-        leased, entering waits for one. Leaving the block, even by an error
-        or a cancellation, returns the worker to the pool.
+        leased, entering waits for one (at most ``max_wait``). Leaving the
+        block, even by an error or a cancellation, returns the worker to the
+        pool.
+
+        Args:
+            reset: Called as ``reset(interface)`` in the worker's thread when
+                the lease ends, however it ends, before any other task can
+                use the worker: ``pool.lease(reset=Db.rollback)`` ends a
+                transaction the block left open. It runs shielded from
+                cancellation, once, and also when the pool starts closing
+                while the lease is held; leaving the block waits for it and
+                raises its error. If the pool stops because of an error
+                first, the worker's exit hook runs instead.
         """
-        return Lease(
-            self._acquire_worker, self._release_worker, self._call_on, self._operations.names
+        if reset is not None:
+            check_sync_callable(reset)
+        return Lease[I](
+            self._acquire_worker,
+            self._release_worker,
+            self._call_on,
+            self._operations.names,
+            reset,
         )
 
-    async def _acquire_worker(self) -> Worker:
+    async def _acquire_worker(self, reset: Callable[[Any], object] | None) -> Worker:
         parts = self._live()
         await parts.backend.checkpoint()  # a schedule point: no task keeps the line to itself
-        return await parts.leases.acquire(parts.workers.free_for_lease())
+        worker = await parts.leases.acquire(parts.workers.free_for_lease())
+        if reset is not None:
+            self._resets[worker] = reset
+        return worker
 
-    def _release_worker(self, worker: Worker) -> None:
+    def _queue_reset(self, worker: Worker) -> Job[Any] | None:
+        """Put the lease's reset first in its worker's own queue (even if the pool is closing)."""
         assert self._parts is not None
-        self._parts.leases.release(worker)
+        reset = self._resets.pop(worker, None)
+        if reset is None or not worker.slot.serving:
+            return None
+        return self._parts.intake.accept(
+            reset, (), {}, with_interface=True, slot=worker.slot, closing=True
+        )
+
+    async def _release_worker(self, worker: Worker) -> outcome.Outcome[object] | None:
+        """The lease ends: run its reset (shielded), then hand the worker on."""
+        assert self._parts is not None
+        job = self._reset_jobs.pop(worker, None) or self._queue_reset(worker)
+        try:
+            if job is None:
+                return None
+            with anyio.CancelScope(shield=True):
+                await job.wait()
+            result = job.outcome
+            # Cancelled only when the pool stopped by an error first: its hook runs instead.
+            return None if result is None or is_cancellation(result) else result
+        finally:
+            self._parts.leases.release(worker)
 
     async def _call_on(
         self,
@@ -687,6 +864,10 @@ class Pool:
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's workers and job counts."""
-        if self._parts is None:
+        parts = self._parts
+        if parts is None:
             return self._counters.snapshot(0, [])
-        return self._counters.snapshot(*self._parts.workers.statistics())
+        queued, workers = parts.workers.statistics()
+        return self._counters.snapshot(
+            queued, workers, parts.admission.waiting, parts.leases.waiting
+        )

@@ -43,6 +43,9 @@ class PoolStatistics:
         busy: Workers running a job.
         idle: Workers waiting for a job.
         queued: Jobs accepted and not yet started.
+        waiting_for_room: Tasks waiting for room in the queue (their jobs are
+            not accepted yet, so not in ``queued``).
+        waiting_for_lease: Tasks waiting for a worker to lease.
         submitted: Jobs accepted since the pool opened.
         completed: Jobs that returned a value.
         failed: Jobs whose Outcome is an error other than a cancellation.
@@ -67,6 +70,8 @@ class PoolStatistics:
     busy: int
     idle: int
     queued: int
+    waiting_for_room: int
+    waiting_for_lease: int
     submitted: int
     completed: int
     failed: int
@@ -133,12 +138,20 @@ class Counters:
         """A running job's caller left without it (its Outcome will not be counted)."""
         self.cancelled += 1
 
-    def snapshot(self, queued: int, workers: list[WorkerStatistics]) -> PoolStatistics:
+    def snapshot(
+        self,
+        queued: int,
+        workers: list[WorkerStatistics],
+        waiting_for_room: int = 0,
+        waiting_for_lease: int = 0,
+    ) -> PoolStatistics:
         return PoolStatistics(
             workers=len(workers),
             busy=sum(w.state == "busy" for w in workers),
             idle=sum(w.state == "idle" for w in workers),
             queued=queued,
+            waiting_for_room=waiting_for_room,
+            waiting_for_lease=waiting_for_lease,
             submitted=self.submitted,
             completed=self.completed,
             failed=self.failed,

@@ -82,7 +82,8 @@ class Worker:
         try:
             host.load(self.info)
         except BaseException as exc:
-            logger.error("worker %s: the interface failed to load", self.info.name, exc_info=exc)
+            # Raised to the caller (entry, add_workers) or at the exit: not logged twice.
+            logger.debug("worker %s: the interface failed to load: %r", self.info.name, exc)
             self.load_error = exc
             handoff.loaded(slot, ok=False)
             self._post(self.loaded.set)
@@ -108,7 +109,7 @@ class Worker:
         error = host.close(slot.exit_info)
         handoff.closed(slot)
         if error is not None:
-            logger.error("worker %s: the exit hook raised", self.info.name, exc_info=error)
+            logger.debug("worker %s: the exit hook raised %r", self.info.name, error)
         logger.debug("worker %s stopped", self.info.name)
         return error
 

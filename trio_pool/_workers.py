@@ -166,7 +166,7 @@ class WorkerSet:
         before its thread started (the pool stopping) just never loaded.
         """
         if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
-            logger.error("worker %s: its thread did not start", worker.info.name, exc_info=exc)
+            logger.debug("worker %s: its thread did not start: %r", worker.info.name, exc)
             worker.load_error = exc
         self._handoff.loaded(worker.slot, ok=False)
         worker.loaded.set()
