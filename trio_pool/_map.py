@@ -215,7 +215,7 @@ class MapResults(Generic[T]):
         result = self._current.popleft()
         self.done += 1
         if self._outcomes:
-            return result  # type: ignore[return-value]
+            return result  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
         value: T = result.unwrap()
         return value
 

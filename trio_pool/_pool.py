@@ -199,7 +199,7 @@ class Pool(Generic[I]):
         name: str | None = None,
         host: ThreadHost | ProcessHost | None = None,
     ) -> None: ...
-    def __init__(  # type: ignore[misc]  # mypy: "does not accept all ... of signature 3"
+    def __init__(  # type: ignore[misc]  # a mypy bug: *args: Any is refused beside Unpack[Ts]
         self,
         interface: object = None,
         /,

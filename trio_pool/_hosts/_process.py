@@ -37,7 +37,7 @@ import traceback
 from collections.abc import Callable, Hashable
 from typing import Any, cast, final
 
-import cloudpickle  # type: ignore[import-untyped]
+import cloudpickle  # type: ignore[import-untyped]  # pyright: ignore[reportMissingTypeStubs]
 import outcome
 
 from .._exceptions import BrokenWorkerError, JobCancelled
