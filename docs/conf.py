@@ -12,7 +12,8 @@ from pathlib import Path
 import trio_pool
 
 # Local extensions: check_public_names fails the build if something public
-# is missing from the reference.
+# is missing from the reference; signatures prints P, P.args and Callable[P, R]
+# as written, and fails the build on a garbled signature.
 sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "trio_pool"
@@ -27,6 +28,7 @@ extensions = [
     "sphinx.ext.doctest",
     "myst_parser",
     "check_public_names",
+    "signatures",
 ]
 
 source_suffix = {".rst": "restructuredtext"}
@@ -56,7 +58,7 @@ intersphinx_mapping = {
 nitpick_ignore_regex = [
     # Type variables and parameter specifications in signatures (R, T, P):
     # there is nothing to link them to.
-    ("py:class", r"(trio_pool\._\w+\.)?[PRT]"),
+    ("py:class", r"(trio_pool\._\w+\.)?([PRTI]|Ts)(\.args|\.kwargs)?"),
 ]
 
 # --- HTML --------------------------------------------------------------------
