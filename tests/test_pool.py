@@ -729,6 +729,35 @@ async def test_current_worker_ids_names_and_local(backend: str) -> None:
         assert [await pool.run(count) for _ in range(3)] == [1, 2, 3]
 
 
+def os_thread_name(native_id: int) -> str:
+    """What ``top -H`` and ``py-spy`` show for a thread of this process."""
+    with open(f"/proc/self/task/{native_id}/comm") as comm:
+        return comm.read().strip()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the names in Linux's /proc")
+async def test_worker_threads_have_the_pools_name_at_the_os_level_and_give_it_back(
+    backend: str,
+) -> None:
+    def names() -> tuple[int, str]:
+        return threading.get_native_id(), os_thread_name(threading.get_native_id())
+
+    async with trio_pool.Pool(workers=2, name="a-long-pool-name") as pool:
+        seen = [o.unwrap() for o in await pool.broadcast(names)]
+    # 15 bytes at most (Linux's limit): the pool's name is cut, the id kept.
+    assert sorted(name for _, name in seen) == ["a-long-pool-n-0", "a-long-pool-n-1"]
+    for native_id, _ in seen:  # back in trio's or anyio's cache, with its old name
+        assert not os_thread_name(native_id).startswith("a-long")
+
+
+def test_os_thread_names_are_cut_on_a_character_boundary() -> None:
+    from trio_pool._os_names import short_name
+
+    assert short_name("db", 3) == "db-3"
+    assert short_name("ééééééé", 12) == "éééééé-12"  # 12 + 3 bytes
+    assert len(short_name("x" * 40, 123456).encode()) == 15
+
+
 async def test_in_worker_functions_refuse_other_threads(backend: str) -> None:
     for fn in (trio_pool.current_worker, trio_pool.current_interface, trio_pool.check_cancelled):
         with pytest.raises(RuntimeError, match="worker"):

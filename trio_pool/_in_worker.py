@@ -47,7 +47,11 @@ class WorkerInfo:
 
     Attributes:
         id: The worker's id: an ``int``, unique in its pool, never reused.
-        name: The worker thread's name, made from the pool's name.
+        name: The worker thread's name, ``"<pool name>-worker-<id>"``. The
+            operating system (``top -H``, ``py-spy``, ``/proc``) sees the
+            thread as ``"<pool name>-<id>"``, cut to 15 bytes. Both names go
+            back to what they were when the thread returns to trio's or
+            anyio's thread cache.
         local: A namespace private to this worker that lasts from one job to
             the next (a cache, a counter, a prepared statement).
     """

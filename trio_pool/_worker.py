@@ -16,6 +16,7 @@ from ._handoff import Handoff, Slot
 from ._hosts._base import Host, HostDied
 from ._in_worker import WorkerInfo
 from ._job import Job, LoopCall, ask_loop
+from ._os_names import rename_current_thread, short_name
 
 logger = logging.getLogger("trio_pool")
 
@@ -71,10 +72,14 @@ class Worker:
         self.started = True
         thread = threading.current_thread()
         old_name, thread.name = thread.name, self.info.name
+        restore_os_name = rename_current_thread(
+            short_name(self.info.name.removesuffix(f"-worker-{self.id}"), self.id)
+        )
         try:
             self.hook_error = self._serve()
         finally:
             thread.name = old_name
+            restore_os_name()  # the thread goes back to trio's or anyio's cache
             self._post(functools.partial(self._on_exit, self))
 
     def _serve(self) -> BaseException | None:
