@@ -1,9 +1,11 @@
-"""One SQLite connection per worker thread, and a transaction through a lease.
+"""One SQLite connection per worker thread; a transaction as one job, and one through a lease.
 
 sqlite3 connections may only be used by the thread that created them: the
 pool builds one per worker, runs every query there, and closes it in the same
-thread (rolling back a transaction left open if the pool stops on an error).
-A transaction spans several calls on one connection, so it leases one worker.
+thread. A transaction is best one job (one method doing begin ... commit): it
+runs whole or not at all, whatever happens to its caller. When a transaction
+must span several calls, lease a worker with a reset that rolls back what the
+block left open, however the block ended.
 """
 
 import sqlite3
@@ -28,14 +30,32 @@ class Db:
     def execute(self, sql: str, *params: object) -> int:
         return self.conn.execute(sql, params).rowcount
 
+    def merge_pages(self, old: str, new: str) -> int:
+        """One operation, one transaction: it commits whole, or rolls back whole."""
+        self.conn.execute("begin immediate")
+        try:
+            moved = self.conn.execute(
+                "insert into visits select ?, n from visits where page = ?", (new, old)
+            ).rowcount
+            self.conn.execute("delete from visits where page = ?", (old,))
+        except BaseException:
+            self.conn.execute("rollback")
+            raise
+        self.conn.execute("commit")
+        return moved
+
+    def rollback_if_open(self) -> None:
+        """The lease's reset: end a transaction the block left open."""
+        if self.conn.in_transaction:
+            self.conn.execute("rollback")
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.conn.in_transaction:  # a transaction left open: keep it only on success
-            self.conn.execute("commit" if exc_type is None else "rollback")
+        self.rollback_if_open()  # never commit what nobody finished
         self.conn.close()
 
 
@@ -46,24 +66,30 @@ async def main(path: Path) -> None:
 
     async with trio_pool.Pool(Db, path, workers=4) as pool:
         async with trio.open_nursery() as nursery:
-            for page in ["home", "about", "blog"] * 10:
+            for page in ["home", "about", "blog", "index"] * 10:
                 nursery.start_soon(
                     pool.call_method, Db.execute, "insert into visits values (?, 1)", page
                 )
-        # A transaction needs one connection, so one worker: lease it. Other
-        # tasks keep using the other workers meanwhile.
-        async with pool.lease() as db:
-            await db.interface.query("begin")
-            await db.interface.query("update visits set n = 2 where page = 'home'")
-            before = await pool.interface.query("select sum(n) from visits where page = 'home'")
-            await db.interface.query("commit")
-        after = await pool.interface.query("select sum(n) from visits where page = 'home'")
+        moved = await pool.call_method(Db.merge_pages, "index", "home")
+        print(f"merged {moved} visits of index into home")
+
+        # Several calls in one transaction need one connection, so one worker:
+        # lease it. The reset runs in the worker's thread when the block ends,
+        # however it ends (an error, a cancellation), before anyone else gets it.
+        async with pool.lease(reset=Db.rollback_if_open) as db:
+            await db.call_method(Db.execute, "begin immediate")
+            await db.call_method(Db.execute, "update visits set n = 2 where page = 'home'")
+            before = await pool.call_method(
+                Db.query, "select sum(n) from visits where page = 'home'"
+            )
+            await db.call_method(Db.execute, "commit")
+        after = await pool.call_method(Db.query, "select sum(n) from visits where page = 'home'")
         print(
             "home during the transaction, seen from another worker: "
             f"{before[0][0]}; after: {after[0][0]}"
         )
-        rows = await pool.interface.query(
-            "select page, sum(n) from visits group by page order by page"
+        rows = await pool.call_method(
+            Db.query, "select page, sum(n) from visits group by page order by page"
         )
         for page, count in rows:
             print(f"{page}: {count} visits")

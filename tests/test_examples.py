@@ -31,10 +31,12 @@ EXPECTED = {
     ],
     "quickstart.py": ["digest: 2cf24dba5fb0a30e", "jobs: [0, 1, 4, 9, 16]", "all workers stopped"],
     "sqlite_per_worker.py": [
-        "home during the transaction, seen from another worker: 10; after: 20",
+        "merged 10 visits of index into home",
+        "home during the transaction, seen from another worker: 20; after: 40",
         "about: 10 visits",
         "blog: 10 visits",
-        "home: 20 visits",
+        "home: 40 visits",
+        "4 connections, one per worker thread",
     ],
 }
 

@@ -1,4 +1,4 @@
-"""A transaction helper: one leased worker, begin, commit, or rollback on any error."""
+"""A transaction helper: one leased worker, begin, commit; a reset rolls back the rest."""
 
 import contextlib
 import sqlite3
@@ -19,44 +19,60 @@ class Db:
     def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
         return self.conn.execute(sql, params).fetchall()
 
-    def __exit__(self, exc_type: object, *rest: object) -> None:
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def rollback_if_open(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("rollback")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.rollback_if_open()
         self.conn.close()
 
 
 @contextlib.asynccontextmanager
-async def transaction(pool: trio_pool.Pool) -> AsyncIterator[trio_pool.WorkerLease]:
-    """Every call through the yielded lease runs on one connection, in one transaction."""
-    async with pool.lease() as db:
-        await db.interface.query("begin immediate")
-        try:
-            yield db
-        except BaseException:
-            with trio.CancelScope(shield=True):  # roll back even if we are cancelled
-                await db.interface.query("rollback")
-            raise
-        await db.interface.query("commit")
+async def transaction(pool: trio_pool.Pool[Db]) -> AsyncIterator[trio_pool.WorkerLease[Db]]:
+    """Every call through the yielded lease runs on one connection, in one transaction.
+
+    It commits if the block succeeds. If anything else happens (an error, a
+    cancellation at any await, ``begin`` and ``commit`` included), the lease's
+    reset rolls back in the worker's thread before another task gets it.
+    """
+    async with pool.lease(reset=Db.rollback_if_open) as db:
+        await db.call_method(Db.query, "begin immediate")
+        yield db
+        await db.call_method(Db.query, "commit")
 
 
 async def main(path: Path) -> None:
     async with trio_pool.Pool(Db, path, workers=2) as pool:
-        await pool.interface.query("create table accounts (name text, balance integer)")
-        await pool.interface.query("insert into accounts values ('a', 100), ('b', 0)")
+        await pool.call_method(Db.query, "create table accounts (name text, balance integer)")
+        await pool.call_method(Db.query, "insert into accounts values ('a', 100), ('b', 0)")
 
         async with transaction(pool) as db:
-            await db.interface.query("update accounts set balance = balance - 30 where name = 'a'")
-            await db.interface.query("update accounts set balance = balance + 30 where name = 'b'")
+            await db.call_method(
+                Db.query, "update accounts set balance = balance - 30 where name = 'a'"
+            )
+            await db.call_method(
+                Db.query, "update accounts set balance = balance + 30 where name = 'b'"
+            )
 
         try:
             async with transaction(pool) as db:
-                await db.interface.query("update accounts set balance = 0 where name = 'a'")
+                await db.call_method(Db.query, "update accounts set balance = 0 where name = 'a'")
                 raise RuntimeError("changed my mind")
         except RuntimeError:
             pass
 
-        rows = await pool.interface.query("select name, balance from accounts order by name")
+        with trio.move_on_after(0):  # cancelled at its first await: nothing is left open
+            async with transaction(pool) as db:
+                await db.call_method(Db.query, "update accounts set balance = 0 where name = 'b'")
+
+        rows = await pool.call_method(Db.query, "select name, balance from accounts order by name")
         print(rows)
+        inside = [o.unwrap() for o in await pool.broadcast_method(Db.in_transaction)]
+        print(f"workers inside a transaction: {inside}")
 
 
 if __name__ == "__main__":
