@@ -3,6 +3,7 @@ statistics, and the typed calls (broadcast_method, current_interface(kind))."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 import threading
@@ -292,3 +293,41 @@ async def test_current_interface_of_a_kind_checks_the_kind(backend: str) -> None
         assert await pool.run(bump_here) == (5, True)
         with pytest.raises(TypeError, match=r"the worker's interface is <.*Counter.*>, not a Db"):
             await pool.run(wrong_kind)
+
+
+def test_a_native_asyncio_cancel_does_not_cut_a_lease_reset_short() -> None:
+    # asyncio's Task.cancel() gets through anyio's shields: the lease's exit
+    # must still wait for its reset, then raise the cancellation.
+    entered, gate = threading.Event(), threading.Event()
+    log: list[str] = []
+
+    class Conn:
+        def reset(self) -> None:
+            entered.set()
+            assert gate.wait(TIMEOUT)
+            log.append("reset done")
+
+    async def main() -> None:
+        async with trio_pool.Pool(Conn, workers=1) as pool:
+
+            async def lessee() -> None:
+                async with pool.lease(reset=Conn.reset):
+                    await asyncio.sleep(0)
+
+            task = asyncio.create_task(lessee())
+            assert await asyncio.to_thread(entered.wait, TIMEOUT)
+            task.cancel()  # while the reset runs
+            for _ in range(50):  # let the task see it: it must go on waiting
+                await asyncio.sleep(0)
+            log.append(f"the lessee ended during the reset: {task.done()}")
+            gate.set()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            log.append("the lessee raised its cancellation")
+
+    asyncio.run(main())
+    assert log == [
+        "the lessee ended during the reset: False",
+        "reset done",
+        "the lessee raised its cancellation",
+    ]

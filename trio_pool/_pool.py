@@ -24,7 +24,7 @@ else:
 import anyio
 import outcome
 
-from ._backend import wait_through
+from ._backend import wait_through, wait_through_cancellation
 from ._checks import check_count, check_sync_callable, check_target
 from ._exceptions import PoolClosedError, combine, raise_combined
 from ._handoff import Phase
@@ -783,19 +783,25 @@ class Pool(Generic[I]):
         )
 
     async def _release_worker(self, worker: Worker) -> outcome.Outcome[object] | None:
-        """The lease ends: run its reset (shielded), then hand the worker on."""
+        """The lease ends: run its reset, whatever cancels the task meanwhile; hand the worker on.
+
+        The reset is first in the worker's own queue, so nothing else runs
+        there before it, even if a Ctrl-C ends this wait early.
+        """
         assert self._parts is not None
         job = self._reset_jobs.pop(worker, None) or self._queue_reset(worker)
+        if job is None:
+            self._parts.leases.release(worker)
+            return None
         try:
-            if job is None:
-                return None
-            with anyio.CancelScope(shield=True):
-                await job.wait()
-            result = job.outcome
-            # Cancelled only when the pool stopped by an error first: its hook runs instead.
-            return None if result is None or is_cancellation(result) else result
+            interruption = await wait_through_cancellation(job._get_event())
         finally:
             self._parts.leases.release(worker)
+        if interruption is not None:  # a native asyncio Task.cancel(), delivered now
+            raise interruption
+        result = job.outcome
+        # Cancelled only when the pool stopped by an error first: its hook runs instead.
+        return None if result is None or is_cancellation(result) else result
 
     async def _call_on(
         self,
