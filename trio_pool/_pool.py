@@ -543,7 +543,9 @@ class Pool(Generic[I]):
 
         ``await pool.interface.query(sql)`` runs ``query`` in a worker and
         returns its value or raises its error. An unknown operation raises
-        :class:`AttributeError` at attribute access.
+        :class:`AttributeError` at attribute access. It is untyped (``Any``):
+        ``await pool.call_method(Db.query, sql)`` is the same call, checked by
+        type checkers.
         """
         return InterfaceProxy(self.call, self._operations.names())
 
