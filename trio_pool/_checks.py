@@ -39,7 +39,8 @@ def check_sync_callable(fn: object) -> None:
 
 def check_target(fn_or_op: object) -> None:
     """TypeError unless ``fn_or_op`` is an operation name or a sync callable."""
-    if not isinstance(fn_or_op, str) and not callable(fn_or_op):
+    if isinstance(fn_or_op, str):
+        return
+    if not callable(fn_or_op):
         raise TypeError(f"expected a sync function or an operation name, not {fn_or_op!r}")
-    if not isinstance(fn_or_op, str):
-        check_sync_callable(fn_or_op)
+    check_sync_callable(fn_or_op)

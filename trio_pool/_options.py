@@ -120,6 +120,6 @@ def _check_interface(interface: object, args: tuple[Any, ...]) -> None:
 def _seconds(name: str, value: object, *, zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
-    if not (value >= 0 if zero else value > 0) or math.isnan(value):
+    if not (value >= 0 if zero else value > 0):  # NaN too
         raise ValueError(f"{name} must be {'at least 0' if zero else 'positive'}, not {value}")
     return float(value)

@@ -32,7 +32,7 @@ from ._hosts._process import ProcessHost
 from ._hosts._thread import ThreadHost
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
 from ._job import Job, is_cancellation
-from ._lease import Lease, WorkerLease
+from ._lease import Lease, Reset, WorkerLease
 from ._map import MapResults
 from ._options import build_options
 from ._parts import Parts
@@ -235,7 +235,7 @@ class Pool(Generic[I]):
         self._state = _State.NEW
         self._parts: Parts | None = None  # built on entry, for the running loop
         self._unwatch_signals: Callable[[], None] = _nothing
-        self._resets: dict[Worker, Callable[[Any], object]] = {}  # held leases' reset steps
+        self._resets: dict[Worker, Reset] = {}  # the reset steps of the leases held
         self._reset_jobs: dict[Worker, Job[Any]] = {}  # queued as the pool began closing
 
     def __repr__(self) -> str:
@@ -766,7 +766,7 @@ class Pool(Generic[I]):
             reset,
         )
 
-    async def _acquire_worker(self, reset: Callable[[Any], object] | None) -> Worker:
+    async def _acquire_worker(self, reset: Reset | None) -> Worker:
         parts = self._live()
         await parts.backend.checkpoint()  # a schedule point: no task keeps the line to itself
         worker = await parts.leases.acquire(parts.workers.free_for_lease())
@@ -787,8 +787,8 @@ class Pool(Generic[I]):
     async def _release_worker(self, worker: Worker) -> outcome.Outcome[object] | None:
         """The lease ends: run its reset, whatever cancels the task meanwhile; hand the worker on.
 
-        The reset is first in the worker's own queue, so nothing else runs
-        there before it, even if a Ctrl-C ends this wait early.
+        The reset is in the worker's own queue, ahead of anything later for
+        that worker, so it runs first even if a Ctrl-C ends this wait early.
         """
         assert self._parts is not None
         job = self._reset_jobs.pop(worker, None) or self._queue_reset(worker)
