@@ -186,6 +186,40 @@ async def test_the_pool_on_every_host(
     assert sorted(e.rsplit(" ", 1)[0].replace("exit", "load") for e in exits) == sorted(loads)
 
 
+class Session:
+    """A per-worker session that a lease opens and its reset closes."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def begin(self) -> None:
+        self.open = True
+
+    def is_open(self) -> bool:
+        return self.open
+
+    def reset(self) -> None:
+        self.open = False
+
+
+@pytest.mark.parametrize("host", sorted(HOSTS))
+async def test_broadcast_method_and_a_lease_reset_on_every_host(
+    backend: str, host: str, pids: set[int]
+) -> None:
+    async with trio_pool.Pool(Session, workers=2, host=HOSTS[host]) as pool:
+        note_pids(pool, pids)
+        with anyio.CancelScope() as scope:
+            async with pool.lease(reset=Session.reset) as session:
+                await session.call_method(Session.begin)
+                opened = await pool.broadcast_method(Session.is_open)  # reaches the lease too
+                assert sorted(o.unwrap() for o in opened) == [False, True]
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        closed = await pool.broadcast_method(Session.is_open)
+        assert [o.unwrap() for o in closed] == [False, False]
+
+
 @pytest.mark.parametrize("host", sorted(HOSTS))
 async def test_a_cancelled_caller_stops_a_cooperative_job(
     backend: str, host: str, tmp_path: Path, pids: set[int]
