@@ -30,6 +30,13 @@ EXPECTED = {
         "all worker processes stopped",
     ],
     "quickstart.py": ["digest: 2cf24dba5fb0a30e", "jobs: [0, 1, 4, 9, 16]", "all workers stopped"],
+    "web_service.py": [
+        "pool open: 4 workers",
+        "after 30 transfers: {'alice': 120, 'bob': 90, 'carol': 90}, total 300",
+        "the abandoned slow request's job was cancelled",
+        "pool closed: 4 workers stopped; jobs: 36 completed, 0 failed, 1 cancelled",
+        "in the file after shutdown: 30 transfers, total 300",
+    ],
     "sqlite_per_worker.py": [
         "merged 10 visits of index into home",
         "home during the transaction, seen from another worker: 20; after: 40",
