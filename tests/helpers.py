@@ -161,3 +161,13 @@ def recording_interface(
                 raise RuntimeError(f"hook of worker {worker} failed")
 
     return Iface
+
+
+def python_with_ctrl_c(script: str, *args: str) -> list[str]:
+    """A command that runs ``script`` in a new Python that Ctrl-C interrupts.
+
+    Python leaves SIGINT ignored if its parent did (a test run started in the
+    background, under ``nohup``): the script would never see Ctrl-C.
+    """
+    enable = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    return [sys.executable, "-c", enable + script, *args]

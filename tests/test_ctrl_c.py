@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from helpers import assert_ended_by_ctrl_c
+from helpers import assert_ended_by_ctrl_c, python_with_ctrl_c
 
 SCRIPT = textwrap.dedent(
     """
@@ -49,7 +48,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_ctrl_c_while_jobs_run(backend: str) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, backend],
+        python_with_ctrl_c(SCRIPT, backend),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -101,7 +100,7 @@ SECOND_CTRL_C = textwrap.dedent(
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_a_second_ctrl_c_still_joins_the_threads(backend: str) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", SECOND_CTRL_C, backend],
+        python_with_ctrl_c(SECOND_CTRL_C, backend),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -151,7 +150,7 @@ SIGNAL_IN_A_WORKER = textwrap.dedent(
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_a_ctrl_c_that_lands_in_a_worker_thread_is_seen(backend: str) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", SIGNAL_IN_A_WORKER, backend],
+        python_with_ctrl_c(SIGNAL_IN_A_WORKER, backend),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -31,6 +30,7 @@ from helpers import (
     assert_ended_by_ctrl_c,
     cancel_once_entered,
     poll_until,
+    python_with_ctrl_c,
     wait_in_thread,
 )
 
@@ -395,7 +395,7 @@ SCRIPT = textwrap.dedent(
 
 def start_script(backend: str, mode: str) -> tuple[subprocess.Popen[str], list[int]]:
     process = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, backend, mode],
+        python_with_ctrl_c(SCRIPT, backend, mode),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
