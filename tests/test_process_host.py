@@ -286,6 +286,57 @@ async def test_a_worker_process_that_dies_fails_its_job_and_is_replaced(
     assert [line.split()[0] for line in lines(record)] == ["load", "load", "load", "exit"]
 
 
+async def test_a_lessee_waiting_behind_a_worker_that_is_killed_gets_the_replacement(
+    backend: str, tmp_path: Path, record: Path, pids: set[int]
+) -> None:
+    started = FileGate(tmp_path / "started")
+    host = trio_pool.ProcessHost(kill_on_cancel=True)
+    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=host) as pool:
+        note_pids(pool, pids)
+        [doomed] = [w.pid for w in pool.statistics().worker_states]
+        seen: list[int] = []
+
+        async def second_lessee() -> None:
+            async with pool.lease() as worker:  # waits behind the first lease
+                seen.append(await worker.run(local_pid))
+
+        first = anyio.CancelScope()
+
+        async def first_lessee() -> None:
+            with first:
+                async with pool.lease() as worker:
+                    await worker.run(sleep_a_long_time, started)  # killed when cancelled
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first_lessee)
+            await wait_in_thread(started)
+            tg.start_soon(second_lessee)
+            await poll_until(lambda: pool.statistics().waiting_for_lease == 1)
+            first.cancel()
+        assert first.cancelled_caught
+        note_pids(pool, pids)
+        # The second lessee was not handed the dead worker (it hung there before).
+        assert seen != [doomed]
+        assert len(seen) == 1
+        assert pool.statistics().workers_died == 1
+
+
+async def test_a_lease_whose_worker_dies_fails_its_next_calls_and_is_left_cleanly(
+    backend: str, pids: set[int]
+) -> None:
+    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+        note_pids(pool, pids)
+        async with pool.lease() as worker:
+            with pytest.raises(trio_pool.BrokenWorkerError, match="exited with code 3"):
+                await worker.run(die, 3)
+            await poll_until(lambda: pool.statistics().idle == 1)  # the replacement loaded
+            with pytest.raises(trio_pool.BrokenWorkerError, match=r"leased worker .* died"):
+                await worker.run(local_pid)  # it hung before: nobody served the dead slot
+        async with pool.lease() as worker:  # a new lease gets the replacement
+            assert await worker.run(local_pid) != os.getpid()
+        note_pids(pool, pids)
+
+
 async def test_what_cannot_be_pickled_fails_only_its_job(backend: str, pids: set[int]) -> None:
     async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
         note_pids(pool, pids)

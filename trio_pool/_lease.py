@@ -104,8 +104,12 @@ class LeaseQueue:
         return waiter.worker
 
     def release(self, worker: Worker) -> None:
-        """The lease ends: hand the worker to the first waiter, or back to the pool."""
-        if self._waiters and not self._closed:
+        """The lease ends: hand the worker to the first waiter, or back to the pool.
+
+        A worker whose process died is handed to nobody: its replacement is
+        offered to the waiters once it has loaded.
+        """
+        if self._waiters and not self._closed and worker.slot.serving:
             self._hand(self._waiters.popleft(), worker)
             return
         self._handoff.unlease(worker.slot)

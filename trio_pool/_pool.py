@@ -26,7 +26,7 @@ import outcome
 
 from ._backend import wait_through, wait_through_cancellation
 from ._checks import check_count, check_sync_callable, check_target
-from ._exceptions import PoolClosedError, combine, raise_combined
+from ._exceptions import BrokenWorkerError, PoolClosedError, combine, raise_combined
 from ._handoff import Phase
 from ._hosts._process import ProcessHost
 from ._hosts._thread import ThreadHost
@@ -815,6 +815,10 @@ class Pool(Generic[I]):
     ) -> outcome.Outcome[Any]:
         parts = self._live()
         await parts.backend.cancellation_point()
+        if not worker.slot.serving:  # its process died: the lease cannot go on
+            raise BrokenWorkerError(
+                f"the leased worker {worker.info.name} died; leave the lease and take a new one"
+            )
         job = parts.intake.accept(fn, args, kwargs, with_interface=with_interface, slot=worker.slot)
         return await parts.calls.outcome_of(job)
 

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
+import outcome
 
 from ._backend import Backend, Event, wait_through_cancellation
-from ._exceptions import raise_combined
+from ._exceptions import BrokenWorkerError, raise_combined
 from ._handoff import Handoff, Phase
 from ._hosts._base import HostFactory
 from ._in_worker import WorkerInfo
@@ -181,7 +182,7 @@ class WorkerSet:
         """A worker thread's last report: its hook has run and it is leaving."""
         self._handoff.flush()  # deliver the outcomes it left behind
         for job in self._handoff.take_direct(worker.slot):  # it never served them
-            self._counters.record(job, cancelled_outcome())
+            self._counters.record(job, _gone(worker) if worker.died else cancelled_outcome())
         del self._workers[worker.id], self._loop_scopes[worker.id]
         self._counters.worker_stopped(hook_failed=worker.hook_error is not None, died=worker.died)
         if worker.hook_error is not None and worker.id not in self._owned:
@@ -317,3 +318,10 @@ async def _wait_all(backend: Backend, events: Iterable[Event]) -> BaseException 
         except anyio.get_cancelled_exc_class() as exc:
             cancelled = exc
     return cancelled
+
+
+def _gone(worker: Worker) -> outcome.Outcome[Any]:
+    """For a job aimed at a worker whose process died first (a lease's, a broadcast's)."""
+    return outcome.Error(
+        BrokenWorkerError(f"worker {worker.info.name} died before it ran this job")
+    )
