@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import random
 import sqlite3
 import sys
@@ -18,7 +19,7 @@ import trio
 import trio.testing
 
 if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
+    from exceptiongroup import BaseExceptionGroup, ExceptionGroup
 
 import trio_pool
 
@@ -666,6 +667,29 @@ async def test_autoscaling_from_zero_for_a_lease_and_after_a_failed_loader(backe
         async with trio_pool.Pool(Bad, min_workers=0, max_workers=2) as pool:
             with pytest.raises(RuntimeError, match="cannot load"):
                 await pool.run(int)  # no worker can run it: it fails, it does not hang
+
+
+async def test_autoscaling_load_errors_are_logged_when_they_happen_and_kept_boundedly(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Bad:
+        def __init__(self) -> None:
+            raise ConnectionError("database unreachable")
+
+    caplog.set_level(logging.WARNING, logger="trio_pool")
+    with pytest.raises(ExceptionGroup) as info:
+        async with trio_pool.Pool(Bad, min_workers=0, max_workers=2) as pool:
+            for _ in range(15):  # every new job retries the loader
+                with pytest.raises(ConnectionError):
+                    await pool.run(int)
+            attempts = pool.statistics().workers_started
+            # Nobody is raised these until the exit: each was logged when it happened.
+            warned = [r for r in caplog.records if "its loader raised" in r.getMessage()]
+            assert len(warned) == attempts > 10
+            assert all(r.levelno == logging.WARNING and r.exc_info is None for r in warned)
+    # The exit raises the first ten, not one per retry for as long as the pool lives.
+    assert len(info.value.exceptions) == 10
+    assert all(isinstance(e, ConnectionError) for e in info.value.exceptions)
 
 
 async def test_define_refuses_a_class_method_before_any_worker_loads(backend: str) -> None:

@@ -22,6 +22,9 @@ from ._worker import Worker
 
 logger = logging.getLogger("trio_pool")
 
+#: Load errors of autoscaling's or a replacement's workers kept to raise at the exit.
+MAX_KEPT = 10
+
 
 class WorkerSet:
     """The pool's live workers; loop thread only.
@@ -186,9 +189,9 @@ class WorkerSet:
         del self._workers[worker.id], self._loop_scopes[worker.id]
         self._counters.worker_stopped(hook_failed=worker.hook_error is not None, died=worker.died)
         if worker.hook_error is not None and worker.id not in self._owned:
-            self._errors.append(worker.hook_error)
+            self._keep_for_exit(worker, "exit hook", worker.hook_error)
         if worker.load_error is not None and worker.id in self._unclaimed_loads:
-            self._errors.append(worker.load_error)
+            self._keep_for_exit(worker, "loader", worker.load_error)
         for ids in (self._owned, self._unclaimed_loads, self._provisional):
             ids.discard(worker.id)
         if self._closing and not self._workers:
@@ -269,6 +272,20 @@ class WorkerSet:
         ]
         free.sort(key=lambda w: (w.slot.job is not None, w.id))
         return free
+
+    def _keep_for_exit(self, worker: Worker, what: str, error: BaseException) -> None:
+        """An error nobody receives now (autoscaling, a replacement): raised at the exit.
+
+        Until the pool closes that may be long, so it is logged now (WARNING,
+        once). Load errors repeat while autoscaling retries a failing loader:
+        the first MAX_KEPT are kept, the others only logged.
+        """
+        kept = what != "loader" or len(self._errors) < MAX_KEPT
+        if not self._closing:
+            fate = "raised at the pool's exit" if kept else f"not kept: {MAX_KEPT} already are"
+            logger.warning("worker %s: its %s raised %r (%s)", worker.info.name, what, error, fate)
+        if kept:
+            self._errors.append(error)
 
     def report(self, errors: list[BaseException], *, first: bool = False) -> None:
         """Errors to raise at the pool's exit (``first``: before those already kept)."""
