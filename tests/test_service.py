@@ -8,7 +8,7 @@ import math
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import pytest
@@ -289,10 +289,27 @@ async def test_current_interface_of_a_kind_checks_the_kind(backend: str) -> None
     def wrong_kind() -> object:
         return trio_pool.current_interface(Db)
 
+    class Bumps(Protocol):
+        def bump(self, by: int) -> tuple[int, bool]: ...
+
+    @runtime_checkable
+    class Queries(Protocol):
+        def query(self) -> None: ...
+
+    def bump_a_protocol() -> tuple[int, bool]:
+        return trio_pool.current_interface(Bumps).bump(1)  # type: ignore[type-abstract]
+
+    def query_a_protocol() -> None:
+        trio_pool.current_interface(Queries)  # type: ignore[type-abstract]
+
     async with trio_pool.Pool(Counter, workers=1) as pool:
         assert await pool.run(bump_here) == (5, True)
         with pytest.raises(TypeError, match=r"the worker's interface is <.*Counter.*>, not a Db"):
             await pool.run(wrong_kind)
+        # A protocol that isinstance cannot check is taken on trust; one it can, is checked.
+        assert await pool.run(bump_a_protocol) == (6, True)
+        with pytest.raises(TypeError, match="not a Queries"):
+            await pool.run(query_a_protocol)
 
 
 def test_a_native_asyncio_cancel_does_not_cut_a_lease_reset_short() -> None:

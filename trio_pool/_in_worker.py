@@ -100,7 +100,10 @@ def current_interface(kind: type[Any] | None = None, /) -> Any:
     """The interface object of the worker this thread is.
 
     ``current_interface(Db)`` is the typed form: it returns the interface as
-    a ``Db`` for type checkers, and checks that it is one.
+    a ``Db`` for type checkers, and checks that it is one (unless ``Db`` is a
+    protocol that is not :func:`~typing.runtime_checkable`, which cannot be
+    checked at run time). mypy refuses an abstract class or a protocol there
+    (``type-abstract``); annotate ``db: Db = current_interface()`` instead.
 
     Raises:
         RuntimeError: if called outside a pool's worker thread, or before the
@@ -113,7 +116,10 @@ def current_interface(kind: type[Any] | None = None, /) -> Any:
             "interface has loaded"
         )
     interface = context.interface
-    if kind is not None and not isinstance(interface, kind):
+    checkable = not getattr(kind, "_is_protocol", False) or getattr(
+        kind, "_is_runtime_protocol", False
+    )
+    if kind is not None and checkable and not isinstance(interface, kind):
         raise TypeError(f"the worker's interface is {interface!r}, not a {kind.__name__}")
     return interface
 

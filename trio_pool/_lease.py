@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, final
+from typing import Any, Concatenate, Generic, ParamSpec, final
 
 import outcome
+from typing_extensions import TypeVar
 
 from ._admission import wait_at_most
 from ._backend import Event
@@ -19,7 +20,7 @@ from ._worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
-I = TypeVar("I")  # noqa: E741
+I = TypeVar("I", covariant=True, default=Any)  # the interface (as in _pool)  # noqa: E741
 
 CallOn = Callable[
     [Worker, "Callable[..., Any] | str", tuple[Any, ...], dict[str, Any], bool],

@@ -11,18 +11,13 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import sys
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Concatenate, Generic, Literal, ParamSpec, TypeVar, final, overload
-
-if sys.version_info >= (3, 11):
-    from typing import TypeVarTuple, Unpack
-else:
-    from typing_extensions import TypeVarTuple, Unpack
+from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, final, overload
 
 import anyio
 import outcome
+from typing_extensions import TypeVar, TypeVarTuple, Unpack
 
 from ._backend import wait_through, wait_through_cancellation
 from ._checks import check_count, check_sync_callable, check_target
@@ -42,8 +37,16 @@ from ._worker import Worker
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-I = TypeVar("I")  # the interface: what each worker loaded  # noqa: E741
+# The interface: what each worker loaded. A bare ``Pool`` annotation is a Pool[Any].
+I = TypeVar("I", covariant=True, default=Any)  # noqa: E741
 Ts = TypeVarTuple("Ts")  # the loader's arguments
+
+
+class _Enters(Protocol[I]):
+    """What a loader may return: the interface is what ``__enter__`` returns."""
+
+    def __enter__(self) -> I: ...
+
 
 logger = logging.getLogger("trio_pool")
 
@@ -170,7 +173,7 @@ class Pool(Generic[I]):
     @overload
     def __init__(
         self,
-        interface: Callable[[Unpack[Ts]], contextlib.AbstractContextManager[I]],
+        interface: Callable[[Unpack[Ts]], _Enters[I]],
         /,
         *args: Unpack[Ts],
         workers: int | None = None,

@@ -65,9 +65,10 @@ async def main(path: Path) -> None:
         except RuntimeError:
             pass
 
-        with trio.move_on_after(0):  # cancelled at its first await: nothing is left open
+        with trio.CancelScope() as scope:  # cancelled just before its commit
             async with transaction(pool) as db:
                 await db.call_method(Db.query, "update accounts set balance = 0 where name = 'b'")
+                scope.cancel()
 
         rows = await pool.call_method(Db.query, "select name, balance from accounts order by name")
         print(rows)

@@ -75,6 +75,39 @@ async def check(pool: trio_pool.Pool[Db]) -> None:
     pool.lease(reset=Other.query)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
 
 
+class SqliteDb(Db):
+    pass
+
+
+class Cursor:
+    def fetch(self) -> list[int]:
+        return []
+
+
+class Connects:
+    """Only __enter__: the interface is what it returns."""
+
+    def __enter__(self) -> Cursor:
+        return Cursor()
+
+
+async def takes_any_db(pool: trio_pool.Pool[Db]) -> None:
+    await pool.call_method(Db.query, "select 1")
+
+
+async def takes_a_bare_pool(pool: trio_pool.Pool) -> None:  # a Pool[Any]: fine under --strict
+    assert_type(await pool.call_method(Db.query, "x"), list[tuple[int, ...]])
+
+
+async def check_variance_and_enter() -> None:
+    async with trio_pool.Pool(SqliteDb, "app.db") as pool:
+        await takes_any_db(pool)  # a Pool[SqliteDb] is a Pool[Db]
+        await takes_a_bare_pool(pool)
+    assert_type(trio_pool.Pool(Connects), trio_pool.Pool[Cursor])
+    async with trio_pool.Pool(Connects) as cursors:
+        assert_type(await cursors.call_method(Cursor.fetch), list[int])
+
+
 def factory(size: int) -> Other:
     return Other()
 
