@@ -59,6 +59,8 @@ nitpick_ignore_regex = [
     # Type variables and parameter specifications in signatures (R, T, P):
     # there is nothing to link them to.
     ("py:class", r"(trio_pool\._\w+\.)?([PRTI]|Ts)(\.args|\.kwargs)?"),
+    # Pool's overloads: "a loader whose result has __enter__() -> I" (private).
+    ("py:class", r"trio_pool\._pool\.Enters"),
 ]
 
 # --- HTML --------------------------------------------------------------------

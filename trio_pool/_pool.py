@@ -42,7 +42,7 @@ I = TypeVar("I", covariant=True, default=Any)  # noqa: E741
 Ts = TypeVarTuple("Ts")  # the loader's arguments
 
 
-class _Enters(Protocol[I]):
+class Enters(Protocol[I]):
     """What a loader may return: the interface is what ``__enter__`` returns."""
 
     def __enter__(self) -> I: ...
@@ -173,7 +173,7 @@ class Pool(Generic[I]):
     @overload
     def __init__(
         self,
-        interface: Callable[[Unpack[Ts]], _Enters[I]],
+        interface: Callable[[Unpack[Ts]], Enters[I]],
         /,
         *args: Unpack[Ts],
         workers: int | None = None,

@@ -16,6 +16,7 @@ import sys
 import typing
 from typing import Any
 
+import typing_extensions
 from docutils import nodes
 from sphinx import addnodes
 from sphinx.application import Sphinx
@@ -42,7 +43,7 @@ def _stringify(
     if isinstance(annotation, typing.ParamSpecKwargs):
         return f"{annotation.__origin__.__name__}.kwargs"
     origin = typing.get_origin(annotation)
-    if origin is typing.Unpack:  # *Ts, as the arguments of a loader are written
+    if origin in (typing.Unpack, typing_extensions.Unpack):  # *Ts, as a loader's arguments
         return f"*{again(typing.get_args(annotation)[0])}"
     if origin is typing.Concatenate:
         return f"~typing.Concatenate[{', '.join(map(again, typing.get_args(annotation)))}]"
