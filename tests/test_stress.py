@@ -171,6 +171,8 @@ class Broadcast:
 class Lease:
     calls: tuple[Call, ...]
     deadline: float
+    token: int  # of the lease itself: what its first call marks its worker with
+    reset: bool  # lease(reset=...): the mark is cleared however the lease ends
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +332,7 @@ class Generator:
             calls = tuple(
                 self.call(("run", "call", "call_method")) for _ in range(rng.randint(1, 4))
             )
-            return Lease(calls, self.deadline())
+            return Lease(calls, self.deadline(), self.token(), reset=rng.random() < 0.6)
         if kind == "resize":
             return Resize(
                 rng.choice(["resize", "add_workers", "stop_workers", "ensure"]),
@@ -360,6 +362,8 @@ class Generator:
         if queue_size is not None:
             options["queue_size"] = queue_size
         options["abandon_on_cancel"] = rng.random() < 0.25
+        if rng.random() < 0.25:  # shed load: waits for room or a lease end in WouldBlock
+            options["max_wait"] = rng.choice([0, 0.0005, 0.002])
         # A loader of the first workers fails now and then (the block raises
         # on entry); later ones more often (while resizing or autoscaling).
         load_fail = {i for i in range(initial) if rng.random() < 0.02}
@@ -407,6 +411,11 @@ class Record:
         self.exits: dict[int, list[tuple[int, tuple[Any, ...]]]] = {}  # (thread, exc_info)
         self.hook_errors = 0
         self.on_start: dict[Tag, Callable[[], object]] = {}  # handshakes the loop waits for
+        # Leases with a reset mark their worker's interface "dirty" with the lease's
+        # token; the reset clears it. Jobs note a mark they find; hooks, the mark left.
+        self.dirty_seen: dict[Tag, int] = {}
+        self.resets: dict[int, int] = {}  # lease token -> resets that cleared its mark
+        self.exit_dirty: dict[int, int | None] = {}  # worker id -> the mark its hook found
 
     def started(self, tag: Tag) -> None:
         with self.lock:
@@ -435,6 +444,10 @@ def job_body(
     worker = trio_pool.current_worker().id
     tag: Tag = (token, worker) if per_worker else token
     record.started(tag)
+    dirty = getattr(trio_pool.current_interface(), "dirty", None)
+    if dirty is not None:
+        with record.lock:
+            record.dirty_seen[tag] = dirty
     end: End = "raised"
     extras: list[Any] = []
     try:
@@ -480,6 +493,16 @@ def make_interface(program: Program, record: Record) -> type:
             with record.lock:
                 record.loads[worker] = threading.get_ident()
             self.worker = worker
+            self.dirty: int | None = None
+
+        def mark(self, lease: int) -> None:
+            self.dirty = lease
+
+        def reset(self) -> None:
+            if self.dirty is not None:
+                with record.lock:
+                    record.resets[self.dirty] = record.resets.get(self.dirty, 0) + 1
+            self.dirty = None
 
         def work(self, token: int, steps: tuple[Step, ...]) -> tuple[Tag, int, tuple[Any, ...]]:
             return job_body(record, token, steps)
@@ -487,6 +510,7 @@ def make_interface(program: Program, record: Record) -> type:
         def __exit__(self, *exc_info: Any) -> None:
             with record.lock:
                 record.exits.setdefault(self.worker, []).append((threading.get_ident(), exc_info))
+                record.exit_dirty[self.worker] = self.dirty
                 record.hook_errors += self.worker in program.hook_fail
             if self.worker in program.hook_fail:
                 raise HookError(self.worker)
@@ -558,6 +582,7 @@ class Runner:
         self.tracked: list[Tracked] = []
         self.broadcasts: list[Broadcasted] = []
         self.surfaced: list[tuple[str, int]] = []  # loader and hook errors raised to us
+        self.lease_calls: dict[int, set[int]] = {}  # lease token -> its calls' tokens
         self.task_errors = 0
         self.exit_error: BaseException | None = None
         self.problems: list[str] = []
@@ -820,13 +845,17 @@ class Runner:
             self.broadcasts.append(Broadcasted(op.token, caller, results))
 
     async def lease(self, op: Lease) -> None:
+        self.lease_calls[op.token] = {call.token for call in op.calls}
         with anyio.move_on_after(op.deadline):
             try:
-                async with self.pool.lease() as worker:
+                async with self.pool.lease(reset=self.iface.reset if op.reset else None) as worker:
+                    if op.reset:
+                        with contextlib.suppress(Exception, trio_pool.JobCancelled):
+                            await worker.call_method(self.iface.mark, op.token)
                     for call in op.calls:
                         await self.call(call, self.invoke(call, on=worker), worker=worker.id)
-            except LoaderError:
-                pass  # autoscaling could start no worker for it
+            except (LoaderError, trio.WouldBlock):
+                pass  # autoscaling could start no worker for it; or max_wait shed it
 
     async def resize(self, op: Resize) -> None:
         pool = self.pool
@@ -850,7 +879,10 @@ class Runner:
                 # A cancellation in the group is delivered again at the next checkpoint.
 
     async def notify(self, op: Notify) -> None:
-        job = await self.pool.submit(job_body, self.record, op.token, (AwaitNotify(),))
+        try:
+            job = await self.pool.submit(job_body, self.record, op.token, (AwaitNotify(),))
+        except trio.WouldBlock:
+            return  # max_wait shed it: nothing was submitted
         tracked = self.track(op.token, job)
         with pytest.raises(LookupError):
             self.pool.notify(10**6, ("notify", op.token), op.token)
@@ -903,7 +935,7 @@ def outcome_problem(tag: Tag, result: outcome.Outcome[Any], record: Record) -> s
     elif isinstance(error, trio_pool.JobCancelled):
         if end not in (None, "jobcancelled"):
             return f"job {tag} got JobCancelled, though its run ended by {end}"
-    elif isinstance(error, (LoaderError, trio_pool.PoolClosedError)):
+    elif isinstance(error, (LoaderError, trio_pool.PoolClosedError, trio.WouldBlock)):
         if ran:
             return f"job {tag} got {error!r}, though it ran"
     else:
@@ -1064,10 +1096,27 @@ def check(runner: Runner, *, results_survive_cancellation: bool) -> list[str]:
         *check_broadcasts(runner),
         *check_submitted(runner),
         *check_hooks(runner),
+        *check_resets(runner),
         *check_errors(runner),
         *check_leftovers(runner),
     ]
     return [p for p in problems if p]
+
+
+def check_resets(runner: Runner) -> Iterator[str]:
+    """No job but a lease's own (and broadcasts) finds the lease's mark; each reset runs once."""
+    record = runner.record
+    for tag, lease in record.dirty_seen.items():
+        token = tag[0] if isinstance(tag, tuple) else tag
+        if not isinstance(tag, tuple) and token not in runner.lease_calls.get(lease, ()):
+            yield f"job {tag} ran on a worker still marked by lease {lease}: its reset had not run"
+    for lease, n in record.resets.items():
+        if n != 1:
+            yield f"lease {lease}'s mark was reset {n} times"
+    if runner.exit_error is None:  # a normal exit: every lease ended, every reset ran
+        for worker, lease in record.exit_dirty.items():
+            if lease is not None:
+                yield f"worker {worker}'s hook found lease {lease}'s mark: its reset never ran"
 
 
 def is_job_cancelled(result: outcome.Outcome[Any]) -> bool:
