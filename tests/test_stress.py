@@ -4,8 +4,9 @@ Each program is a pool (fixed or autoscaling, with loaders and exit hooks that
 sometimes fail) and a few tasks that drive a random mix of everything at once:
 run/call/call_method/interface calls and submits under tiny deadlines,
 ``job.cancel()``, native asyncio ``Task.cancel()`` (on asyncio), ``map`` with
-early breaks and errors, resizing, broadcasts, leases, notify/wait,
-``from_loop`` and exits by an error or a cancellation with jobs still queued.
+early breaks and errors, resizing, broadcasts, leases (with and without a
+``reset``), notify/wait, ``from_loop``, shedding with ``max_wait``, and exits
+by an error or a cancellation with jobs still queued.
 Once the pool's block has exited, :func:`check` compares what the callers saw
 with what the worker threads did.
 
