@@ -133,7 +133,8 @@ async def test_a_slow_first_item_does_not_let_results_pile_up(backend: str) -> N
         return n
 
     async with trio_pool.Pool(workers=4, queue_size=8) as pool:
-        async with pool.map(work, numbers()) as results:
+        # One item a chunk, so that chunks in flight are items read.
+        async with pool.map(work, numbers(), chunksize=1) as results:
             iterator = results.__aiter__()
             async with anyio.create_task_group() as tg:
 
@@ -288,3 +289,85 @@ async def test_leaving_early_closes_what_map_opened_reading(backend: str) -> Non
                 async for _ in results:
                     break
     assert closed == ["async", "sync"]
+
+
+# --- batches and the adaptive chunk size ---------------------------------------------
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+async def test_batches_are_the_chunks_results_in_the_same_order(
+    backend: str, ordered: bool
+) -> None:
+    async with trio_pool.Pool(workers=3) as pool:
+        async with pool.map(square, range(100), chunksize=7, ordered=ordered) as results:
+            batches = [batch async for batch in results.batches()]
+            assert results.done == 100
+    assert all(len(batch) == 7 for batch in batches[:-1] if ordered)
+    flat = [x for batch in batches for x in batch]
+    assert (flat if ordered else sorted(flat)) == [i * i for i in range(100)]
+    assert sorted(len(batch) for batch in batches) == sorted([7] * 14 + [2])
+
+
+def fail_on_13(x: int) -> int:
+    if x == 13:
+        raise LookupError(x)
+    return x
+
+
+async def test_batches_give_the_values_before_an_error_then_raise_it(backend: str) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+        async with pool.map(fail_on_13, range(30), chunksize=5) as results:
+            got: list[list[int]] = []
+            with pytest.raises(LookupError, match="13"):
+                async for batch in results.batches():
+                    got.append(batch)  # noqa: PERF401 (it must keep what came before)
+            assert got == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12]]
+            assert results.done == 14  # the error's item counts, as item by item
+        async with pool.map(fail_on_13, range(15), chunksize=5, outcomes=True) as results:
+            rows = [batch async for batch in results.batches()]
+        assert [len(row) for row in rows] == [5, 5, 5]
+        assert isinstance(rows[2][3], outcome.Error)
+        assert rows[2][3].error.args == (13,)
+        assert [o.unwrap() for o in rows[2] if isinstance(o, outcome.Value)] == [10, 11, 12, 14]
+
+
+async def test_batches_and_items_can_be_mixed(backend: str) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        async with pool.map(square, range(10), chunksize=4) as results:
+            first = await results.__anext__()
+            rest = [batch async for batch in results.batches()]
+        assert [first, *(x for batch in rest for x in batch)] == [i * i for i in range(10)]
+        assert rest[0] == [1, 4, 9]  # what the first chunk had left
+
+
+async def test_the_default_chunksize_grows_for_cheap_items(backend: str) -> None:
+    async with trio_pool.Pool(workers=2) as pool:
+        async with pool.map(square, range(20_000)) as results:
+            sizes = [len(batch) async for batch in results.batches()]
+    assert sizes[0] == 1  # it starts small
+    assert max(sizes) > 64  # and grows
+    assert max(sizes) <= 4096
+    assert sum(sizes) == 20_000
+
+
+def slow(x: int) -> int:
+    threading.Event().wait(0.002)  # more than the millisecond a chunk aims at
+    return x
+
+
+async def test_the_default_chunksize_stays_at_one_for_slow_items(backend: str) -> None:
+    async with trio_pool.Pool(workers=4) as pool:
+        async with pool.map(slow, range(40)) as results:
+            sizes = [len(batch) async for batch in results.batches()]
+    assert sizes == [1] * 40  # every item on its own: all workers stay busy
+
+
+def test_next_chunksize_doubles_at_most_and_shrinks_at_once() -> None:
+    from trio_pool._map import MAX_CHUNK, next_chunksize
+
+    assert next_chunksize(1, 0.000001, 1) == 2  # 1 µs an item: it may grow, doubling
+    assert next_chunksize(64, 0.000064, 64) == 128
+    assert next_chunksize(1000, 0.5, 1000) == 2  # 0.5 ms an item: two fill a millisecond
+    assert next_chunksize(100, 1.0, 100) == 1  # slow items: one at a time
+    assert next_chunksize(MAX_CHUNK, 0.0, MAX_CHUNK) == MAX_CHUNK
+    assert next_chunksize(5, 0.1, 0) == 5

@@ -156,7 +156,7 @@ class Map:
     items: int
     ordered: bool
     outcomes: bool
-    chunksize: int
+    chunksize: int | None
     stop_after: int | None  # break after this many results
     deadline: float
 
@@ -323,7 +323,7 @@ class Generator:
                 items=rng.randint(0, 30),
                 ordered=rng.random() < 0.6,
                 outcomes=rng.random() < 0.4,
-                chunksize=rng.choice([1, 1, 2, 5]),
+                chunksize=rng.choice([None, 1, 1, 2, 5]),  # None: adaptive
                 stop_after=rng.choice([None, None, 0, 1, 3, 10]),
                 deadline=self.deadline(),
             )

@@ -9,6 +9,7 @@ a slow consumer makes memory grow.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -18,7 +19,7 @@ from collections.abc import (
     Sized,
 )
 from types import TracebackType
-from typing import Any, Generic, TypeVar, final
+from typing import Any, Generic, NamedTuple, TypeVar, final
 
 import anyio
 import outcome
@@ -33,22 +34,55 @@ Submit = Callable[..., Awaitable[Job[Any]]]
 T = TypeVar("T")
 
 
-def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> list[outcome.Outcome[Any]]:
-    """One job: ``fn`` over a chunk of items, each result captured (in a worker)."""
-    if isinstance(fn, str):
-        try:
+#: Adaptive chunks aim at about this much work each (seconds), and hold at most MAX_CHUNK items.
+TARGET_SECONDS = 0.001
+MAX_CHUNK = 4096
+
+
+class ChunkResult(NamedTuple):
+    """What one chunk's job returns: a value per item, the errors by index, the time taken."""
+
+    values: list[Any]  # None where the item failed
+    errors: dict[int, BaseException]
+    seconds: float
+
+
+def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> ChunkResult:
+    """One job: ``fn`` over a chunk of items, each error kept by its index (in a worker)."""
+    started = time.perf_counter()
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    try:
+        if isinstance(fn, str):
             fn = operation(fn)
-        except AttributeError as exc:
-            return [outcome.Error(exc) for _ in items]
-    results: list[outcome.Outcome[Any]] = []
-    for item in items:
+    except AttributeError as exc:
+        return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), exc), 0.0)
+    append = values.append
+    for index, item in enumerate(items):
         try:
             check_cancelled()
         except JobCancelled as exc:  # keep what is done; the rest is cancelled
-            results.extend(outcome.Error(exc) for _ in range(len(items) - len(results)))
+            errors.update(dict.fromkeys(range(index, len(items)), exc))
+            values.extend([None] * (len(items) - index))
             break
-        results.append(outcome.capture(fn, item))
-    return results
+        try:
+            append(fn(item))
+        except BaseException as exc:  # captured, as outcome.capture would
+            append(None)
+            errors[index] = exc
+    return ChunkResult(values, errors, time.perf_counter() - started)
+
+
+def next_chunksize(current: int, seconds: float, items: int) -> int:
+    """The adaptive size after a chunk of ``items`` took ``seconds``: towards TARGET_SECONDS.
+
+    It at most doubles per step (one quick chunk may be luck), and shrinks at once.
+    """
+    if items <= 0:
+        return current
+    per_item = seconds / items
+    wanted = MAX_CHUNK if per_item <= 0 else int(TARGET_SECONDS / per_item)
+    return max(1, min(wanted, 2 * current, MAX_CHUNK))
 
 
 @final
@@ -70,16 +104,18 @@ class MapResults(Generic[T]):
         items: Iterable[Any] | AsyncIterable[Any],
         *,
         ordered: bool,
-        chunksize: int,
+        chunksize: int | None,
         outcomes: bool,
         window: int,
     ) -> None:
+        """``chunksize`` None: adaptive, from 1 item towards TARGET_SECONDS of work a chunk."""
         self._submit = submit
         self._new_event = new_event
         self._fn = fn
         self._items = items
         self._ordered = ordered
-        self._chunksize = chunksize
+        self._adaptive = chunksize is None
+        self._chunksize = 1 if chunksize is None else chunksize  # the next chunk's size
         self._outcomes = outcomes
         self._window = window
         self.done: int = 0
@@ -180,6 +216,9 @@ class MapResults(Generic[T]):
         entry.job.add_done_callback(lambda _: self._chunk_done(entry))
 
     def _chunk_done(self, chunk: _Chunk) -> None:
+        result = chunk.job.outcome
+        if self._adaptive and isinstance(result, outcome.Value):
+            self._chunksize = next_chunksize(self._chunksize, result.value.seconds, chunk.size)
         if not self._ordered:
             self._finished.append(chunk)
         self._wake_consumers()
@@ -195,29 +234,75 @@ class MapResults(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        if not self._entered:
-            raise RuntimeError("use `async with pool.map(...) as results:` first")
         while not self._current:
-            if self._closed:
-                raise RuntimeError("the `async with pool.map(...)` block has exited")
-            chunk = self._next_finished()
-            if chunk is not None:
-                self._in_flight.remove(chunk)
-                self._producer_wake.set()
-                self._current.extend(chunk.outcomes())
-                continue
-            if self._fed_all and not self._in_flight:
-                if self._feed_error is not None:
-                    error, self._feed_error = self._feed_error, None
-                    raise error
+            chunk = await self._next_chunk()
+            if chunk is None:
                 raise StopAsyncIteration
-            await self._consumers_wake.wait()
+            self._current.extend(chunk.outcomes())
         result = self._current.popleft()
         self.done += 1
         if self._outcomes:
             return result  # type: ignore[return-value]  # pyright: ignore[reportReturnType]
         value: T = result.unwrap()
         return value
+
+    def batches(self) -> AsyncIterator[list[T]]:
+        """The results a chunk at a time: ``async for batch in results.batches():``.
+
+        Each batch is a list of the results of one chunk, in the same order
+        as item by item, with the same error rules: by default the values
+        before an item's error come as one batch, and the next step raises
+        the error; with ``outcomes=True`` a batch is a list of Outcomes.
+        ``done`` counts the items of the batches yielded. Batches save the
+        loop a step per item: for tiny items, use them with a large
+        ``chunksize``.
+        """
+        return _Batches(self)
+
+    async def _next_batch(self) -> list[Any]:
+        if self._current:  # what item-by-item iteration left
+            results = list(self._current)
+            self._current.clear()
+        else:
+            chunk = await self._next_chunk()
+            if chunk is None:
+                raise StopAsyncIteration
+            clean = None if self._outcomes else chunk.values_if_clean()
+            if clean is not None:  # the common case: the worker's list, as it is
+                self.done += len(clean)
+                return clean
+            results = chunk.outcomes()
+        if self._outcomes:
+            self.done += len(results)
+            return results
+        for index, result in enumerate(results):
+            if isinstance(result, outcome.Error):
+                self._current.extend(results[index:])  # the error is the next step
+                results = results[:index]
+                break
+        if not results:
+            return [await self.__anext__()]  # raises the error
+        self.done += len(results)
+        return [result.unwrap() for result in results]
+
+    async def _next_chunk(self) -> _Chunk | None:
+        """The next chunk (in order, or as they finish) once it is done; None after the last."""
+        if not self._entered:
+            raise RuntimeError("use `async with pool.map(...) as results:` first")
+        while True:
+            if self._closed:
+                raise RuntimeError("the `async with pool.map(...)` block has exited")
+            chunk = self._next_finished()
+            if chunk is not None:
+                self._in_flight.remove(chunk)
+                self._producer_wake.set()
+                return chunk
+            if self._fed_all and not self._in_flight:
+                if self._feed_error is not None:
+                    error, self._feed_error = self._feed_error, None
+                    raise error
+                return None
+            await self._consumers_wake.wait()
 
     def _next_finished(self) -> _Chunk | None:
         if self._ordered:
@@ -233,15 +318,43 @@ class _Chunk:
 
     __slots__ = ("job", "size")
 
-    def __init__(self, job: Job[list[outcome.Outcome[Any]]], size: int) -> None:
+    def __init__(self, job: Job[ChunkResult], size: int) -> None:
         self.job = job
         self.size = size
+
+    def values_if_clean(self) -> list[Any] | None:
+        """The values, if no item failed."""
+        result = self.job.outcome
+        if isinstance(result, outcome.Value) and not result.value.errors:
+            values: list[Any] = result.value.values
+            return values
+        return None
 
     def outcomes(self) -> list[outcome.Outcome[Any]]:
         result = self.job.outcome
         if isinstance(result, outcome.Value):
-            values: list[outcome.Outcome[Any]] = result.value
-            return values
+            values, errors, _ = result.value
+            return [
+                outcome.Error(errors[i]) if i in errors else outcome.Value(value)
+                for i, value in enumerate(values)
+            ]
         # The chunk's job failed as a whole (it was cancelled): so did each item.
         assert isinstance(result, outcome.Error)
         return [outcome.Error(result.error) for _ in range(self.size)]
+
+
+@final
+class _Batches(Generic[T]):
+    """``results.batches()``: an async iterator of lists (no async generator to close)."""
+
+    __slots__ = ("_results",)
+
+    def __init__(self, results: MapResults[T]) -> None:
+        self._results = results
+
+    def __aiter__(self) -> _Batches[T]:
+        return self
+
+    async def __anext__(self) -> list[T]:
+        batch: list[T] = await self._results._next_batch()
+        return batch

@@ -650,7 +650,7 @@ class Pool(Generic[I]):
         /,
         *,
         ordered: bool = ...,
-        chunksize: int = ...,
+        chunksize: int | None = ...,
         outcomes: Literal[False] = ...,
     ) -> MapResults[R]: ...
     @overload
@@ -661,7 +661,7 @@ class Pool(Generic[I]):
         /,
         *,
         ordered: bool = ...,
-        chunksize: int = ...,
+        chunksize: int | None = ...,
         outcomes: Literal[True],
     ) -> MapResults[outcome.Outcome[R]]: ...
     @overload
@@ -672,7 +672,7 @@ class Pool(Generic[I]):
         /,
         *,
         ordered: bool = ...,
-        chunksize: int = ...,
+        chunksize: int | None = ...,
         outcomes: bool = ...,
     ) -> MapResults[Any]: ...
     def map(
@@ -682,13 +682,19 @@ class Pool(Generic[I]):
         /,
         *,
         ordered: bool = True,
-        chunksize: int = 1,
+        chunksize: int | None = None,
         outcomes: bool = False,
     ) -> MapResults[Any]:
         """Run ``fn(item)`` for every item, streaming the results::
 
-            async with pool.map(parse, lines, chunksize=100) as results:
+            async with pool.map(parse, lines) as results:
                 async for record in results:
+                    ...
+
+        or a chunk at a time, for tiny items (see :meth:`MapResults.batches`)::
+
+            async with pool.map(parse, lines, chunksize=1000) as results:
+                async for records in results.batches():
                     ...
 
         The items (a sync or async iterable) are read lazily, as room
@@ -703,8 +709,12 @@ class Pool(Generic[I]):
             items: The inputs.
             ordered: Yield results in input order (the default), or as they
                 complete.
-            chunksize: Items per job. Tiny items go much faster in chunks of
-                tens or hundreds; a job's cancellation is checked between items.
+            chunksize: Items per job. By default (None) it adapts: the first
+                chunk has one item, and each next one is sized from how long
+                the last took, towards about a millisecond of work per chunk
+                (at most doubling per step, shrinking at once for slow
+                items; at most 4096). Give a number to fix it. A job's
+                cancellation is checked between items.
             outcomes: Yield an :class:`outcome.Outcome` per item, so that
                 failures do not stop the batch. By default the first error is
                 raised, and what is left is cancelled.
@@ -716,7 +726,8 @@ class Pool(Generic[I]):
         """
         check_target(fn)
         fn = self._operations.resolve(fn)
-        chunksize = check_count("chunksize", chunksize)
+        if chunksize is not None:
+            chunksize = check_count("chunksize", chunksize)
         if not isinstance(items, (Iterable, AsyncIterable)):
             raise TypeError(f"items must be an iterable or async iterable, not {items!r}")
         parts = self._live()
