@@ -122,7 +122,8 @@ def cpu(peer: Peer, scale: float) -> dict[str, float]:
     return {"speedup 1→2": timed(1) / timed(2)}
 
 
-def map_items(peer: Peer, scale: float) -> dict[str, float]:
+def map_items(peer: Peer, scale: float, *, batches: bool = False) -> dict[str, float]:
+    """Tiny items through pool.map (chunksize=1000), one by one or a batch at a time."""
     items = max(1_000, int(200_000 * scale))
     if not peer.is_pool:
         return {}
@@ -131,8 +132,12 @@ def map_items(peer: Peer, scale: float) -> dict[str, float]:
         async with trio_pool.Pool(workers=2) as pool:
             start = time.perf_counter()
             async with pool.map(add_one, range(items), chunksize=1000) as results:
-                async for _ in results:
-                    pass
+                if batches:
+                    async for _ in results.batches():
+                        pass
+                else:
+                    async for _ in results:
+                        pass
             return items / (time.perf_counter() - start)
 
     rate = run_on(peer.loop, main)
@@ -141,6 +146,10 @@ def map_items(peer: Peer, scale: float) -> dict[str, float]:
         add_one(i)
     loop_rate = items / (time.perf_counter() - start)
     return {"items/s": rate, "x for loop": rate / loop_rate}
+
+
+def map_batches(peer: Peer, scale: float) -> dict[str, float]:
+    return map_items(peer, scale, batches=True)
 
 
 def memory(peer: Peer, scale: float) -> dict[str, float]:
@@ -182,6 +191,7 @@ SCENARIOS: dict[str, Callable[[Peer, float], dict[str, float]]] = {
     "io": io,
     "cpu": cpu,
     "map": map_items,
+    "map batches": map_batches,
     "memory": memory,
 }
 
@@ -192,6 +202,7 @@ HEADLINE = {
     "io": ("ms", False),
     "cpu": ("speedup 1→2", True),
     "map": ("items/s", True),
+    "map batches": ("items/s", True),
     "memory": ("bytes/job", False),
 }
 

@@ -36,7 +36,7 @@ def test_the_benchmark_runs(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     table = out.with_suffix(".md").read_text()
-    for scenario in ("tiny", "latency", "io", "cpu", "map", "memory"):
+    for scenario in ("tiny", "latency", "io", "cpu", "map", "map batches", "memory"):
         assert f"| {scenario} | trio_pool (trio) |" in table
     assert "| tiny | trio.to_thread |" in table
 
