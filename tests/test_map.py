@@ -14,7 +14,7 @@ import pytest
 
 import trio_pool
 
-from helpers import TIMEOUT, Gate, Log, recording_interface
+from helpers import TIMEOUT, Gate, Log, recording_interface, wait_in_thread
 
 
 async def agen(n: int) -> AsyncIterator[int]:
@@ -371,3 +371,21 @@ def test_next_chunksize_doubles_at_most_and_shrinks_at_once() -> None:
     assert next_chunksize(100, 1.0, 100) == 1  # slow items: one at a time
     assert next_chunksize(MAX_CHUNK, 0.0, MAX_CHUNK) == MAX_CHUNK
     assert next_chunksize(5, 0.1, 0) == 5
+
+
+async def test_a_cancelled_chunk_runs_no_item_after_a_slow_one(backend: str) -> None:
+    gate = Gate(cooperative=True)  # item 10 runs until the chunk is cancelled
+    ran: list[int] = []
+
+    def work(n: int) -> int:
+        ran.append(n)
+        if n == 10:
+            gate.enter()
+        return n
+
+    async with trio_pool.Pool(workers=1) as pool:
+        async with pool.map(work, range(100), chunksize=100):
+            await wait_in_thread(gate.entered)
+        # Leaving the block cancelled the chunk: item 10 saw it, and the 89 after
+        # it, in the same job, never ran (cancellation is looked at after a slow item).
+        assert ran == list(range(11))

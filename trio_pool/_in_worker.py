@@ -135,11 +135,11 @@ def check_cancelled() -> None:
         JobCancelled: if the job should stop.
         RuntimeError: if called outside a job in a worker thread.
     """
-    if _current_job("check_cancelled").cancel_requested():
+    if current_job("check_cancelled").cancel_requested():
         raise JobCancelled("the caller of this job is gone")
 
 
-def _current_job(name: str) -> JobView:
+def current_job(name: str) -> JobView:
     job = context.job
     if job is None:
         raise RuntimeError(f"{name}() must be called from a job in a trio_pool worker")
@@ -178,7 +178,7 @@ def wait(event: Hashable, timeout: float | None = None) -> tuple[Any, ...]:
             raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
         if timeout < 0:
             raise ValueError(f"timeout must not be negative, not {timeout}")
-    return _current_job("wait").wait_for(event, timeout)
+    return current_job("wait").wait_for(event, timeout)
 
 
 def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
@@ -203,7 +203,7 @@ def from_loop(async_fn: Callable[..., Awaitable[R]], *args: object) -> R:
         RuntimeError: if called outside a job in a worker thread.
         TypeError: if ``async_fn`` is not an async function (nothing runs).
     """
-    job = _current_job("from_loop")
+    job = current_job("from_loop")
     if _is_sync_function(async_fn):
         raise TypeError(
             f"from_loop() takes an async function, but {async_fn!r} appears to be "

@@ -26,7 +26,7 @@ import outcome
 
 from ._backend import Event, wait_through_cancellation
 from ._exceptions import JobCancelled
-from ._in_worker import check_cancelled, operation
+from ._in_worker import current_job, operation
 from ._job import Job
 
 Submit = Callable[..., Awaitable[Job[Any]]]
@@ -37,6 +37,7 @@ T = TypeVar("T")
 #: Adaptive chunks aim at about this much work each (seconds), and hold at most MAX_CHUNK items.
 TARGET_SECONDS = 0.001
 MAX_CHUNK = 4096
+CHECK_EVERY = 0.0001  # seconds of work between two looks at the job's cancellation
 
 
 class ChunkResult(NamedTuple):
@@ -48,8 +49,16 @@ class ChunkResult(NamedTuple):
 
 
 def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> ChunkResult:
-    """One job: ``fn`` over a chunk of items, each error kept by its index (in a worker)."""
-    started = time.perf_counter()
+    """One job: ``fn`` over a chunk of items, each error kept by its index (in a worker).
+
+    Before an item, the job's cancellation is looked at if CHECK_EVERY
+    seconds have passed since the last look (always before the first item,
+    and after a slow one): so a cancelled chunk starts no item after about
+    that much work, however cheap its items (a look costs more than a tiny
+    item; on a process host it is a system call).
+    """
+    perf_counter = time.perf_counter
+    started = perf_counter()
     values: list[Any] = []
     errors: dict[int, BaseException] = {}
     try:
@@ -57,20 +66,23 @@ def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> ChunkResult:
             fn = operation(fn)
     except AttributeError as exc:
         return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), exc), 0.0)
-    append = values.append
-    for index, item in enumerate(items):
-        try:
-            check_cancelled()
-        except JobCancelled as exc:  # keep what is done; the rest is cancelled
-            errors.update(dict.fromkeys(range(index, len(items)), exc))
-            values.extend([None] * (len(items) - index))
-            break
+    cancel_requested = current_job("map").cancel_requested
+    append, look_at = values.append, started
+    for item in items:
+        if perf_counter() >= look_at:
+            if cancel_requested():  # keep what is done; the rest is cancelled
+                done = len(values)
+                cancelled = JobCancelled("the caller of this job is gone")
+                errors.update(dict.fromkeys(range(done, len(items)), cancelled))
+                values.extend([None] * (len(items) - done))
+                break
+            look_at = perf_counter() + CHECK_EVERY
         try:
             append(fn(item))
         except BaseException as exc:  # captured, as outcome.capture would
+            errors[len(values)] = exc
             append(None)
-            errors[index] = exc
-    return ChunkResult(values, errors, time.perf_counter() - started)
+    return ChunkResult(values, errors, perf_counter() - started)
 
 
 def next_chunksize(current: int, seconds: float, items: int) -> int:
