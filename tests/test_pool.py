@@ -80,6 +80,18 @@ async def test_async_functions_and_non_callables_are_refused(backend: str) -> No
             pool.submit_nowait(coro)
         with pytest.raises(TypeError, match="async function"):
             await pool.run(functools.partial(coro))  # type: ignore[arg-type]
+
+        class Conn:
+            async def query(self) -> None:
+                pass  # pragma: no cover
+
+            def ping(self) -> str:
+                return "pong"
+
+        with pytest.raises(TypeError, match="async function"):  # a bound async method
+            await pool.run(Conn().query)  # type: ignore[arg-type]
+        assert await pool.run(Conn().ping) == "pong"  # the fast paths: a method, a class
+        assert isinstance(await pool.run(Conn), Conn)
         if sys.version_info >= (3, 12):  # a sync def marked as async is refused too
 
             def marked() -> None:
@@ -97,7 +109,7 @@ async def test_async_functions_and_non_callables_are_refused(backend: str) -> No
         # A sync callable that returns a coroutine is caught in the worker.
         with pytest.raises(TypeError, match="returned a coroutine"):
             await pool.run(lambda: coro())
-        assert pool.statistics().submitted == 1
+        assert pool.statistics().submitted == 3
 
 
 async def test_a_pool_is_entered_once_and_only_after_entering_takes_work(backend: str) -> None:

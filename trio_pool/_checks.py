@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from types import BuiltinFunctionType, FunctionType
+from types import BuiltinFunctionType, FunctionType, MethodType
 
 
 def check_count(name: str, value: object, *, minimum: int = 1) -> int:
@@ -15,13 +15,21 @@ def check_count(name: str, value: object, *, minimum: int = 1) -> int:
     return value
 
 
+def _plainly_sync(fn: object) -> bool:
+    """True for the common sync callables, told apart without inspect's unwrapping:
+    a plain function, a method of one, a builtin, a class (``int``, a dataclass)."""
+    if hasattr(fn, "_is_coroutine_marker"):  # inspect.markcoroutinefunction()
+        return False
+    if isinstance(fn, MethodType):
+        fn = fn.__func__
+    if isinstance(fn, FunctionType):
+        return not fn.__code__.co_flags & inspect.CO_COROUTINE
+    return isinstance(fn, (BuiltinFunctionType, type))
+
+
 def check_sync_callable(fn: object) -> None:
     """TypeError unless ``fn`` is a callable that is not an async function."""
-    if type(fn) is BuiltinFunctionType or (
-        type(fn) is FunctionType  # the common cases, checked without inspect's unwrapping
-        and not fn.__code__.co_flags & inspect.CO_COROUTINE
-        and not hasattr(fn, "_is_coroutine_marker")  # inspect.markcoroutinefunction()
-    ):
+    if _plainly_sync(fn):
         return
     if isinstance(fn, str):
         raise TypeError(
