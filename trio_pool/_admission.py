@@ -21,13 +21,19 @@ from ._exceptions import QueueFull
 from ._handoff import Handoff
 
 
-async def wait_at_most(event: Event, seconds: float | None) -> None:
-    """Wait for ``event``, for at most ``seconds`` (on the loop's clock) if not None."""
+async def wait_or_shed(event: Event, seconds: float | None, what: str) -> None:
+    """Wait for ``event``; with ``seconds`` (on the loop's clock), at most that long.
+
+    Raises:
+        QueueFull: if ``seconds`` passed first: no ``what`` within max_wait.
+    """
     if seconds is None:
         await event.wait()
         return
     with anyio.move_on_after(seconds):
         await event.wait()
+    if not event.is_set():
+        raise QueueFull(f"no {what} within max_wait={seconds} s")
 
 
 class Admission:
@@ -76,9 +82,7 @@ class Admission:
         # A worker may have taken a job before it could see the flag: look again.
         self.release()
         try:
-            await wait_at_most(event, self._max_wait if shed else None)
-            if not event.is_set():
-                raise QueueFull(f"no room in the queue within max_wait={self._max_wait} s")
+            await wait_or_shed(event, self._max_wait if shed else None, "room in the queue")
         except BaseException:
             if event.is_set():  # pass the place on
                 self._reserved -= 1

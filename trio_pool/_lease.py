@@ -10,10 +10,10 @@ from typing import Any, Concatenate, Generic, ParamSpec, final
 import outcome
 from typing_extensions import TypeVar
 
-from ._admission import wait_at_most
+from ._admission import wait_or_shed
 from ._backend import Event
 from ._checks import check_sync_callable
-from ._exceptions import PoolClosedError, QueueFull
+from ._exceptions import PoolClosedError
 from ._handoff import Handoff
 from ._interface import InterfaceProxy
 from ._worker import Worker
@@ -88,9 +88,7 @@ class LeaseQueue:
         self._waiters.append(waiter)
         self._demand()  # a lessee waits: autoscaling may start a worker
         try:
-            await wait_at_most(waiter.event, self._max_wait)
-            if not waiter.event.is_set():
-                raise QueueFull(f"no worker to lease within max_wait={self._max_wait} s")
+            await wait_or_shed(waiter.event, self._max_wait, "worker to lease")
         except BaseException:
             if waiter.worker is not None:
                 self.release(waiter.worker)  # handed one, but leaving: pass it on
