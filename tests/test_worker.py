@@ -69,6 +69,7 @@ def test_a_worker_whose_host_dies_fails_its_job_and_leaves_without_closing() -> 
         exited=FakeEvent(),
         on_exit=exited.append,
         route=lambda job, call: None,
+        os_name="pool-3",
     )
     doomed, left, shared = loop.job(), loop.job(), loop.job()
     loop.handoff.put(doomed, worker.slot)  # its own jobs come first

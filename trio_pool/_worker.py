@@ -16,7 +16,7 @@ from ._handoff import Handoff, Slot
 from ._hosts._base import Host, HostDied
 from ._in_worker import WorkerInfo
 from ._job import Job, LoopCall, ask_loop
-from ._os_names import rename_current_thread, short_name
+from ._os_names import rename_current_thread
 
 logger = logging.getLogger("trio_pool")
 
@@ -41,8 +41,11 @@ class Worker:
         exited: Event,
         on_exit: Callable[[Worker], None],
         route: Callable[[Job[Any], LoopCall], None],
+        os_name: str,
     ) -> None:
+        """``os_name``: the thread's name at the OS level while it is this worker."""
         self.info = info
+        self._os_name = os_name
         self.host = host
         self.slot: Slot = handoff.new_slot(info.id)
         self.loaded = loaded
@@ -72,9 +75,7 @@ class Worker:
         self.started = True
         thread = threading.current_thread()
         old_name, thread.name = thread.name, self.info.name
-        restore_os_name = rename_current_thread(
-            short_name(self.info.name.removesuffix(f"-worker-{self.id}"), self.id)
-        )
+        restore_os_name = rename_current_thread(self._os_name)
         try:
             self.hook_error = self._serve()
         finally:

@@ -17,6 +17,7 @@ from ._hosts._base import HostFactory
 from ._in_worker import WorkerInfo
 from ._interface import Operations
 from ._job import Job, LoopCall, cancelled_outcome
+from ._os_names import short_name
 from ._statistics import Counters, WorkerStatistics
 from ._worker import Worker
 
@@ -114,6 +115,7 @@ class WorkerSet:
                 exited=self._backend.event(),
                 on_exit=self._on_exit,
                 route=self._route,
+                os_name=short_name(self._name, worker_id),
             )
             self._workers[worker_id] = worker
             self._loop_scopes[worker_id] = anyio.CancelScope()
