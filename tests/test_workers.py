@@ -1063,3 +1063,42 @@ async def test_stopping_never_leaves_only_workers_that_add_workers_may_take_back
         with anyio.fail_after(TIMEOUT):
             assert await pool.run(int, "7") == 7
         assert pool.worker_count == 1
+
+
+async def test_a_worker_add_workers_may_stop_again_is_never_stopped_by_stop_workers(
+    backend: str,
+) -> None:
+    # add_workers(2) has loaded worker 1 and waits for worker 2, whose loader
+    # will fail: then it stops worker 1 again. stop_workers(1) meanwhile chose
+    # worker 1 too (the youngest idle one), so both stopped it, and its hook's
+    # error was raised by both.
+    loading = Gate()
+
+    class Iface:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id == 2:
+                loading.enter()
+                raise KeyError("worker 2")
+
+        def __exit__(self, *exc_info: object) -> None:
+            if trio_pool.current_worker().id == 1:
+                raise LookupError("hook 1")
+
+    raised: list[BaseException] = []
+    async with trio_pool.Pool(Iface, workers=1) as pool:
+
+        async def add() -> None:
+            try:
+                await pool.add_workers(2)
+            except BaseExceptionGroup as group:
+                raised.extend(group.exceptions)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(add)
+            await wait_in_thread(loading.entered)
+            await poll_until(lambda: pool.statistics().idle == 2)  # workers 0 and 1
+            with pytest.raises(ValueError, match="being added"):
+                await pool.stop_workers(1)  # worker 1 is add_workers's; worker 0 must stay
+            loading.open()
+        assert pool.worker_count == 1
+    assert sorted(type(e).__name__ for e in raised) == ["KeyError", "LookupError"]

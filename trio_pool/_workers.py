@@ -242,9 +242,17 @@ class WorkerSet:
         serving = self.serving
         if serving - count < least:
             raise ValueError(f"cannot stop {count} of {serving} workers: {least} must remain")
-        free = [w for w in self._workers.values() if w.slot.serving and not w.slot.leased]
+        # Not a worker add_workers may still stop again itself: it would be stopped twice.
+        free = [
+            w
+            for w in self._workers.values()
+            if w.slot.serving and not w.slot.leased and w.id not in self._provisional
+        ]
         if len(free) < count:
-            raise ValueError(f"only {len(free)} workers are not leased; cannot stop {count}")
+            raise ValueError(
+                f"only {len(free)} workers are neither leased nor being added; "
+                f"cannot stop {count}"
+            )
         # The youngest first among equals.
         free.sort(key=lambda w: (w.slot.phase is Phase.LOADING, w.slot.job is not None, -w.id))
         chosen = free[:count]
