@@ -250,8 +250,7 @@ class WorkerSet:
         ]
         if len(free) < count:
             raise ValueError(
-                f"only {len(free)} workers are neither leased nor being added; "
-                f"cannot stop {count}"
+                f"only {len(free)} workers are neither leased nor being added; cannot stop {count}"
             )
         # The youngest first among equals.
         free.sort(key=lambda w: (w.slot.phase is Phase.LOADING, w.slot.job is not None, -w.id))
