@@ -4,6 +4,7 @@ from ._exceptions import BrokenWorkerError as BrokenWorkerError
 from ._exceptions import JobCancelled as JobCancelled
 from ._exceptions import PoolClosedError as PoolClosedError
 from ._hosts._process import ProcessHost as ProcessHost
+from ._hosts._ray import RayHost as RayHost
 from ._hosts._thread import ThreadHost as ThreadHost
 from ._in_worker import WorkerInfo as WorkerInfo
 from ._in_worker import check_cancelled as check_cancelled
@@ -33,6 +34,7 @@ __all__ = [
     "PoolClosedError",
     "PoolStatistics",
     "ProcessHost",
+    "RayHost",
     "Shared",
     "ThreadHost",
     "ThreadSafeLock",

@@ -12,6 +12,7 @@ from typing import Any
 from ._checks import check_count
 from ._hosts._base import HostChoice
 from ._hosts._process import ProcessHost
+from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
 
 _pool_numbers = itertools.count(1)
@@ -80,9 +81,10 @@ def build_options(
         raise TypeError(f"name must be a str, not {name!r}")
     if host is None:
         host = ThreadHost()
-    elif not isinstance(host, (ThreadHost, ProcessHost)):
+    elif not isinstance(host, (ThreadHost, ProcessHost, RayHost)):
         raise TypeError(
-            f"host must be trio_pool.ThreadHost() or trio_pool.ProcessHost(...), not {host!r}"
+            "host must be trio_pool.ThreadHost(), trio_pool.ProcessHost(...) or "
+            f"trio_pool.RayHost(...), not {host!r}"
         )
     return Options(
         interface=interface,

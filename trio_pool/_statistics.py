@@ -22,8 +22,11 @@ class WorkerStatistics:
         jobs_done: Jobs this worker has finished.
         leased: Whether a :meth:`Pool.lease` holds it.
         pid: The id of the process that holds its interface: the pool's own
-            on a :class:`ThreadHost`, the child's on a :class:`ProcessHost`
-            (None while it has none).
+            on a :class:`ThreadHost`, the child's on a :class:`ProcessHost`,
+            the actor's (on its node) on a :class:`RayHost` (None while it
+            has none).
+        actor_id: Its Ray actor's id, in hex, on a :class:`RayHost` (else None).
+        node_id: The id of the Ray node its actor runs on, in hex (else None).
     """
 
     id: int
@@ -32,6 +35,8 @@ class WorkerStatistics:
     jobs_done: int
     leased: bool
     pid: int | None = None
+    actor_id: str | None = None
+    node_id: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

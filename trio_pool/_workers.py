@@ -328,6 +328,8 @@ class WorkerSet:
                     w.slot.jobs_done,
                     w.slot.leased,
                     w.host.pid,
+                    w.host.actor_id,
+                    w.host.node_id,
                 )
                 for w in self._workers.values()
             ]

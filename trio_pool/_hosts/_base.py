@@ -16,6 +16,7 @@ moment.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeGuard
@@ -53,6 +54,16 @@ class Host(Protocol):
     @property
     def pid(self) -> int | None:
         """The id of the process that holds the interface (None when there is none)."""
+        ...
+
+    @property
+    def actor_id(self) -> str | None:
+        """The Ray actor that holds the interface (None on other hosts)."""
+        ...
+
+    @property
+    def node_id(self) -> str | None:
+        """The Ray node of that actor (None on other hosts)."""
         ...
 
     def load(self, worker: WorkerInfo) -> None:
@@ -95,6 +106,14 @@ class HostChoice(Protocol):
     """What ``Pool(host=...)`` takes: :class:`~trio_pool.ThreadHost` or another host."""
 
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory: ...
+
+
+def check_grace_period(grace_period: object) -> float:
+    if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)):
+        raise TypeError(f"grace_period must be a number of seconds, not {grace_period!r}")
+    if not (grace_period >= 0 and math.isfinite(grace_period)):
+        raise ValueError(f"grace_period must be zero or more seconds, not {grace_period}")
+    return float(grace_period)
 
 
 def is_mapping(interface: object) -> TypeGuard[Mapping[str, Any]]:

@@ -16,16 +16,13 @@ child -> parent: ``("loaded", operations)`` or ``("failed", error)``;
 ``("loop", async_fn, args)`` (requests relayed to the job's view in the
 parent); ``("closed", error)``.
 
-Every message is pickled with cloudpickle, protocol 5: functions (lambdas
-and closures too) by value where plain pickle could not, everything else as
-pickle would. Errors keep their type and arguments; the child's traceback
-comes along as the error's ``__cause__``.
+Every message is pickled as :mod:`._wire` says: errors keep their type,
+arguments and the child's traceback.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import multiprocessing
 import os
 import pickle
@@ -33,17 +30,16 @@ import select
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Hashable
-from typing import Any, cast, final
+from typing import Any, final
 
-import cloudpickle  # type: ignore[import-untyped]  # pyright: ignore[reportMissingTypeStubs]
 import outcome
 
 from .._exceptions import BrokenWorkerError, JobCancelled
 from .._in_worker import JobView, WorkerInfo
-from ._base import NO_EXC, ExcInfo, HostDied, HostFactory
+from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, check_grace_period
 from ._thread import InThread
+from ._wire import decode_outcome, describe_unpicklable, dumps, encode_outcome, portable
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
 
@@ -99,16 +95,12 @@ class ProcessHost:
             )
         if not isinstance(kill_on_cancel, bool):
             raise TypeError(f"kill_on_cancel must be a bool, not {kill_on_cancel!r}")
-        if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)):
-            raise TypeError(f"grace_period must be a number of seconds, not {grace_period!r}")
-        if not (grace_period >= 0 and math.isfinite(grace_period)):
-            raise ValueError(f"grace_period must be zero or more seconds, not {grace_period}")
         #: The :mod:`multiprocessing` start method of the children.
         self.start_method: str = start_method
         #: Whether a running job whose caller is cancelled is killed.
         self.kill_on_cancel: bool = kill_on_cancel
         #: Seconds a child gets at exit to run its hook before it is killed.
-        self.grace_period: float = float(grace_period)
+        self.grace_period: float = check_grace_period(grace_period)
         self._context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":  # children fork from a server with this loaded
             self._context.set_forkserver_preload([__name__])
@@ -130,71 +122,6 @@ class ProcessHost:
         )
 
 
-class RemoteTraceback(Exception):  # noqa: N818 (as concurrent.futures names it)
-    """The traceback of an error raised in a worker process, as its ``__cause__``."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-_cloudpickle_dumps: Callable[..., bytes] = cloudpickle.dumps  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-
-
-def _dumps(value: object) -> bytes:
-    return _cloudpickle_dumps(value, protocol=5)
-
-
-class _WithTraceback:
-    """Pickles as ``error``, unpickled with the child's traceback text as its ``__cause__``.
-
-    (Pickling an exception keeps its type and arguments, never its traceback.)
-    """
-
-    def __init__(self, error: BaseException, text: str) -> None:
-        self.error = error
-        self.text = text
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_with_cause, (self.error, self.text))
-
-
-def _with_cause(error: BaseException, text: str) -> BaseException:
-    error.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
-    return error
-
-
-def _portable(exc: BaseException) -> BaseException:
-    """``exc`` ready to travel: the same type and arguments, if it survives pickling."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        if not isinstance(pickle.loads(_dumps(exc)), BaseException):
-            raise TypeError("not an exception after unpickling")
-    except BaseException as failure:
-        exc = RuntimeError(
-            f"{type(exc).__qualname__}: {exc} (the error could not be pickled: {failure})"
-        )
-    portable: Any = _WithTraceback(exc, text)  # it becomes the exception on the far side
-    return cast(BaseException, portable)
-
-
-def _send_outcome(conn: Any, result: outcome.Outcome[Any]) -> None:
-    """``("done", True, value)`` or ``("done", False, error)``: see :func:`_outcome_of`."""
-    if isinstance(result, outcome.Error):
-        data = _dumps(("done", False, _portable(result.error)))
-    else:
-        assert isinstance(result, outcome.Value)
-        try:
-            data = _dumps(("done", True, result.value))
-        except BaseException as exc:
-            error = TypeError(f"the result cannot be sent back to the pool: {exc}")
-            data = _dumps(("done", False, _portable(error)))
-    conn.send_bytes(data)
-
-
-def _outcome_of(message: tuple[Any, ...]) -> outcome.Outcome[Any]:
-    return outcome.Value(message[2]) if message[1] else outcome.Error(message[2])
-
-
 class _ChildView:
     """The job's view in the child: requests go to the worker thread in the parent."""
 
@@ -208,14 +135,14 @@ class _ChildView:
         return self._cancelled
 
     def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
-        self._conn.send_bytes(_dumps(("wait", key, timeout)))
+        self._conn.send_bytes(dumps(("wait", key, timeout)))
         result: tuple[Any, ...] = self._answer().unwrap()
         return result
 
     def call_loop(
         self, async_fn: Callable[..., Any], args: tuple[Any, ...]
     ) -> outcome.Outcome[Any]:
-        self._conn.send_bytes(_dumps(("loop", async_fn, args)))
+        self._conn.send_bytes(dumps(("loop", async_fn, args)))
         return self._answer()
 
     def _answer(self) -> outcome.Outcome[Any]:
@@ -260,10 +187,10 @@ def child_main(conn: Any, parent: int) -> None:
                 try:
                     host.load(WorkerInfo(message[2], message[3]))
                 except BaseException as exc:
-                    conn.send_bytes(_dumps(("failed", _portable(exc))))
+                    conn.send_bytes(dumps(("failed", portable(exc))))
                     host = None
                     continue
-                conn.send_bytes(_dumps(("loaded", host.operations)))
+                conn.send_bytes(dumps(("loaded", host.operations)))
             elif kind == "call":
                 assert host is not None
                 try:
@@ -274,28 +201,15 @@ def child_main(conn: Any, parent: int) -> None:
                     view = _ChildView(conn, cancelled=message[2])
                     result = host.execute(fn, args, kwargs, with_interface, view)
                     del fn, args, kwargs
-                _send_outcome(conn, result)
+                conn.send_bytes(encode_outcome(result))
                 del result
             elif kind == "close":
                 error = host.close((message[1], message[2], None)) if host is not None else None
-                conn.send_bytes(_dumps(("closed", None if error is None else _portable(error))))
+                conn.send_bytes(dumps(("closed", None if error is None else portable(error))))
                 return
             # ("cancel",) for a call that has already ended: nothing to do.
     finally:
         conn.close()
-
-
-def _describe_unpicklable(fn: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Name the first part of a call that cannot be pickled."""
-    parts: list[tuple[str, object]] = [("the function", fn)]
-    parts += [(f"argument {i}", a) for i, a in enumerate(args)]
-    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
-    for what, value in parts:
-        try:
-            _dumps(value)
-        except BaseException as exc:  # noqa: PERF203 (only on the error path)
-            return f"{what} ({value!r}) cannot be sent to the worker process: {exc}"
-    return "the call cannot be sent to the worker process"
 
 
 def _how_it_ended(process: Any) -> str:
@@ -313,6 +227,9 @@ def _how_it_ended(process: Any) -> str:
 
 class InProcess:
     """Drives one child process from the worker's thread."""
+
+    actor_id: str | None = None
+    node_id: str | None = None
 
     def __init__(
         self,
@@ -347,7 +264,7 @@ class InProcess:
     def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name
         try:
-            loader = _dumps((self._loader, self._args))
+            loader = dumps((self._loader, self._args))
         except BaseException as exc:
             raise TypeError(
                 f"the loader {self._loader!r} or its arguments cannot be sent to a worker "
@@ -362,7 +279,7 @@ class InProcess:
         self._conn, self._process = parent_end, process
         if self._poller is not None:
             self._poller.register(parent_end.fileno(), select.POLLIN)
-        parent_end.send_bytes(_dumps(("load", loader, worker.id, worker.name)))
+        parent_end.send_bytes(dumps(("load", loader, worker.id, worker.name)))
         try:
             reply = self._receive(None, "loading its interface")
         except HostDied as died:
@@ -381,15 +298,17 @@ class InProcess:
         job: JobView,
     ) -> outcome.Outcome[Any]:
         try:
-            payload = _dumps((fn, args, kwargs, with_interface))
+            payload = dumps((fn, args, kwargs, with_interface))
         except BaseException:
-            return outcome.Error(TypeError(_describe_unpicklable(fn, args, kwargs)))
+            return outcome.Error(
+                TypeError(describe_unpicklable(fn, args, kwargs, "the worker process"))
+            )
         self._send(("call", payload, job.cancel_requested()))
         while True:
             message = self._receive(job, "running a job")
             kind = message[0]
             if kind == "done":
-                return _outcome_of(message)
+                return decode_outcome(message)
             answer: outcome.Outcome[Any]
             if kind == "wait":
                 answer = outcome.capture(job.wait_for, message[1], message[2])
@@ -437,7 +356,7 @@ class InProcess:
         return bool(self._poller.poll(timeout * 1000))
 
     def _send(self, message: tuple[Any, ...]) -> None:
-        self._conn.send_bytes(_dumps(message))
+        self._conn.send_bytes(dumps(message))
 
     def _receive(self, job: JobView | None, doing: str) -> tuple[Any, ...]:
         """The child's next message; meanwhile relay ``job``'s cancel request.

@@ -33,6 +33,9 @@ class ThreadHost:
 class InThread:
     """Builds, uses and closes one interface, all in the calling thread."""
 
+    actor_id: str | None = None
+    node_id: str | None = None
+
     def __init__(self, loader: object, args: tuple[Any, ...]) -> None:
         self._loader = loader
         self._args = args

@@ -1,0 +1,359 @@
+"""RayHost: each worker thread drives one Ray actor holding its interface.
+
+The pool side (:class:`InRay`) runs in the worker's thread and waits on one
+``ObjectRef`` at a time, so trio and asyncio share it. The actor
+(:class:`RayWorker`) holds a :class:`~trio_pool._hosts._thread.InThread` host
+of its own, as a child process does; what crosses is pickled as
+:mod:`._wire` says, inside ``bytes``, so Ray never wraps an Outcome's error
+in a ``RayTaskError`` and a call that cannot travel fails alone.
+
+The actor serves its calls one at a time (``max_concurrency=1``, always in
+the same thread of the actor, which keeps the interface's thread-bound
+state), and a second concurrency group, ``control``, takes ``cancel(n)``
+while call ``n`` runs: the running job sees it in ``check_cancelled()``.
+(``ray.cancel`` is not used: it replaces the job's own Outcome with a
+``TaskCancelledError``, so a job that finishes anyway loses its result, and
+cancelling a call the actor has not begun yet leaves the actor's task queue
+waiting 30 s for it.)
+
+Ray is imported only when a pool with this host opens.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import pickle
+from collections.abc import Callable, Hashable
+from typing import Any, final
+
+import outcome
+
+from .._exceptions import BrokenWorkerError, JobCancelled
+from .._in_worker import JobView, WorkerInfo
+from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, check_grace_period
+from ._thread import InThread
+from ._wire import decode_outcome, describe_unpicklable, dumps, encode_outcome, portable
+
+_POLL = 0.05  # seconds between looks at the job's cancel request while it runs
+
+#: Actor options the pool sets itself (jobs are not idempotent: no retries).
+_RESERVED = {
+    "max_concurrency": "the actor runs one call at a time",
+    "max_restarts": "a dead actor is replaced by the pool, never restarted",
+    "max_task_retries": "jobs are not idempotent: none is run twice",
+    "concurrency_groups": "the pool's actor class sets its own",
+    "name": "actors are the pool's own, not named",
+    "get_if_exists": "actors are the pool's own, never shared",
+    "lifetime": "actors never outlive the pool",
+}
+
+
+@final
+class RayHost:
+    """Each worker's interface lives in a Ray actor of its own.
+
+    ``Pool(Db, dsn, workers=16, host=trio_pool.RayHost(num_cpus=1,
+    scheduling_strategy="SPREAD"))``: each worker is still a thread of the
+    pool (the queue, leases, autoscaling and statistics are unchanged), and
+    that thread drives one actor in which the interface is built, used and
+    closed, on whichever node of the cluster Ray places it.
+
+    Ray must be installed (``pip install trio_pool[ray]``) and initialised
+    by the program (``ray.init(...)``) before the pool opens. The loader,
+    job functions, arguments and results travel pickled (cloudpickle for
+    functions); ``trio_pool`` must be importable on every node.
+
+    Args:
+        kill_on_cancel: Kill the actor of a running job whose caller is
+            cancelled (``ray.kill``): its Outcome is :class:`JobCancelled`,
+            its ``__exit__`` does not run, and the pool replaces the worker.
+            By default a running job is asked to stop, as on threads.
+        grace_period: Seconds an actor gets at the pool's exit to run its
+            exit hook before it is killed.
+        actor_options: Given to the actor class's ``.options()``:
+            ``num_cpus``, ``num_gpus``, ``resources``, ``memory``,
+            ``scheduling_strategy``, ``runtime_env``, ... The pool sets
+            ``max_concurrency=1``, ``max_restarts=0`` and
+            ``max_task_retries=0`` itself.
+
+    Raises:
+        TypeError, ValueError: for a wrong argument (Ray checks the actor
+            options when the pool opens).
+    """
+
+    __slots__ = ("actor_options", "grace_period", "kill_on_cancel")
+
+    def __init__(
+        self, *, kill_on_cancel: bool = False, grace_period: float = 5.0, **actor_options: Any
+    ) -> None:
+        if not isinstance(kill_on_cancel, bool):
+            raise TypeError(f"kill_on_cancel must be a bool, not {kill_on_cancel!r}")
+        for option, why in _RESERVED.items():
+            if option in actor_options:
+                raise ValueError(f"RayHost does not take {option}=: {why}")
+        #: Whether a running job whose caller is cancelled is killed.
+        self.kill_on_cancel: bool = kill_on_cancel
+        #: Seconds an actor gets at exit to run its hook before it is killed.
+        self.grace_period: float = check_grace_period(grace_period)
+        #: What each actor is created with (``.options(**actor_options)``).
+        self.actor_options: dict[str, Any] = dict(actor_options)
+
+    def __repr__(self) -> str:
+        options = "".join(f", {k}={v!r}" for k, v in self.actor_options.items())
+        return (
+            f"trio_pool.RayHost(kill_on_cancel={self.kill_on_cancel}, "
+            f"grace_period={self.grace_period}{options})"
+        )
+
+    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+        try:
+            ray = _ray()
+        except ImportError as exc:
+            raise RuntimeError("RayHost needs Ray: pip install 'trio_pool[ray]'") from exc
+        if not ray.is_initialized():
+            raise RuntimeError(
+                "RayHost needs a running Ray: call ray.init(...) before the pool opens "
+                "(Ray wants the main thread for it, and the program's own settings)"
+            )
+        actor_class = _actor_class().options(
+            max_concurrency=1, max_restarts=0, max_task_retries=0, **self.actor_options
+        )
+        return functools.partial(
+            InRay,
+            loader,
+            args,
+            actor_class=actor_class,
+            kill_on_cancel=self.kill_on_cancel,
+            grace_period=self.grace_period,
+        )
+
+
+def _ray() -> Any:
+    """The ray module, imported now (only pools on this host need it; it is untyped here)."""
+    return importlib.import_module("ray")
+
+
+@functools.cache
+def _actor_class() -> Any:
+    return _ray().remote(concurrency_groups={"control": 1})(RayWorker)
+
+
+# --- the far side: the actor --------------------------------------------------
+
+
+class RayWorker:
+    """The actor: one interface, its calls in turn, and ``cancel`` beside them."""
+
+    def __init__(self) -> None:
+        self._host: InThread | None = None
+        self._cancelled = 0  # the number of the last call asked to stop
+
+    def load(self, loader: bytes, worker_id: int, name: str) -> bytes:
+        try:
+            function, args = pickle.loads(loader)
+            host = InThread(function, args)
+            host.load(WorkerInfo(worker_id, name))
+        except BaseException as exc:
+            return dumps(("failed", portable(exc)))
+        self._host = host
+        context = _ray().get_runtime_context()
+        return dumps(
+            ("loaded", host.operations, os.getpid(), context.get_actor_id(), context.get_node_id())
+        )
+
+    def call(self, number: int, payload: bytes, cancelled: bool) -> bytes:
+        assert self._host is not None
+        try:
+            fn, args, kwargs, with_interface = pickle.loads(payload)
+        except BaseException as exc:
+            return encode_outcome(outcome.Error(exc))
+        view = _ActorView(self, number, cancelled=cancelled)
+        return encode_outcome(self._host.execute(fn, args, kwargs, with_interface, view))
+
+    def cancel(self, number: int) -> None:
+        self._cancelled = max(self._cancelled, number)
+
+    def close(self, exc_info: bytes) -> bytes:
+        host, self._host = self._host, None
+        error = None if host is None else host.close((*pickle.loads(exc_info), None))
+        return dumps(("closed", None if error is None else portable(error)))
+
+
+class _ActorView:
+    """The job's view in the actor."""
+
+    def __init__(self, actor: RayWorker, number: int, *, cancelled: bool) -> None:
+        self._actor = actor
+        self._number = number
+        self._cancelled = cancelled
+
+    def cancel_requested(self) -> bool:
+        return self._cancelled or self._actor._cancelled >= self._number
+
+    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        raise RuntimeError(
+            "trio_pool.wait() does not work on a RayHost: the actor cannot block on the "
+            "pool's process; pass what the job needs as arguments, or use threads or processes"
+        )
+
+    def call_loop(
+        self, async_fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> outcome.Outcome[Any]:
+        raise RuntimeError(
+            "trio_pool.from_loop() does not work on a RayHost: the actor has no way back "
+            "to the pool's event loop; return what the loop should do, or use threads or processes"
+        )
+
+
+# --- the pool side: in the worker's thread ---------------------------------------
+
+
+class InRay:
+    """Drives one actor from the worker's thread."""
+
+    def __init__(
+        self,
+        loader: object,
+        args: tuple[Any, ...],
+        *,
+        actor_class: Any,
+        kill_on_cancel: bool,
+        grace_period: float,
+    ) -> None:
+        self._ray = _ray()
+        self._loader = loader
+        self._args = args
+        self._actor_class = actor_class
+        self._kill_on_cancel = kill_on_cancel
+        self._grace_period = grace_period
+        self._actor: Any = None
+        self._calls = 0
+        self._operations: frozenset[str] = frozenset()
+        self._name = "trio_pool worker"
+        self.pid: int | None = None
+        self.actor_id: str | None = None
+        self.node_id: str | None = None
+
+    @property
+    def operations(self) -> frozenset[str]:
+        return self._operations
+
+    def load(self, worker: WorkerInfo) -> None:
+        self._name = worker.name
+        try:
+            loader = dumps((self._loader, self._args))
+        except BaseException as exc:
+            raise TypeError(
+                f"the loader {self._loader!r} or its arguments cannot be sent to a Ray actor: {exc}"
+            ) from exc
+        self._actor = self._actor_class.remote()
+        try:
+            reply = pickle.loads(
+                self._get(self._actor.load.remote(loader, worker.id, worker.name), None)
+            )
+        except HostDied as died:
+            raise died.error from None
+        if reply[0] == "failed":
+            self._end(graceful=False)
+            raise reply[1]
+        self._operations, self.pid, self.actor_id, self.node_id = reply[1:]
+
+    def execute(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+        job: JobView,
+    ) -> outcome.Outcome[Any]:
+        try:
+            payload = dumps((fn, args, kwargs, with_interface))
+        except BaseException:
+            problem = describe_unpicklable(fn, args, kwargs, "a Ray actor")
+            return outcome.Error(TypeError(problem))
+        self._calls += 1
+        ref = self._actor.call.remote(self._calls, payload, job.cancel_requested())
+        reply = self._get(ref, job)
+        try:
+            return decode_outcome(pickle.loads(reply))
+        except BaseException as exc:  # the result's class, say, is not importable here
+            return outcome.Error(exc)
+
+    def interrupt(self) -> None:
+        """Nothing here: the worker thread relays the job's cancel request itself."""
+
+    def close(self, exc_info: ExcInfo) -> BaseException | None:
+        """Run the hook in the actor, give it ``grace_period`` seconds, then end the actor."""
+        if self._actor is None:
+            return None
+        try:
+            info = dumps(exc_info[:2])
+        except BaseException:
+            info = dumps(NO_EXC[:2])  # an exception that cannot travel: say none
+        ref = self._actor.close.remote(info)
+        ready, _ = self._ray.wait([ref], timeout=self._grace_period)
+        error: BaseException | None
+        if ready:
+            try:
+                error = pickle.loads(self._get(ref, None))[1]
+            except HostDied as died:
+                error = died.error
+        else:
+            error = BrokenWorkerError(
+                f"worker {self._name}: its exit hook did not finish within grace_period="
+                f"{self._grace_period} s; its actor was killed"
+            )
+        self._end(graceful=ready)
+        return error
+
+    def _get(self, ref: Any, job: JobView | None) -> bytes:
+        """The pickled reply ``ref`` brings; meanwhile relay ``job``'s cancel request.
+
+        Raises:
+            HostDied: the actor died, its node was lost, or it was killed for
+                ``kill_on_cancel``.
+        """
+        ray = self._ray
+        relayed = job is None or job.cancel_requested()  # the call said so already
+        killed = False
+        try:
+            while not ray.wait([ref], timeout=_POLL)[0]:
+                if not relayed and job is not None and job.cancel_requested():
+                    relayed = True
+                    if self._kill_on_cancel:
+                        killed = True
+                        ray.kill(self._actor, no_restart=True)
+                    else:
+                        cancel = self._actor.cancel.options(concurrency_group="control")
+                        cancel.remote(self._calls)
+            reply: bytes = ray.get(ref)
+            return reply
+        except ray.exceptions.RayError as exc:
+            if killed:
+                error: BaseException = JobCancelled(
+                    f"the job was cancelled: worker {self._name}'s actor was killed "
+                    "(kill_on_cancel=True); its exit hook did not run"
+                )
+            else:
+                where = "" if self.actor_id is None else f" {self.actor_id} on node {self.node_id}"
+                error = BrokenWorkerError(
+                    f"worker {self._name}'s Ray actor{where} is gone: "
+                    f"{type(exc).__name__}: {_first_line(exc)}"
+                )
+            self._end(graceful=False)
+            raise HostDied(error) from exc
+
+    def _end(self, *, graceful: bool) -> None:
+        """The actor is done with, or has to go: make sure it is gone."""
+        actor, self._actor = self._actor, None
+        if actor is None:
+            return
+        if graceful:  # it exits on its own once its hook has run
+            self._ray.wait([actor.__ray_terminate__.remote()], timeout=self._grace_period)
+        self._ray.kill(actor, no_restart=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""

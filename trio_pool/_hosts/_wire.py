@@ -1,0 +1,95 @@
+"""What crosses to a far side (a child process, a Ray actor) and back.
+
+Everything travels pickled with cloudpickle, protocol 5: functions (lambdas
+and closures too) by value where plain pickle could not, everything else as
+pickle would. Errors keep their type and arguments; the far side's
+traceback comes along as the error's ``__cause__`` (a
+:class:`RemoteTraceback`). Imports neither trio nor ray.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from collections.abc import Callable
+from typing import Any, cast
+
+import cloudpickle  # type: ignore[import-untyped]  # pyright: ignore[reportMissingTypeStubs]
+import outcome
+
+_cloudpickle_dumps: Callable[..., bytes] = cloudpickle.dumps  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+
+
+class RemoteTraceback(Exception):  # noqa: N818 (as concurrent.futures names it)
+    """The traceback of an error raised on a far side, as its ``__cause__``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def dumps(value: object) -> bytes:
+    return _cloudpickle_dumps(value, protocol=5)
+
+
+class _WithTraceback:
+    """Pickles as ``error``, unpickled with the far side's traceback text as its ``__cause__``.
+
+    (Pickling an exception keeps its type and arguments, never its traceback.)
+    """
+
+    def __init__(self, error: BaseException, text: str) -> None:
+        self.error = error
+        self.text = text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_with_cause, (self.error, self.text))
+
+
+def _with_cause(error: BaseException, text: str) -> BaseException:
+    error.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
+    return error
+
+
+def portable(exc: BaseException) -> BaseException:
+    """``exc`` ready to travel: the same type and arguments, if it survives pickling."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        if not isinstance(pickle.loads(dumps(exc)), BaseException):
+            raise TypeError("not an exception after unpickling")
+    except BaseException as failure:
+        exc = RuntimeError(
+            f"{type(exc).__qualname__}: {exc} (the error could not be pickled: {failure})"
+        )
+    travelling: Any = _WithTraceback(exc, text)  # it becomes the exception on the far side
+    return cast(BaseException, travelling)
+
+
+def encode_outcome(result: outcome.Outcome[Any]) -> bytes:
+    """``("done", True, value)`` or ``("done", False, error)``, pickled."""
+    if isinstance(result, outcome.Error):
+        return dumps(("done", False, portable(result.error)))
+    assert isinstance(result, outcome.Value)
+    try:
+        return dumps(("done", True, result.value))
+    except BaseException as exc:
+        error = TypeError(f"the result cannot be sent back to the pool: {exc}")
+        return dumps(("done", False, portable(error)))
+
+
+def decode_outcome(message: tuple[Any, ...]) -> outcome.Outcome[Any]:
+    return outcome.Value(message[2]) if message[1] else outcome.Error(message[2])
+
+
+def describe_unpicklable(
+    fn: object, args: tuple[Any, ...], kwargs: dict[str, Any], where: str
+) -> str:
+    """Name the first part of a call that cannot be pickled to be sent to ``where``."""
+    parts: list[tuple[str, object]] = [("the function", fn)]
+    parts += [(f"argument {i}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    for what, value in parts:
+        try:
+            dumps(value)
+        except BaseException as exc:  # noqa: PERF203 (only on the error path)
+            return f"{what} ({value!r}) cannot be sent to {where}: {exc}"
+    return f"the call cannot be sent to {where}"
