@@ -19,7 +19,8 @@ from helpers import TIMEOUT
 
 #: The actors import the tests' modules (their functions are pickled by name), as a
 #: program's own modules must be importable on every node.
-RUNTIME_ENV = {"env_vars": {"PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1])])}}
+TEST_DIRS = os.pathsep.join(str(Path(__file__).parents[i]) for i in (0, 1))
+RUNTIME_ENV = {"env_vars": {"PYTHONPATH": TEST_DIRS}}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -1,0 +1,299 @@
+"""The Pool on RayHost: every promise of SPEC, with each interface in a Ray actor.
+
+Jobs synchronise with the test through files (:class:`FileGate`), and what
+the actors do is written to a record file, as in tests/test_process_host.py,
+whose interfaces and jobs this module shares. After every test, no actor
+is left alive (conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import outcome
+import pytest
+import ray
+
+import trio_pool
+
+from helpers import TIMEOUT, FileGate, cancel_once_entered, poll_until, wait_in_thread
+from test_process_host import (
+    Model,
+    Session,
+    SlowHook,
+    die,
+    interface_scale,
+    lines,
+    local_pid,
+    scaled,
+    sleep_a_long_time,
+    spin_until_cancelled,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+HOST = trio_pool.RayHost(grace_period=TIMEOUT)
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Path:
+    return tmp_path / "record"
+
+
+def actors(pool: trio_pool.Pool[Any]) -> list[str | None]:
+    return [w.actor_id for w in pool.statistics().worker_states]
+
+
+async def test_the_pool_on_ray(backend: str, record: Path) -> None:
+    async with trio_pool.Pool(Model, 3, str(record), workers=2, host=HOST) as pool:
+        assert await pool.interface.predict(2) == 6
+        assert await pool.call("predict", 3) == outcome.Value(9)
+        assert await pool.call_method(Model.predict, 4) == 12
+        assert await pool.call_method(scaled, 5) == 16
+        assert await pool.run(lambda x: x + 1, 1) == 2  # lambdas travel
+        offset = 10
+        assert await pool.run(lambda: offset + 1) == 11  # and closures
+        job = await pool.submit(pow, 2, 10)
+        assert (await job.wait()).unwrap() == 1024
+        async with pool.map(lambda x: x * x, range(50), chunksize=4) as results:
+            assert [x async for x in results] == [x * x for x in range(50)]
+        broadcast = [r.unwrap() for r in await pool.broadcast("where")]
+        assert sorted(worker for _, worker, _ in broadcast) == [0, 1]
+        states = pool.statistics().worker_states
+        assert {pid for pid, _, _ in broadcast} == {w.pid for w in states}
+        assert os.getpid() not in {w.pid for w in states}
+        assert len({w.actor_id for w in states}) == 2
+        assert {w.node_id for w in states} == {ray.get_runtime_context().get_node_id()}
+        async with pool.lease() as lease:  # one worker, one interface, call after call
+            first = await lease.interface.calls_so_far()
+            await lease.interface.predict(1)
+            assert await lease.interface.calls_so_far() == first + 1
+        failed = await pool.call("fail", 7)
+        assert isinstance(failed, outcome.Error)
+        assert type(failed.error) is LookupError  # not a RayTaskError
+        assert failed.error.args == ("no such row", 7)
+        assert "in fail" in str(failed.error.__cause__)  # the actor's traceback
+        await pool.resize(3)
+        assert pool.worker_count == 3
+        await pool.resize(1)
+        assert pool.statistics().workers_stopped == 2
+    loads = [line for line in lines(record) if line.startswith("load")]
+    exits = [line for line in lines(record) if line.startswith("exit")]
+    assert len(loads) == 3
+    # Each hook ran once, in the actor that built its interface.
+    assert sorted(e.rsplit(" ", 1)[0].replace("exit", "load") for e in exits) == sorted(loads)
+
+
+def use_wait() -> object:
+    return trio_pool.wait("key", 1)
+
+
+async def test_wait_and_from_loop_say_they_do_not_work_on_ray(backend: str) -> None:
+    async with trio_pool.Pool(workers=1, host=HOST) as pool:
+        with pytest.raises(RuntimeError, match=r"wait\(\) does not work on a RayHost"):
+            await pool.run(use_wait)
+        with pytest.raises(RuntimeError, match=r"from_loop\(\) does not work on a RayHost"):
+            await pool.run(trio_pool.from_loop, anyio.sleep, 0)
+        assert await pool.run(local_pid) != os.getpid()  # the worker keeps serving
+
+
+async def test_broadcast_method_and_a_lease_reset_on_ray(backend: str) -> None:
+    async with trio_pool.Pool(Session, workers=2, host=HOST) as pool:
+        with anyio.CancelScope() as scope:
+            async with pool.lease(reset=Session.reset) as session:
+                await session.call_method(Session.begin)
+                opened = await pool.broadcast_method(Session.is_open)  # reaches the lease too
+                assert sorted(o.unwrap() for o in opened) == [False, True]
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        closed = await pool.broadcast_method(Session.is_open)
+        assert [o.unwrap() for o in closed] == [False, False]
+
+
+async def test_a_cancelled_caller_stops_a_cooperative_job(backend: str, tmp_path: Path) -> None:
+    started = FileGate(tmp_path / "started")
+    async with trio_pool.Pool(workers=1, host=HOST) as pool:
+        scope = await cancel_once_entered(started, pool.run, spin_until_cancelled, started)
+        assert scope.cancelled_caught
+        assert pool.statistics().cancelled == 1
+        assert await pool.run(trio_pool.check_cancelled) is None  # not the next job's cancel
+
+
+def notice_cancel(started: FileGate) -> str:
+    """Runs until asked to stop, then returns (instead of raising JobCancelled)."""
+    try:
+        spin_until_cancelled(started)
+    except trio_pool.JobCancelled:
+        return "noticed, and finished anyway"
+    return "never asked"
+
+
+async def test_a_job_that_finishes_after_its_cancel_keeps_its_outcome(
+    backend: str, tmp_path: Path
+) -> None:
+    # ray.cancel() would turn this Outcome into a TaskCancelledError: the pool
+    # asks the actor's control group instead.
+    started = FileGate(tmp_path / "started")
+    async with trio_pool.Pool(workers=1, host=HOST) as pool:
+        job = await pool.submit(notice_cancel, started)
+        await wait_in_thread(started)
+        assert not job.cancel()  # it runs: it is asked to stop
+        assert await job.wait() == outcome.Value("noticed, and finished anyway")
+        # A caller cancelled while its job runs gets the job's value, then its cancellation.
+        started = FileGate(tmp_path / "started again")
+        got: list[object] = []
+
+        async def call() -> None:
+            got.append(await pool.run(notice_cancel, started))
+            await anyio.lowlevel.checkpoint()  # the cancellation comes here
+
+        scope = await cancel_once_entered(started, call)
+        assert scope.cancelled_caught
+        assert got == ["noticed, and finished anyway"]
+
+
+async def test_kill_on_cancel_kills_the_actor_and_replaces_the_worker(
+    backend: str, tmp_path: Path, record: Path
+) -> None:
+    started = FileGate(tmp_path / "started")
+    host = trio_pool.RayHost(kill_on_cancel=True, grace_period=TIMEOUT)
+    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=host) as pool:
+        [before] = actors(pool)
+        job = await pool.submit(sleep_a_long_time, started)
+        await wait_in_thread(started)
+        assert not job.cancel()  # it runs: its actor is killed
+        result = await job.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.JobCancelled)
+        assert "kill_on_cancel" in str(result.error)
+        assert await pool.interface.predict(2) == 2  # on the replacement
+        [after] = actors(pool)
+        assert after not in (before, None)
+        assert pool.statistics().workers_died == 1
+        started = FileGate(tmp_path / "started again")
+        scope = await cancel_once_entered(started, pool.run, sleep_a_long_time, started)
+        assert scope.cancelled_caught  # back at once, though the job sleeps in C
+        assert await pool.interface.predict(3) == 3
+    kinds = [line.split()[0] for line in lines(record)]
+    assert kinds == ["load", "load", "load", "exit"]  # killed actors ran no hook
+
+
+async def test_an_actor_that_dies_fails_its_job_and_is_replaced(backend: str, record: Path) -> None:
+    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=HOST) as pool:
+        [before] = actors(pool)
+        doomed = await pool.submit(die, 3)
+        queued = [await pool.submit(pow, 2, n) for n in range(3)]  # they wait behind it
+        result = await doomed.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.BrokenWorkerError)
+        assert f"Ray actor {before}" in str(result.error)
+        assert [(await job.wait()).unwrap() for job in queued] == [1, 2, 4]  # none lost
+        assert (pool.statistics().workers_died, pool.worker_count) == (1, 1)
+        await poll_until(lambda: pool.statistics().idle == 1)  # the replacement has loaded
+        assert actors(pool) != [before]
+    assert [line.split()[0] for line in lines(record)] == ["load", "load", "exit"]
+
+
+async def test_what_cannot_be_pickled_fails_only_its_job(backend: str) -> None:
+    async with trio_pool.Pool(workers=1, host=HOST) as pool:
+        lock = threading.Lock()
+        with pytest.raises(TypeError, match=r"argument 1 \(<unlocked _thread.lock.* Ray actor"):
+            await pool.run(print, "x", lock)
+        with pytest.raises(TypeError, match="result cannot be sent back"):
+            await pool.run(threading.Lock)
+        assert await pool.run(local_pid) != os.getpid()
+
+
+class LoaderError(Exception):
+    pass
+
+
+def failing_loader() -> None:
+    raise LoaderError("no model", 3)
+
+
+async def test_a_loader_error_is_raised_as_itself(backend: str) -> None:
+    with pytest.raises(LoaderError) as info:
+        async with trio_pool.Pool(failing_loader, workers=1, host=HOST):
+            pass  # pragma: no cover (entry fails)
+    assert info.value.args == ("no model", 3)
+
+
+async def test_define_and_autoscaling_create_and_kill_actors(backend: str, record: Path) -> None:
+    options: dict[str, Any] = {"min_workers": 0, "max_workers": 2, "idle_timeout": 0.01}
+    async with trio_pool.Pool(Model, 4, str(record), host=HOST, **options) as pool:
+        assert pool.worker_count == 0
+        scale_of = pool.define("scale_of", interface_scale)
+        assert await scale_of() == 4  # the first job started a worker: an actor
+        pool.undefine("scale_of")
+        with pytest.raises(AttributeError):
+            await pool.interface.scale_of()
+        await poll_until(lambda: pool.worker_count == 0)  # idle workers retire: actors go
+        assert pool.statistics().scaled_down >= 1
+    assert [line.split()[0] for line in lines(record)] == ["load", "exit"]
+
+
+async def test_a_hook_that_outlasts_the_grace_period_is_killed(backend: str) -> None:
+    host = trio_pool.RayHost(grace_period=0.1)
+    with pytest.raises(trio_pool.BrokenWorkerError, match=r"grace_period=0\.1"):
+        async with trio_pool.Pool(SlowHook, workers=1, host=host):
+            pass
+
+
+def test_a_ray_host_checks_its_arguments() -> None:
+    with pytest.raises(TypeError, match="kill_on_cancel"):
+        trio_pool.RayHost(kill_on_cancel=1)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="grace_period"):
+        trio_pool.RayHost(grace_period="5")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="grace_period"):
+        trio_pool.RayHost(grace_period=float("nan"))
+    for option in ["max_concurrency", "max_restarts", "max_task_retries", "lifetime"]:
+        with pytest.raises(ValueError, match=f"RayHost does not take {option}="):
+            trio_pool.RayHost(**{option: 1})
+    host = trio_pool.RayHost(num_cpus=1, scheduling_strategy="SPREAD")
+    assert host.actor_options == {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
+    assert "scheduling_strategy='SPREAD'" in repr(host)
+
+
+async def test_ray_checks_the_actor_options_when_the_pool_opens(backend: str) -> None:
+    with pytest.raises(ValueError, match="no_such_option"):
+        async with trio_pool.Pool(workers=1, host=trio_pool.RayHost(no_such_option=1)):
+            pass  # pragma: no cover (entry fails)
+
+
+WITHOUT_INIT = textwrap.dedent(
+    """
+    import sys
+    import trio, trio_pool
+    assert "ray" not in sys.modules  # importing trio_pool never imports ray
+
+    async def main():
+        async with trio_pool.Pool(workers=1, host=trio_pool.RayHost()):
+            pass
+
+    try:
+        trio.run(main)
+    except RuntimeError as exc:
+        print(exc)
+    import ray
+    print("initialised" if ray.is_initialized() else "not initialised")
+    """
+)
+
+
+def test_a_pool_on_ray_without_ray_init_is_a_clear_error() -> None:
+    process = subprocess.run(
+        [sys.executable, "-c", WITHOUT_INIT], capture_output=True, text=True, timeout=60
+    )
+    assert process.returncode == 0, process.stderr
+    message, state = process.stdout.splitlines()
+    assert message.startswith("RayHost needs a running Ray: call ray.init(...)")
+    assert state == "not initialised"  # the pool did not start Ray behind the program's back
