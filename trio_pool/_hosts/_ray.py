@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import os
 import pickle
 from collections.abc import Callable, Hashable
@@ -37,6 +38,11 @@ from ._thread import InThread
 from ._wire import decode_outcome, describe_unpicklable, dumps, encode_outcome, portable
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
+#: Actors started for one worker before its load fails: an actor placed on a
+#: node that is going away dies with it, and Ray may not know yet.
+_LOAD_ATTEMPTS = 3
+
+logger = logging.getLogger("trio_pool")
 
 #: Actor options the pool sets itself (jobs are not idempotent: no retries).
 _RESERVED = {
@@ -248,13 +254,16 @@ class InRay:
             raise TypeError(
                 f"the loader {self._loader!r} or its arguments cannot be sent to a Ray actor: {exc}"
             ) from exc
-        self._actor = self._actor_class.remote()
-        try:
-            reply = pickle.loads(
-                self._get(self._actor.load.remote(loader, worker.id, worker.name), None)
-            )
-        except HostDied as died:
-            raise died.error from None
+        for attempt in range(1, _LOAD_ATTEMPTS + 1):
+            self._actor = self._actor_class.remote()
+            try:
+                ref = self._actor.load.remote(loader, worker.id, worker.name)
+                reply = pickle.loads(self._get(ref, None))
+                break
+            except HostDied as died:  # not the loader's error: the actor or its node
+                if attempt == _LOAD_ATTEMPTS:
+                    raise died.error from None
+                logger.warning("%s, before its interface loaded; starting another", died.error)
         if reply[0] == "failed":
             self._end(graceful=False)
             raise reply[1]
