@@ -23,7 +23,7 @@ import outcome
 import pytest
 
 import trio_pool
-from trio_pool._hosts._base import NO_EXC, Host, HostChoice
+from trio_pool._hosts._base import NO_EXC, Host, HostChoice, LoadInterrupted
 from trio_pool._in_worker import WorkerInfo
 
 from helpers import TIMEOUT, FileGate
@@ -36,6 +36,8 @@ HOSTS: dict[str, HostChoice] = {
 INTERRUPTS = {"thread": False, "process": False, "ray": False}
 #: Whether wait() and from_loop() reach the pool (else they raise RuntimeError).
 RELAYS = {"thread": True, "process": True, "ray": False}
+#: Whether interrupt() stops a load (else the loader runs to its end).
+STOPS_LOADS = {"thread": False, "process": False, "ray": True}
 
 
 class Record:
@@ -286,9 +288,7 @@ def handshake_job(running: FileGate, release: FileGate) -> str:
 
 
 def test_interrupt_is_safe_at_any_moment(make_host: MakeHost, tmp_path: Path) -> None:
-    host = make_host(Interface, 1, make_host.record.path)
-    host.interrupt()  # before load
-    loaded(host)
+    host = loaded(make_host(Interface, 1, make_host.record.path))
     host.interrupt()
     running, release = FileGate(tmp_path / "running"), FileGate(tmp_path / "release")
 
@@ -310,6 +310,40 @@ def test_interrupt_is_safe_at_any_moment(make_host: MakeHost, tmp_path: Path) ->
     assert host.close(NO_EXC) is None
     host.interrupt()  # after close
     assert make_host.record.lines() == ["closed None None 7"]
+
+
+def slow_loader(loading: FileGate, release: FileGate, record: str) -> Interface:
+    loading.open()
+    assert release.wait(), "the test never released the loader"
+    return Interface(1, record)
+
+
+def test_interrupt_stops_a_load_where_the_host_can(make_host: MakeHost, tmp_path: Path) -> None:
+    loading, release = FileGate(tmp_path / "loading"), FileGate(tmp_path / "release")
+    host = make_host(slow_loader, loading, release, make_host.record.path)
+    stops = STOPS_LOADS[make_host.kind]
+
+    def interrupt_while_loading() -> None:
+        assert loading.wait(), "the loader never started"
+        host.interrupt()
+        if not stops:
+            release.open()  # (for a host that stops, only after: the load must not win)
+
+    thread = threading.Thread(target=interrupt_while_loading)
+    thread.start()
+    if stops:
+        with pytest.raises(LoadInterrupted):
+            host.load(WorkerInfo(7, "pool-worker-7"))
+        release.open()
+        assert host.close(NO_EXC) is None
+        assert make_host.record.lines() == []  # nothing loaded, so no hook
+    else:
+        host.load(WorkerInfo(7, "pool-worker-7"))
+        assert execute(host, "get") == outcome.Value(1)
+        assert host.close(NO_EXC) is None
+        assert make_host.record.lines() == ["closed None None 7"]
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
 
 
 def test_nothing_of_the_worker_is_left_in_the_thread_after_close(make_host: MakeHost) -> None:

@@ -96,8 +96,9 @@ class Parts:
         self.workers.close()
 
     def cancel_everything(self, reason: BaseException) -> None:
-        """Cancel the queued jobs; ask running ones and their loop calls to stop."""
+        """Cancel the queued jobs; ask running ones, their loop calls and loads to stop."""
         exc_info = (type(reason), reason, reason.__traceback__)
         self.intake.cancel_all([w.slot for w in self.workers], exc_info)
         self.calls.cancel_pool_scope()
         self.workers.cancel_loop_calls()
+        self.workers.interrupt_loading()

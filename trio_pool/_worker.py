@@ -13,7 +13,7 @@ import sniffio
 
 from ._backend import Event
 from ._handoff import Handoff, Slot
-from ._hosts._base import Host, HostDied
+from ._hosts._base import Host, HostDied, LoadInterrupted
 from ._in_worker import WorkerInfo
 from ._job import Job, LoopCall, ask_loop
 from ._os_names import rename_current_thread
@@ -87,6 +87,11 @@ class Worker:
         host, handoff, slot = self.host, self._handoff, self.slot
         try:
             host.load(self.info)
+        except LoadInterrupted:  # the pool is stopping: it never loaded, and that is all
+            logger.debug("worker %s: its load was interrupted", self.info.name)
+            handoff.loaded(slot, ok=False)
+            self._post(self.loaded.set)
+            return None
         except BaseException as exc:
             # Raised to the caller (entry, add_workers) or at the exit: not logged twice.
             logger.debug("worker %s: the interface failed to load: %r", self.info.name, exc)

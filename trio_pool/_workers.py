@@ -178,6 +178,16 @@ class WorkerSet:
         worker.loaded.set()
         self._on_exit(worker)
 
+    def interrupt_loading(self, workers: Iterable[Worker] | None = None) -> None:
+        """Ask the hosts of ``workers`` (or all) that are still loading to stop.
+
+        Only a host whose load can wait a long time heeds it (a Ray actor
+        waiting for the cluster's resources); a thread's loader runs on.
+        """
+        for worker in list(self._workers.values()) if workers is None else workers:
+            if not worker.loaded.is_set():
+                worker.host.interrupt()
+
     def cancel_loop_calls(self) -> None:
         """Cancel what the workers' jobs run on the loop through from_thread (an error exit)."""
         for scope in self._loop_scopes.values():
@@ -209,7 +219,14 @@ class WorkerSet:
         raises the cancellation (after the errors, which it leaves to the
         caller); for the others it returns as usual.
         """
-        cancelled = await _wait_all(self._backend, (w.loaded for w in workers))
+        cancelled: BaseException | None = None
+        try:
+            for worker in workers:
+                await worker.loaded.wait()
+        except anyio.get_cancelled_exc_class() as exc:
+            cancelled = exc
+            self.interrupt_loading(workers)  # the loads that can stop, stop
+        cancelled = await _wait_all(self._backend, (w.loaded for w in workers)) or cancelled
         for worker in workers:
             if worker.load_error is None:
                 self._operations.learn(worker.host.operations)

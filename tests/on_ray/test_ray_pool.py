@@ -37,6 +37,9 @@ from test_process_host import (
     spin_until_cancelled,
 )
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
 pytestmark = pytest.mark.timeout(120)
 
 HOST = trio_pool.RayHost(grace_period=TIMEOUT)
@@ -297,3 +300,48 @@ def test_a_pool_on_ray_without_ray_init_is_a_clear_error() -> None:
     message, state = process.stdout.splitlines()
     assert message.startswith("RayHost needs a running Ray: call ray.init(...)")
     assert state == "not initialised"  # the pool did not start Ray behind the program's back
+
+
+async def test_a_cancelled_entry_stops_actors_that_wait_for_room(backend: str) -> None:
+    # No node has 100 CPUs: Ray keeps the actor pending (an autoscaling cluster
+    # would add a node). Cancelling the entry must not wait for it.
+    pool = trio_pool.Pool(workers=1, host=trio_pool.RayHost(num_cpus=100))
+
+    async def enter() -> None:
+        async with pool:
+            raise AssertionError("the pool opened with no room for its actor")
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enter)
+            await poll_until(lambda: pool.statistics().workers == 1)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert pool.statistics().workers == 0
+
+
+async def test_an_error_exit_stops_a_resize_that_waits_for_room(backend: str) -> None:
+    host = trio_pool.RayHost(num_cpus=1, grace_period=TIMEOUT)  # the cluster has 2 CPUs
+    resized: list[BaseException] = []
+
+    async def resize(pool: trio_pool.Pool[Any]) -> None:
+        try:
+            await pool.resize(3)  # the third actor waits for a CPU
+        except BaseException as exc:
+            resized.append(exc)
+
+    with pytest.raises(BaseExceptionGroup) as info:
+        async with anyio.create_task_group() as tg:  # outlives the pool
+            async with trio_pool.Pool(workers=2, host=host) as pool:
+                tg.start_soon(resize, pool)
+                await poll_until(lambda: pool.statistics().workers == 3)
+                raise LookupError("the block failed")
+    assert [repr(e) for e in leaves(info.value)] == ["LookupError('the block failed')"]
+    assert pool.statistics().workers == 0
+    assert resized == []  # it returned: the worker it waited for never loaded, and no error
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in leaves(e)]
+    return [error]

@@ -43,6 +43,14 @@ class HostDied(Exception):  # noqa: N818 (it is an event, and a private one)
         self.error = error
 
 
+class LoadInterrupted(Exception):  # noqa: N818 (an event, and a private one)
+    """Raised by :meth:`Host.load` that :meth:`Host.interrupt` stopped.
+
+    The worker never loaded, and that is no loader's error: the pool was
+    stopping (it interrupts loads only when it is cancelled or failing).
+    """
+
+
 class Host(Protocol):
     """One worker's interface, wherever it lives."""
 
@@ -67,7 +75,12 @@ class Host(Protocol):
         ...
 
     def load(self, worker: WorkerInfo) -> None:
-        """Build the interface for ``worker``; raise the loader's own error if it fails."""
+        """Build the interface for ``worker``; raise the loader's own error if it fails.
+
+        Raises:
+            LoadInterrupted: if :meth:`interrupt` stopped it (a host whose
+                load may wait a long time, for a cluster's resources, say).
+        """
         ...
 
     def execute(
@@ -90,7 +103,7 @@ class Host(Protocol):
         ...
 
     def interrupt(self) -> None:
-        """Ask the running call to stop now, if the host can (any thread, idempotent)."""
+        """Ask the running call or load to stop now, if the host can (any thread, idempotent)."""
         ...
 
     def close(self, exc_info: ExcInfo) -> BaseException | None:

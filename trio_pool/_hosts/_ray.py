@@ -33,7 +33,7 @@ import outcome
 
 from .._exceptions import BrokenWorkerError, JobCancelled
 from .._in_worker import JobView, WorkerInfo
-from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, check_grace_period
+from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, LoadInterrupted, check_grace_period
 from ._thread import InThread
 from ._wire import decode_outcome, describe_unpicklable, dumps, encode_outcome, portable
 
@@ -236,6 +236,8 @@ class InRay:
         self._grace_period = grace_period
         self._actor: Any = None
         self._calls = 0
+        self._loading = False
+        self._interrupted = False  # written by any thread: only a load heeds it
         self._operations: frozenset[str] = frozenset()
         self._name = "trio_pool worker"
         self.pid: int | None = None
@@ -254,20 +256,29 @@ class InRay:
             raise TypeError(
                 f"the loader {self._loader!r} or its arguments cannot be sent to a Ray actor: {exc}"
             ) from exc
-        for attempt in range(1, _LOAD_ATTEMPTS + 1):
-            self._actor = self._actor_class.remote()
-            try:
-                ref = self._actor.load.remote(loader, worker.id, worker.name)
-                reply = pickle.loads(self._get(ref, None))
-                break
-            except HostDied as died:  # not the loader's error: the actor or its node
-                if attempt == _LOAD_ATTEMPTS:
-                    raise died.error from None
-                logger.warning("%s, before its interface loaded; starting another", died.error)
+        self._loading = True  # interrupt() from now on stops it (the pool: before it began)
+        try:
+            reply = self._start_actor(loader, worker)
+        finally:
+            self._loading = False
         if reply[0] == "failed":
             self._end(graceful=False)
             raise reply[1]
         self._operations, self.pid, self.actor_id, self.node_id = reply[1:]
+
+    def _start_actor(self, loader: bytes, worker: WorkerInfo) -> tuple[Any, ...]:
+        for attempt in range(1, _LOAD_ATTEMPTS + 1):
+            self._actor = self._actor_class.remote()
+            try:
+                ref = self._actor.load.remote(loader, worker.id, worker.name)
+                reply: tuple[Any, ...] = pickle.loads(self._get(ref, None))
+            except HostDied as died:  # not the loader's error: the actor or its node
+                if attempt == _LOAD_ATTEMPTS:
+                    raise died.error from None
+                logger.warning("%s, before its interface loaded; starting another", died.error)
+            else:
+                return reply
+        raise AssertionError("unreachable")
 
     def execute(
         self,
@@ -291,7 +302,11 @@ class InRay:
             return outcome.Error(exc)
 
     def interrupt(self) -> None:
-        """Nothing here: the worker thread relays the job's cancel request itself."""
+        """Stop a load (an actor may wait long for room on the cluster): kill its actor.
+
+        A running job's cancel request the worker thread relays itself.
+        """
+        self._interrupted = True
 
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the hook in the actor, give it ``grace_period`` seconds, then end the actor."""
@@ -329,6 +344,9 @@ class InRay:
         killed = False
         try:
             while not ray.wait([ref], timeout=_POLL)[0]:
+                if self._loading and self._interrupted:
+                    self._end(graceful=False)
+                    raise LoadInterrupted
                 if not relayed and job is not None and job.cancel_requested():
                     relayed = True
                     if self._kill_on_cancel:
