@@ -1,4 +1,4 @@
-"""Sessions: tests (Python x dependency matrix), lint, typing, examples, docs.
+"""Sessions: tests (Python x dependency matrix), lint, typing, examples, docs, ray.
 
 `nox` runs them all; `nox -s "tests-3.12(deps='lowest')"` runs one cell;
 `nox -l` lists them. Interpreters installed with pyenv are found without
@@ -18,7 +18,7 @@ PACKAGE = "trio_pool"
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "lint", "typing", "examples", "docs"]
+nox.options.sessions = ["tests", "lint", "typing", "examples", "docs", "ray"]
 
 
 def _find_pyenv_pythons() -> None:
@@ -75,7 +75,18 @@ def examples(session: nox.Session) -> None:
     """Run every example as a user would."""
     session.install(".[examples]")
     for path in sorted(glob.glob("examples/*.py")):
-        session.run("python", path)
+        if os.path.basename(path) not in RAY_EXAMPLES:
+            session.run("python", path)
+
+
+RAY_EXAMPLES = {"ray_cluster.py"}  # run by the ray session, which installs Ray
+
+
+@nox.session(python="3.11")
+def ray(session: nox.Session) -> None:
+    """RayHost on real local Ray clusters (tests/on_ray), and examples/ray_cluster.py."""
+    session.install(".[test,ray]")
+    session.run("python", "-m", "pytest", "tests/on_ray", *session.posargs)
 
 
 @nox.session(python="3.12")
