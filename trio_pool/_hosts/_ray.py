@@ -183,7 +183,11 @@ class RayWorker:
 
     def close(self, exc_info: bytes) -> bytes:
         host, self._host = self._host, None
-        error = None if host is None else host.close((*pickle.loads(exc_info), None))
+        try:
+            exc_type, exc = pickle.loads(exc_info)
+        except BaseException:  # the pool's exception's class is not importable here
+            exc_type, exc = NO_EXC[:2]
+        error = None if host is None else host.close((exc_type, exc, None))
         return dumps(("closed", None if error is None else portable(error)))
 
 

@@ -1,0 +1,217 @@
+"""RayHost against bare Ray, interleaved in one run on one local Ray; medians of the rounds.
+
+    python -m benchmarks.on_ray [--rounds 3] [--out benchmarks/ray.md]
+
+Needs ``pip install '.[ray]'``. Peers: bare actor calls
+(``ray.get(actor.f.remote(x))``, one at a time, and pipelined: every call
+submitted round-robin, then all gathered) and ``ray.util.ActorPool.map``,
+against the pool on a ``RayHost`` (on trio), all on actors of the same
+options (``max_concurrency=1``). Scenarios:
+
+- latency: one trivial call at a time, 1 actor (p50, µs);
+- pipelined: 2,000 trivial calls over 4 actors (calls/s); the pool from 64
+  tasks at once (``pool.run`` each), and ``pool.map`` (its adaptive chunks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+import trio
+from ray.util import ActorPool
+
+import trio_pool
+
+CALLS, WORKERS, OUTSTANDING = 2000, 4, 64
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+class Bare:
+    def f(self, x: int) -> int:
+        return x + 1
+
+
+def bare_actors(count: int) -> list[Any]:
+    cls = ray.remote(Bare).options(max_concurrency=1, max_restarts=0, max_task_retries=0)
+    actors = [cls.remote() for _ in range(count)]
+    ray.get([a.f.remote(0) for a in actors])  # started and warm
+    return actors
+
+
+def bare_latency() -> float:
+    [actor] = bare_actors(1)
+    samples = []
+    for i in range(300):
+        start = time.perf_counter()
+        ray.get(actor.f.remote(i))
+        samples.append(time.perf_counter() - start)
+    ray.kill(actor)
+    return statistics.median(samples) * 1e6
+
+
+def pool_latency() -> float:
+    async def main() -> float:
+        async with trio_pool.Pool(workers=1, host=trio_pool.RayHost()) as pool:
+            await pool.run(add_one, 0)
+            samples = []
+            for i in range(300):
+                start = time.perf_counter()
+                await pool.run(add_one, i)
+                samples.append(time.perf_counter() - start)
+            return statistics.median(samples) * 1e6
+
+    return trio.run(main)
+
+
+def bare_pipelined() -> float:
+    actors = bare_actors(WORKERS)
+    start = time.perf_counter()
+    refs = [actors[i % WORKERS].f.remote(i) for i in range(CALLS)]
+    assert ray.get(refs) == [i + 1 for i in range(CALLS)]
+    rate = CALLS / (time.perf_counter() - start)
+    for actor in actors:
+        ray.kill(actor)
+    return rate
+
+
+def actor_pool_map() -> float:
+    actors = bare_actors(WORKERS)
+    start = time.perf_counter()
+    results = list(ActorPool(actors).map(lambda a, v: a.f.remote(v), range(CALLS)))
+    rate = CALLS / (time.perf_counter() - start)
+    assert results == [i + 1 for i in range(CALLS)]
+    for actor in actors:
+        ray.kill(actor)
+    return rate
+
+
+def pool_pipelined() -> float:
+    async def main() -> float:
+        async with trio_pool.Pool(workers=WORKERS, host=trio_pool.RayHost()) as pool:
+            await pool.broadcast(add_one, 0)
+
+            async def client(first: int) -> None:
+                for i in range(first, CALLS, OUTSTANDING):
+                    assert await pool.run(add_one, i) == i + 1
+
+            start = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for first in range(OUTSTANDING):
+                    nursery.start_soon(client, first)
+            return CALLS / (time.perf_counter() - start)
+
+    return trio.run(main)
+
+
+def pool_map() -> float:
+    async def main() -> float:
+        async with trio_pool.Pool(workers=WORKERS, host=trio_pool.RayHost()) as pool:
+            await pool.broadcast(add_one, 0)
+            start = time.perf_counter()
+            async with pool.map(add_one, range(CALLS)) as results:
+                assert [x async for x in results] == [i + 1 for i in range(CALLS)]
+            return CALLS / (time.perf_counter() - start)
+
+    return trio.run(main)
+
+
+SCENARIOS: dict[str, dict[str, Callable[[], float]]] = {
+    "latency p50 (µs), 1 actor": {
+        "bare actor call": bare_latency,
+        "trio_pool RayHost": pool_latency,
+    },
+    f"pipelined calls/s, {WORKERS} actors": {
+        "bare actor calls, pipelined": bare_pipelined,
+        "ActorPool.map": actor_pool_map,
+        "trio_pool RayHost (pool.run)": pool_pipelined,
+        "trio_pool RayHost (pool.map)": pool_map,
+    },
+}
+
+
+LATENCY, PIPELINED = SCENARIOS
+
+#: (what, scenario, pool's peer, reference peer, bound, whether the pool must be at most it)
+TARGETS = [
+    (
+        "latency at most 1.2x a bare actor call",
+        LATENCY,
+        "trio_pool RayHost",
+        "bare actor call",
+        1.2,
+        True,
+    ),
+    *[
+        (
+            f"pipelined ({api}) at least {bound}x {reference}",
+            PIPELINED,
+            f"trio_pool RayHost ({api})",
+            reference,
+            bound,
+            False,
+        )
+        for api in ("pool.run", "pool.map")
+        for reference, bound in (("bare actor calls, pipelined", 0.8), ("ActorPool.map", 1.0))
+    ],
+]
+
+
+def measure(rounds: int) -> dict[str, dict[str, float]]:
+    samples: dict[str, dict[str, list[float]]] = {
+        scenario: {peer: [] for peer in peers} for scenario, peers in SCENARIOS.items()
+    }
+    for round_number in range(1, rounds + 1):
+        for scenario, peers in SCENARIOS.items():
+            for peer, run in peers.items():
+                value = run()
+                samples[scenario][peer].append(value)
+                print(f"round {round_number}: {scenario}: {peer}: {value:,.0f}")
+    return {
+        scenario: {peer: statistics.median(values) for peer, values in peers.items()}
+        for scenario, peers in samples.items()
+    }
+
+
+def report(medians: dict[str, dict[str, float]], rounds: int) -> str:
+    lines = [
+        f"RayHost against bare Ray, medians of {rounds} interleaved rounds on one local Ray "
+        "(`ray.init(num_cpus=2)`, this 2-core machine; `python -m benchmarks.on_ray`).",
+        "",
+        "| scenario | peer | median |",
+        "|---|---|---|",
+    ]
+    for scenario, peers in medians.items():
+        lines += [f"| {scenario} | {peer} | {value:,.0f} |" for peer, value in peers.items()]
+    lines += ["", "| target (issue 15) | this run | met |", "|---|---|---|"]
+    for what, scenario, pool, reference, bound, at_most in TARGETS:
+        ratio = medians[scenario][pool] / medians[scenario][reference]
+        met = ratio <= bound if at_most else ratio >= bound
+        lines.append(f"| {what} | {ratio:.2f}x | {'yes' if met else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("ray.md"))
+    options = parser.parse_args()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        text = report(measure(options.rounds), options.rounds)
+    finally:
+        ray.shutdown()
+    options.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
