@@ -106,7 +106,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks: threads (benchmarks/results.{md,png}), then processes (processes.md)."""
-    session.install(".", "matplotlib", "trio-parallel")
+    """The benchmarks: threads (benchmarks/results.{md,png}), processes, Ray (processes.md, ray.md)."""
+    session.install(".[ray]", "matplotlib", "trio-parallel")
     session.run("python", "-m", "benchmarks", *session.posargs)
     session.run("python", "-m", "benchmarks.processes")
+    session.run("python", "-m", "benchmarks.on_ray")

@@ -1,6 +1,6 @@
 """RayHost against bare Ray, interleaved in one run on one local Ray; medians of the rounds.
 
-    python -m benchmarks.on_ray [--rounds 3] [--out benchmarks/ray.md]
+    python -m benchmarks.on_ray [--rounds 3] [--quick] [--out benchmarks/ray.md]
 
 Needs ``pip install '.[ray]'``. Peers: bare actor calls
 (``ray.get(actor.f.remote(x))``, one at a time, and pipelined: every call
@@ -28,7 +28,7 @@ from ray.util import ActorPool
 
 import trio_pool
 
-CALLS, WORKERS, OUTSTANDING = 2000, 4, 64
+CALLS, SAMPLES, WORKERS, OUTSTANDING = 2000, 300, 4, 64
 
 
 def add_one(x: int) -> int:
@@ -50,9 +50,9 @@ def bare_actors(count: int) -> list[Any]:
 def bare_latency() -> float:
     [actor] = bare_actors(1)
     samples = []
-    for i in range(300):
+    for i in range(SAMPLES):
         start = time.perf_counter()
-        ray.get(actor.f.remote(i))
+        assert ray.get(actor.f.remote(i)) == i + 1
         samples.append(time.perf_counter() - start)
     ray.kill(actor)
     return statistics.median(samples) * 1e6
@@ -63,9 +63,9 @@ def pool_latency() -> float:
         async with trio_pool.Pool(workers=1, host=trio_pool.RayHost()) as pool:
             await pool.run(add_one, 0)
             samples = []
-            for i in range(300):
+            for i in range(SAMPLES):
                 start = time.perf_counter()
-                await pool.run(add_one, i)
+                assert await pool.run(add_one, i) == i + 1
                 samples.append(time.perf_counter() - start)
             return statistics.median(samples) * 1e6
 
@@ -203,7 +203,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("ray.md"))
+    parser.add_argument("--quick", action="store_true", help="a tenth of the calls (a check)")
     options = parser.parse_args()
+    if options.quick:
+        global CALLS, SAMPLES
+        CALLS, SAMPLES = CALLS // 10, SAMPLES // 10
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         text = report(measure(options.rounds), options.rounds)

@@ -52,25 +52,36 @@ def left_after_a_moment(sid: int) -> list[int]:
     return left
 
 
-@pytest.mark.parametrize("name", sorted(ON_RAY))
-def test_ray_example(name: str, tmp_path: Path) -> None:
+def run_in_own_session(command: list[str], cwd: Path) -> tuple[int, str, str, list[int]]:
+    """Run ``command`` as a session of its own; its exit code, output, and what it left.
+
+    What it left running is killed, by pid, so that a failing run leaves nothing either.
+    """
     process = subprocess.Popen(
-        [sys.executable, str(EXAMPLES / name)],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=tmp_path,
+        cwd=cwd,
         start_new_session=True,  # so that whatever it starts can be found, and stopped
     )
     try:
-        stdout, stderr = process.communicate(timeout=120)
+        stdout, stderr = process.communicate(timeout=300)
     finally:
         process.kill()
         process.wait()
     left = left_after_a_moment(process.pid)
-    for pid in left:  # by pid, so that a failing run does not leave them either
+    for pid in left:
         os.kill(pid, signal.SIGKILL)
-    assert process.returncode == 0, stderr
+    return process.returncode, stdout, stderr, left
+
+
+@pytest.mark.parametrize("name", sorted(ON_RAY))
+def test_ray_example(name: str, tmp_path: Path) -> None:
+    code, stdout, stderr, left = run_in_own_session(
+        [sys.executable, str(EXAMPLES / name)], tmp_path
+    )
+    assert code == 0, stderr
     assert "400/400" in stderr  # the progress bar reached the end
     lines = stdout.splitlines()
     for expected in ON_RAY[name]:

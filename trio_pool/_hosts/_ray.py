@@ -347,7 +347,13 @@ class InRay:
         relayed = job is None or job.cancel_requested()  # the call said so already
         killed = False
         try:
-            while not ray.wait([ref], timeout=_POLL)[0]:
+            while True:
+                try:
+                    reply: bytes = ray.get(ref, timeout=_POLL)
+                except ray.exceptions.GetTimeoutError:
+                    pass
+                else:
+                    return reply
                 if self._loading and self._interrupted:
                     self._end(graceful=False)
                     raise LoadInterrupted
@@ -359,8 +365,6 @@ class InRay:
                     else:
                         cancel = self._actor.cancel.options(concurrency_group="control")
                         cancel.remote(self._calls)
-            reply: bytes = ray.get(ref)
-            return reply
         except ray.exceptions.RayError as exc:
             if killed:
                 error: BaseException = JobCancelled(
