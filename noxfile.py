@@ -106,7 +106,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmarks: threads (benchmarks/results.{md,png}), processes, Ray (processes.md, ray.md)."""
+    """The benchmarks: threads (results.{md,png}), processes (processes.md), Ray (ray.md)."""
     session.install(".[ray]", "matplotlib", "trio-parallel")
     session.run("python", "-m", "benchmarks", *session.posargs)
     session.run("python", "-m", "benchmarks.processes")
