@@ -8,7 +8,8 @@ submitted round-robin, then all gathered) and ``ray.util.ActorPool.map``,
 against the pool on a ``RayHost`` (on trio), all on actors of the same
 options (``max_concurrency=1``). Scenarios:
 
-- latency: one trivial call at a time, 1 actor (p50, µs);
+- latency: one trivial call at a time, 1 actor (p50, µs), a bare call and a
+  pool call in turn;
 - pipelined: 2,000 trivial calls over 4 actors (calls/s); the pool from 64
   tasks at once (``pool.run`` each), and ``pool.map`` (its adaptive chunks).
 """
@@ -47,29 +48,30 @@ def bare_actors(count: int) -> list[Any]:
     return actors
 
 
-def bare_latency() -> float:
+def latency() -> dict[str, float]:
+    """Bare calls and pool calls in turn, one of each per step, so both see the same machine."""
     [actor] = bare_actors(1)
-    samples = []
-    for i in range(SAMPLES):
-        start = time.perf_counter()
-        assert ray.get(actor.f.remote(i)) == i + 1
-        samples.append(time.perf_counter() - start)
-    ray.kill(actor)
-    return statistics.median(samples) * 1e6
 
-
-def pool_latency() -> float:
-    async def main() -> float:
+    async def main() -> dict[str, float]:
+        bare, pooled = [], []
         async with trio_pool.Pool(workers=1, host=trio_pool.RayHost()) as pool:
             await pool.run(add_one, 0)
-            samples = []
             for i in range(SAMPLES):
                 start = time.perf_counter()
+                assert ray.get(actor.f.remote(i)) == i + 1  # (blocks the loop: nothing else runs)
+                bare.append(time.perf_counter() - start)
+                start = time.perf_counter()
                 assert await pool.run(add_one, i) == i + 1
-                samples.append(time.perf_counter() - start)
-            return statistics.median(samples) * 1e6
+                pooled.append(time.perf_counter() - start)
+        return {
+            "bare actor call": statistics.median(bare) * 1e6,
+            "trio_pool RayHost": statistics.median(pooled) * 1e6,
+        }
 
-    return trio.run(main)
+    try:
+        return trio.run(main)
+    finally:
+        ray.kill(actor)
 
 
 def bare_pipelined() -> float:
@@ -124,17 +126,18 @@ def pool_map() -> float:
     return trio.run(main)
 
 
-SCENARIOS: dict[str, dict[str, Callable[[], float]]] = {
-    "latency p50 (µs), 1 actor": {
-        "bare actor call": bare_latency,
-        "trio_pool RayHost": pool_latency,
-    },
-    f"pipelined calls/s, {WORKERS} actors": {
-        "bare actor calls, pipelined": bare_pipelined,
-        "ActorPool.map": actor_pool_map,
-        "trio_pool RayHost (pool.run)": pool_pipelined,
-        "trio_pool RayHost (pool.map)": pool_map,
-    },
+def pipelined() -> dict[str, float]:
+    return {
+        "bare actor calls, pipelined": bare_pipelined(),
+        "ActorPool.map": actor_pool_map(),
+        "trio_pool RayHost (pool.run)": pool_pipelined(),
+        "trio_pool RayHost (pool.map)": pool_map(),
+    }
+
+
+SCENARIOS: dict[str, Callable[[], dict[str, float]]] = {
+    "latency p50 (µs), 1 actor": latency,
+    f"pipelined calls/s, {WORKERS} actors": pipelined,
 }
 
 
@@ -166,14 +169,11 @@ TARGETS = [
 
 
 def measure(rounds: int) -> dict[str, dict[str, float]]:
-    samples: dict[str, dict[str, list[float]]] = {
-        scenario: {peer: [] for peer in peers} for scenario, peers in SCENARIOS.items()
-    }
+    samples: dict[str, dict[str, list[float]]] = {}
     for round_number in range(1, rounds + 1):
-        for scenario, peers in SCENARIOS.items():
-            for peer, run in peers.items():
-                value = run()
-                samples[scenario][peer].append(value)
+        for scenario, run in SCENARIOS.items():
+            for peer, value in run().items():
+                samples.setdefault(scenario, {}).setdefault(peer, []).append(value)
                 print(f"round {round_number}: {scenario}: {peer}: {value:,.0f}")
     return {
         scenario: {peer: statistics.median(values) for peer, values in peers.items()}

@@ -24,6 +24,7 @@ from ._checks import check_count, check_sync_callable, check_target
 from ._exceptions import BrokenWorkerError, PoolClosedError, combine, raise_combined
 from ._handoff import Phase
 from ._hosts._process import ProcessHost
+from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
 from ._job import Job, is_cancellation
@@ -112,8 +113,9 @@ class Pool(Generic[I]):
             :func:`trio.to_thread.run_sync`.
         name: The pool's name, used for its worker threads' names.
         host: Where each worker's interface lives: :class:`ThreadHost` (the
-            default: in the worker thread) or :class:`ProcessHost` (in a
-            child process driven by the worker thread).
+            default: in the worker thread), :class:`ProcessHost` (in a
+            child process driven by the worker thread) or :class:`RayHost`
+            (in a Ray actor driven by the worker thread).
 
     Use it as an async context manager::
 
@@ -152,7 +154,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | None = None,
+        host: ThreadHost | ProcessHost | RayHost | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -168,7 +170,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | None = None,
+        host: ThreadHost | ProcessHost | RayHost | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -184,7 +186,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | None = None,
+        host: ThreadHost | ProcessHost | RayHost | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -200,7 +202,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | None = None,
+        host: ThreadHost | ProcessHost | RayHost | None = None,
     ) -> None: ...
     def __init__(  # type: ignore[misc]  # a mypy bug: *args: Any is refused beside Unpack[Ts]
         self,
@@ -215,7 +217,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | None = None,
+        host: ThreadHost | ProcessHost | RayHost | None = None,
     ) -> None:
         self._options = build_options(
             interface,

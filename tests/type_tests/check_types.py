@@ -122,6 +122,9 @@ async def check_what_a_pool_is_of() -> None:
     trio_pool.Pool(Db, 1, 2, 3)  # type: ignore[arg-type, call-arg]  # pyright: ignore[reportCallIssue, reportArgumentType]
     trio_pool.Pool(Db)  # type: ignore[arg-type, call-arg]  # pyright: ignore[reportCallIssue, reportArgumentType]
     trio_pool.Pool(factory, "3")  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue, reportArgumentType]
+    for host in (trio_pool.ThreadHost(), trio_pool.ProcessHost(), trio_pool.RayHost(num_cpus=1)):
+        assert_type(trio_pool.Pool(Db, "app.db", host=host), trio_pool.Pool[Db])
+    trio_pool.Pool(Db, "app.db", host="ray")  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
 
 
 async def check_the_block_swallows_nothing() -> int:
