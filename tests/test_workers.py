@@ -682,6 +682,8 @@ async def test_autoscaling_load_errors_are_logged_when_they_happen_and_kept_boun
             for _ in range(15):  # every new job retries the loader
                 with pytest.raises(ConnectionError):
                     await pool.run(int)
+            # A worker the last failure made the pool start may still be loading.
+            await poll_until(lambda: pool.statistics().workers == 0)
             attempts = pool.statistics().workers_started
             # Nobody is raised these until the exit: each was logged when it happened.
             warned = [r for r in caplog.records if "its loader raised" in r.getMessage()]
