@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import outcome
 import pytest
 
 import trio_pool
-from trio_pool._hosts._base import NO_EXC, Host, HostChoice, LoadInterrupted
+from trio_pool._hosts._base import NO_EXC, Host, HostChoice, HostDied, LoadInterrupted
 from trio_pool._in_worker import WorkerInfo
 
 from helpers import TIMEOUT, FileGate
@@ -353,3 +354,46 @@ def test_nothing_of_the_worker_is_left_in_the_thread_after_close(make_host: Make
         trio_pool.current_worker()
     with pytest.raises(RuntimeError):
         trio_pool.current_interface()
+
+
+# --- kill_on_cancel (process and Ray hosts): their own modules call this --------
+
+
+class LateCancel(View):
+    """Asks the job to stop only once it has finished: its reply is on its way by then."""
+
+    def __init__(self, started: FileGate, finished: FileGate) -> None:
+        super().__init__()
+        self.started, self.finished = started, finished
+
+    def cancel_requested(self) -> bool:
+        if not os.path.exists(self.started.path):
+            return False
+        assert self.finished.wait(), "the job never finished"
+        time.sleep(0.2)  # its reply has reached this side
+        return True
+
+
+def finish_after_a_while(started: FileGate, finished: FileGate) -> str:
+    started.open()
+    time.sleep(0.3)  # past a few of the host's looks at the cancel request
+    finished.open()
+    return "finished"
+
+
+def check_a_kill_that_races_the_reply(choice: HostChoice, tmp_path: Path) -> None:
+    """With kill_on_cancel, a cancel that comes with the reply still kills, and says so.
+
+    (The host used to read the reply and go on with a killed process or
+    actor: the worker's next job then failed with BrokenWorkerError.)
+    """
+    host = loaded(choice._factory(None, ())())
+    started, finished = FileGate(tmp_path / "started"), FileGate(tmp_path / "finished")
+    view = LateCancel(started, finished)
+    try:
+        with pytest.raises(HostDied) as info:
+            host.execute(finish_after_a_while, (started, finished), {}, False, view)
+        assert isinstance(info.value.error, trio_pool.JobCancelled)
+        assert "kill_on_cancel=True" in str(info.value.error)
+    finally:
+        assert host.close(NO_EXC) is None  # nothing left to close

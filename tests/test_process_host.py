@@ -33,6 +33,7 @@ from helpers import (
     python_with_ctrl_c,
     wait_in_thread,
 )
+from test_host_contract import check_a_kill_that_races_the_reply
 
 HOSTS = {
     "thread": trio_pool.ThreadHost(),
@@ -321,6 +322,41 @@ async def test_a_lessee_waiting_behind_a_worker_that_is_killed_gets_the_replacem
         assert pool.statistics().workers_died == 1
 
 
+def die_when_released(started: FileGate, release: FileGate) -> None:
+    started.open()
+    assert release.wait(), "the test never released the job"
+    os._exit(3)
+
+
+async def test_a_lease_given_a_busy_worker_that_dies_under_its_job_takes_another(
+    backend: str, tmp_path: Path, pids: set[int]
+) -> None:
+    started, release = FileGate(tmp_path / "started"), FileGate(tmp_path / "release")
+    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+        note_pids(pool, pids)
+        [doomed] = [w.pid for w in pool.statistics().worker_states]
+        job = await pool.submit(die_when_released, started, release)
+        await wait_in_thread(started)
+        seen: list[int] = []
+
+        async def lessee() -> None:
+            async with pool.lease() as worker:  # the busy worker is leased: its job ends first
+                seen.append(await worker.run(local_pid))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lessee)
+            await poll_until(lambda: pool.statistics().worker_states[0].leased)
+            release.open()  # the job kills the leased worker's process
+        result = await job.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.BrokenWorkerError)
+        note_pids(pool, pids)
+        # The lease ran nothing on the dead worker: it took the replacement instead of
+        # failing its first call with BrokenWorkerError.
+        assert len(seen) == 1
+        assert seen[0] not in (doomed, os.getpid())
+
+
 async def test_a_lease_whose_worker_dies_fails_its_next_calls_and_is_left_cleanly(
     backend: str, pids: set[int]
 ) -> None:
@@ -392,6 +428,10 @@ async def test_a_hook_that_outlasts_the_grace_period_is_killed(
     with pytest.raises(trio_pool.BrokenWorkerError, match=r"grace_period=0\.1"):
         async with trio_pool.Pool(SlowHook, workers=1, host=host) as pool:
             note_pids(pool, pids)
+
+
+def test_a_kill_on_cancel_that_races_the_reply_still_kills(tmp_path: Path) -> None:
+    check_a_kill_that_races_the_reply(trio_pool.ProcessHost(kill_on_cancel=True), tmp_path)
 
 
 def test_a_process_host_checks_its_arguments() -> None:

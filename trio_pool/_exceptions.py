@@ -87,3 +87,11 @@ def raise_combined(errors: list[BaseException]) -> None:
     error = combine(errors)
     if error is not None:
         raise error
+
+
+def killed_for_cancel(worker: str, what: str) -> JobCancelled:
+    """The Outcome's error of a job whose ``what`` (process, actor) ``kill_on_cancel`` killed."""
+    return JobCancelled(
+        f"the job was cancelled: worker {worker}'s {what} was killed (kill_on_cancel=True); "
+        "its exit hook did not run"
+    )

@@ -758,9 +758,10 @@ class Pool(Generic[I]):
         ``call_method`` and ``interface``, all served by that one worker
         (a transaction on a thread-bound connection), while other tasks use
         the rest of the pool. An idle worker is preferred; if every worker is
-        leased, entering waits for one (at most ``max_wait``). Leaving the
-        block, even by an error or a cancellation, returns the worker to the
-        pool.
+        leased, entering waits for one (at most ``max_wait``); a busy one is
+        leased once its job ends (another, if its process dies under that
+        job). Leaving the block, even by an error or a cancellation, returns
+        the worker to the pool.
 
         Args:
             reset: Called as ``reset(interface)`` in the worker's thread when
@@ -785,7 +786,18 @@ class Pool(Generic[I]):
     async def _acquire_worker(self, reset: Reset | None) -> Worker:
         parts = self._live()
         await parts.backend.checkpoint()  # a schedule point: no task keeps the line to itself
-        worker = await parts.leases.acquire(parts.workers.free_for_lease())
+        while True:
+            worker = await parts.leases.acquire(parts.workers.free_for_lease())
+            finishing = worker.slot.job  # a busy worker was leased: its shared job ends first
+            if finishing is not None:
+                try:
+                    await finishing._get_event().wait()
+                except BaseException:
+                    parts.leases.release(worker)
+                    raise
+            if worker.slot.serving:
+                break
+            parts.leases.release(worker)  # its process died under that job: take another
         if reset is not None:
             self._resets[worker] = reset
         return worker

@@ -24,6 +24,7 @@ import ray
 import trio_pool
 
 from helpers import TIMEOUT, FileGate, cancel_once_entered, poll_until, wait_in_thread
+from test_host_contract import check_a_kill_that_races_the_reply
 from test_process_host import (
     Model,
     Session,
@@ -249,6 +250,11 @@ async def test_a_hook_that_outlasts_the_grace_period_is_killed(backend: str) -> 
     with pytest.raises(trio_pool.BrokenWorkerError, match=r"grace_period=0\.1"):
         async with trio_pool.Pool(SlowHook, workers=1, host=host):
             pass
+
+
+def test_a_kill_on_cancel_that_races_the_reply_still_kills(tmp_path: Path) -> None:
+    host = trio_pool.RayHost(kill_on_cancel=True, grace_period=TIMEOUT)
+    check_a_kill_that_races_the_reply(host, tmp_path)
 
 
 def test_a_ray_host_checks_its_arguments() -> None:

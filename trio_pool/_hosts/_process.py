@@ -35,7 +35,7 @@ from typing import Any, final
 
 import outcome
 
-from .._exceptions import BrokenWorkerError, JobCancelled
+from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
 from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, check_grace_period
 from ._thread import InThread
@@ -366,29 +366,24 @@ class InProcess:
         """
         conn = self._conn
         relayed = job is not None and job.cancel_requested()  # the call said so already
-        killed = False
         try:
             while not self._ready(_POLL):
                 if job is not None and not relayed and job.cancel_requested():
                     relayed = True
                     if self._kill_on_cancel:
-                        killed = True
+                        # At once, even if the child's reply is on its way: the
+                        # worker must not go on with a killed child.
                         self._process.kill()
-                    else:
-                        self._send(("cancel",))
+                        self._end()
+                        raise HostDied(killed_for_cancel(self._name, "process"))
+                    self._send(("cancel",))
             message: tuple[Any, ...] = pickle.loads(conn.recv_bytes())
             return message
         except (EOFError, OSError) as exc:
-            if killed:
-                error: BaseException = JobCancelled(
-                    f"the job was cancelled: worker {self._name}'s process was killed "
-                    "(kill_on_cancel=True); its exit hook did not run"
-                )
-            else:
-                error = BrokenWorkerError(
-                    f"worker {self._name}'s process (pid {self.pid}) died while {doing}: "
-                    f"{_how_it_ended(self._process)}"
-                )
+            error = BrokenWorkerError(
+                f"worker {self._name}'s process (pid {self.pid}) died while {doing}: "
+                f"{_how_it_ended(self._process)}"
+            )
             self._end()
             raise HostDied(error) from exc
 

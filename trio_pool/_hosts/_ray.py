@@ -31,9 +31,16 @@ from typing import Any, final
 
 import outcome
 
-from .._exceptions import BrokenWorkerError, JobCancelled
+from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
-from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, LoadInterrupted, check_grace_period
+from ._base import (
+    NO_EXC,
+    ExcInfo,
+    HostDied,
+    HostFactory,
+    LoadInterrupted,
+    check_grace_period,
+)
 from ._thread import InThread
 from ._wire import decode_outcome, describe_unpicklable, dumps, encode_outcome, portable
 
@@ -345,7 +352,6 @@ class InRay:
         """
         ray = self._ray
         relayed = job is None or job.cancel_requested()  # the call said so already
-        killed = False
         try:
             while True:
                 try:
@@ -360,23 +366,18 @@ class InRay:
                 if not relayed and job is not None and job.cancel_requested():
                     relayed = True
                     if self._kill_on_cancel:
-                        killed = True
-                        ray.kill(self._actor, no_restart=True)
-                    else:
-                        cancel = self._actor.cancel.options(concurrency_group="control")
-                        cancel.remote(self._calls)
+                        # At once, even if the reply is on its way: the worker
+                        # must not go on with a killed actor.
+                        self._end(graceful=False)
+                        raise HostDied(killed_for_cancel(self._name, "actor"))
+                    cancel = self._actor.cancel.options(concurrency_group="control")
+                    cancel.remote(self._calls)
         except ray.exceptions.RayError as exc:
-            if killed:
-                error: BaseException = JobCancelled(
-                    f"the job was cancelled: worker {self._name}'s actor was killed "
-                    "(kill_on_cancel=True); its exit hook did not run"
-                )
-            else:
-                where = "" if self.actor_id is None else f" {self.actor_id} on node {self.node_id}"
-                error = BrokenWorkerError(
-                    f"worker {self._name}'s Ray actor{where} is gone: "
-                    f"{type(exc).__name__}: {_first_line(exc)}"
-                )
+            where = "" if self.actor_id is None else f" {self.actor_id} on node {self.node_id}"
+            error = BrokenWorkerError(
+                f"worker {self._name}'s Ray actor{where} is gone: "
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            )
             self._end(graceful=False)
             raise HostDied(error) from exc
 
