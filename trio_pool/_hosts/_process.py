@@ -39,7 +39,15 @@ from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
 from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, check_grace_period
 from ._thread import InThread
-from ._wire import decode_outcome, describe_unpicklable, dumps, encode_outcome, portable
+from ._wire import (
+    decode_outcome,
+    dumps,
+    encode_outcome,
+    pack_call,
+    pack_loader,
+    portable,
+    run_packed_call,
+)
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
 
@@ -193,14 +201,8 @@ def child_main(conn: Any, parent: int) -> None:
                 conn.send_bytes(dumps(("loaded", host.operations)))
             elif kind == "call":
                 assert host is not None
-                try:
-                    fn, args, kwargs, with_interface = pickle.loads(message[1])
-                except BaseException as exc:
-                    result: outcome.Outcome[Any] = outcome.Error(exc)
-                else:
-                    view = _ChildView(conn, cancelled=message[2])
-                    result = host.execute(fn, args, kwargs, with_interface, view)
-                    del fn, args, kwargs
+                view = _ChildView(conn, cancelled=message[2])
+                result = run_packed_call(host, message[1], view)
                 conn.send_bytes(encode_outcome(result))
                 del result
             elif kind == "close":
@@ -263,13 +265,7 @@ class InProcess:
 
     def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name
-        try:
-            loader = dumps((self._loader, self._args))
-        except BaseException as exc:
-            raise TypeError(
-                f"the loader {self._loader!r} or its arguments cannot be sent to a worker "
-                f"process: {exc}"
-            ) from exc
+        loader = pack_loader(self._loader, self._args, "a worker process")
         parent_end, child_end = self._context.Pipe()
         process = self._context.Process(
             target=child_main, args=(child_end, os.getpid()), name=worker.name
@@ -297,12 +293,9 @@ class InProcess:
         with_interface: bool,
         job: JobView,
     ) -> outcome.Outcome[Any]:
-        try:
-            payload = dumps((fn, args, kwargs, with_interface))
-        except BaseException:
-            return outcome.Error(
-                TypeError(describe_unpicklable(fn, args, kwargs, "the worker process"))
-            )
+        payload = pack_call(fn, args, kwargs, with_interface, "the worker process")
+        if isinstance(payload, outcome.Error):
+            return payload
         self._send(("call", payload, job.cancel_requested()))
         while True:
             message = self._receive(job, "running a job")

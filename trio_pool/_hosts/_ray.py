@@ -42,7 +42,15 @@ from ._base import (
     check_grace_period,
 )
 from ._thread import InThread
-from ._wire import decode_outcome, describe_unpicklable, dumps, encode_outcome, portable
+from ._wire import (
+    decode_outcome,
+    dumps,
+    encode_outcome,
+    pack_call,
+    pack_loader,
+    portable,
+    run_packed_call,
+)
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
 #: Actors started for one worker before its load fails: an actor placed on a
@@ -178,12 +186,8 @@ class RayWorker:
 
     def call(self, number: int, payload: bytes, cancelled: bool) -> bytes:
         assert self._host is not None
-        try:
-            fn, args, kwargs, with_interface = pickle.loads(payload)
-        except BaseException as exc:
-            return encode_outcome(outcome.Error(exc))
         view = _ActorView(self, number, cancelled=cancelled)
-        return encode_outcome(self._host.execute(fn, args, kwargs, with_interface, view))
+        return encode_outcome(run_packed_call(self._host, payload, view))
 
     def cancel(self, number: int) -> None:
         self._cancelled = max(self._cancelled, number)
@@ -261,12 +265,7 @@ class InRay:
 
     def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name
-        try:
-            loader = dumps((self._loader, self._args))
-        except BaseException as exc:
-            raise TypeError(
-                f"the loader {self._loader!r} or its arguments cannot be sent to a Ray actor: {exc}"
-            ) from exc
+        loader = pack_loader(self._loader, self._args, "a Ray actor")
         self._loading = True  # interrupt() from now on stops it (the pool: before it began)
         try:
             reply = self._start_actor(loader, worker)
@@ -299,11 +298,9 @@ class InRay:
         with_interface: bool,
         job: JobView,
     ) -> outcome.Outcome[Any]:
-        try:
-            payload = dumps((fn, args, kwargs, with_interface))
-        except BaseException:
-            problem = describe_unpicklable(fn, args, kwargs, "a Ray actor")
-            return outcome.Error(TypeError(problem))
+        payload = pack_call(fn, args, kwargs, with_interface, "a Ray actor")
+        if isinstance(payload, outcome.Error):
+            return payload
         self._calls += 1
         ref = self._actor.call.remote(self._calls, payload, job.cancel_requested())
         reply = self._get(ref, job)

@@ -17,6 +17,9 @@ from typing import Any, cast
 import cloudpickle  # type: ignore[import-untyped]  # pyright: ignore[reportMissingTypeStubs]
 import outcome
 
+from .._in_worker import JobView
+from ._base import Host
+
 _cloudpickle_dumps: Callable[..., bytes] = cloudpickle.dumps  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
 
@@ -93,3 +96,44 @@ def describe_unpicklable(
         except BaseException as exc:  # noqa: PERF203 (only on the error path)
             return f"{what} ({value!r}) cannot be sent to {where}: {exc}"
     return f"the call cannot be sent to {where}"
+
+
+def pack_loader(loader: object, args: tuple[Any, ...], where: str) -> bytes:
+    """The loader and its arguments, pickled to be sent to ``where``.
+
+    Raises:
+        TypeError: naming what cannot be pickled.
+    """
+    try:
+        return dumps((loader, args))
+    except BaseException as exc:
+        raise TypeError(
+            f"the loader {loader!r} or its arguments cannot be sent to {where}: {exc}"
+        ) from exc
+
+
+def pack_call(
+    fn: Callable[..., Any] | str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    with_interface: bool,
+    where: str,
+) -> bytes | outcome.Error:
+    """One call, pickled to be sent to ``where``, or the job's TypeError naming what cannot be."""
+    try:
+        return dumps((fn, args, kwargs, with_interface))
+    except BaseException:
+        return outcome.Error(TypeError(describe_unpicklable(fn, args, kwargs, where)))
+
+
+def run_packed_call(host: Host, payload: bytes, job: JobView) -> outcome.Outcome[Any]:
+    """On the far side: the call :func:`pack_call` made, run by ``host``, as an Outcome.
+
+    A call that does not unpickle there (a module the far side cannot
+    import) fails alone; nothing of the call is held once it returns.
+    """
+    try:
+        fn, args, kwargs, with_interface = pickle.loads(payload)
+    except BaseException as exc:
+        return outcome.Error(exc)
+    return host.execute(fn, args, kwargs, with_interface, job)
