@@ -23,6 +23,7 @@ import outcome
 import pytest
 
 import trio_pool
+from trio_pool._hosts._base import HostChoice
 
 from helpers import (
     TIMEOUT,
@@ -207,7 +208,12 @@ class Session:
 async def test_broadcast_method_and_a_lease_reset_on_every_host(
     backend: str, host: str, pids: set[int]
 ) -> None:
-    async with trio_pool.Pool(Session, workers=2, host=HOSTS[host]) as pool:
+    await check_broadcast_method_and_a_lease_reset(HOSTS[host], pids)
+
+
+async def check_broadcast_method_and_a_lease_reset(host: HostChoice, pids: set[int]) -> None:
+    """(Also run by tests/on_ray.)"""
+    async with trio_pool.Pool(Session, workers=2, host=host) as pool:
         note_pids(pool, pids)
         with anyio.CancelScope() as scope:
             async with pool.lease(reset=Session.reset) as session:
@@ -225,12 +231,20 @@ async def test_broadcast_method_and_a_lease_reset_on_every_host(
 async def test_a_cancelled_caller_stops_a_cooperative_job(
     backend: str, host: str, tmp_path: Path, pids: set[int]
 ) -> None:
+    await check_a_cancelled_caller_stops_a_cooperative_job(HOSTS[host], tmp_path, pids)
+
+
+async def check_a_cancelled_caller_stops_a_cooperative_job(
+    host: HostChoice, tmp_path: Path, pids: set[int]
+) -> None:
+    """(Also run by tests/on_ray.)"""
     started = FileGate(tmp_path / "started")
-    async with trio_pool.Pool(workers=1, host=HOSTS[host]) as pool:
+    async with trio_pool.Pool(workers=1, host=host) as pool:
         note_pids(pool, pids)
         scope = await cancel_once_entered(started, pool.run, spin_until_cancelled, started)
         assert scope.cancelled_caught
         assert pool.statistics().cancelled == 1
+        assert await pool.run(trio_pool.check_cancelled) is None  # not the next job's cancel
         assert await pool.run(int, "5") == 5  # the worker keeps serving
 
 

@@ -27,8 +27,9 @@ from helpers import TIMEOUT, FileGate, cancel_once_entered, poll_until, wait_in_
 from test_host_contract import check_a_kill_that_races_the_reply
 from test_process_host import (
     Model,
-    Session,
     SlowHook,
+    check_a_cancelled_caller_stops_a_cooperative_job,
+    check_broadcast_method_and_a_lease_reset,
     die,
     interface_scale,
     lines,
@@ -108,27 +109,15 @@ async def test_wait_and_from_loop_say_they_do_not_work_on_ray(backend: str) -> N
         assert await pool.run(local_pid) != os.getpid()  # the worker keeps serving
 
 
+# The process tests' own bodies; conftest's no_actor_left checks what they leave.
+
+
 async def test_broadcast_method_and_a_lease_reset_on_ray(backend: str) -> None:
-    async with trio_pool.Pool(Session, workers=2, host=HOST) as pool:
-        with anyio.CancelScope() as scope:
-            async with pool.lease(reset=Session.reset) as session:
-                await session.call_method(Session.begin)
-                opened = await pool.broadcast_method(Session.is_open)  # reaches the lease too
-                assert sorted(o.unwrap() for o in opened) == [False, True]
-                scope.cancel()
-                await anyio.sleep_forever()
-        assert scope.cancelled_caught
-        closed = await pool.broadcast_method(Session.is_open)
-        assert [o.unwrap() for o in closed] == [False, False]
+    await check_broadcast_method_and_a_lease_reset(HOST, pids=set())
 
 
 async def test_a_cancelled_caller_stops_a_cooperative_job(backend: str, tmp_path: Path) -> None:
-    started = FileGate(tmp_path / "started")
-    async with trio_pool.Pool(workers=1, host=HOST) as pool:
-        scope = await cancel_once_entered(started, pool.run, spin_until_cancelled, started)
-        assert scope.cancelled_caught
-        assert pool.statistics().cancelled == 1
-        assert await pool.run(trio_pool.check_cancelled) is None  # not the next job's cancel
+    await check_a_cancelled_caller_stops_a_cooperative_job(HOST, tmp_path, pids=set())
 
 
 def notice_cancel(started: FileGate) -> str:
