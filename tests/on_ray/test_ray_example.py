@@ -52,6 +52,14 @@ def left_after_a_moment(sid: int) -> list[int]:
     return left
 
 
+def stop_what_is_left(sid: int) -> list[int]:
+    """Kill, by pid, what is still running of session ``sid``; return those pids."""
+    left = left_after_a_moment(sid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 def run_in_own_session(command: list[str], cwd: Path) -> tuple[int, str, str, list[int]]:
     """Run ``command`` as a session of its own; its exit code, output, and what it left.
 
@@ -70,10 +78,7 @@ def run_in_own_session(command: list[str], cwd: Path) -> tuple[int, str, str, li
     finally:
         process.kill()
         process.wait()
-    left = left_after_a_moment(process.pid)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    return process.returncode, stdout, stderr, left
+    return process.returncode, stdout, stderr, stop_what_is_left(process.pid)
 
 
 @pytest.mark.parametrize("name", sorted(ON_RAY))

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 from helpers import assert_ended_by_ctrl_c, python_with_ctrl_c
-from test_ray_example import left_after_a_moment, no_actor_left, ray_cluster
+from test_ray_example import no_actor_left, ray_cluster, stop_what_is_left
 
 __all__ = ["no_actor_left", "ray_cluster"]  # conftest's, replaced: this module needs no Ray
 
@@ -70,9 +70,7 @@ def test_ctrl_c_runs_every_hook_in_its_actor_and_leaves_nothing(tmp_path: Path) 
     finally:
         process.kill()
         process.wait()
-    left = left_after_a_moment(process.pid)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
+    left = stop_what_is_left(process.pid)
     assert process.returncode != 0
     assert_ended_by_ctrl_c("trio", stderr)
     hooks = sorted(record.read_text().splitlines())
