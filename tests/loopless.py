@@ -62,9 +62,10 @@ class Loop:
             fn,
             args,
             {},
-            new_event=FakeEvent,
-            canceller=self.handoff.cancel,
-            context=contextvars.copy_context(),
+            False,
+            contextvars.copy_context(),
+            FakeEvent,
+            self.handoff.cancel,
         )
 
     def results(self) -> list[outcome.Outcome[Any]]:

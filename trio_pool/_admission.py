@@ -60,9 +60,13 @@ class Admission:
     def _room(self) -> bool:
         return self._handoff.queued + self._reserved < self._size
 
+    def has_room(self) -> bool:
+        """Whether a place can be taken now (nobody waits and the queue has room)."""
+        return not self._waiters and self._handoff.queued + self._reserved < self._size
+
     def acquire_nowait(self) -> None:
         """Take a place, or raise :class:`QueueFull` (a ``WouldBlock``)."""
-        if self._waiters or not self._room():
+        if not self.has_room():
             raise QueueFull
 
     async def acquire(self, *, shed: bool = True) -> None:

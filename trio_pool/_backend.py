@@ -28,6 +28,14 @@ class Event(Protocol):
     def wait(self) -> Awaitable[object]: ...
 
 
+class Waker(Protocol):
+    """A one-shot event with at most one waiting task: a caller waiting for its jobs."""
+
+    def set(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self) -> Awaitable[object]: ...
+
+
 class Backend(Protocol):
     """The running event loop, as the pool sees it."""
 
@@ -40,6 +48,10 @@ class Backend(Protocol):
 
     def event(self) -> Event:
         """A new event for this loop."""
+        ...
+
+    def waker(self) -> Waker:
+        """A new :class:`Waker`: cheaper than an event, for one waiting task."""
         ...
 
     def current_time(self) -> float:
@@ -61,8 +73,9 @@ class Backend(Protocol):
     async def cancellation_point(self) -> None:
         """Raise the task's cancellation if there is one (cheapest way per loop).
 
-        On asyncio this is a full checkpoint: only a yield to the loop shows a
-        pending native ``Task.cancel()``.
+        On asyncio this yields to the loop if a native ``Task.cancel()`` may
+        be pending (``Task.cancelling()``; always on Python 3.10), as only a
+        yield shows it.
         """
         ...
 
@@ -77,6 +90,9 @@ class _Trio:
 
     def event(self) -> Event:
         return trio.Event()
+
+    def waker(self) -> Waker:
+        return _TrioWaker()
 
     def is_current(self) -> bool:
         try:
@@ -102,6 +118,9 @@ class _Asyncio:
 
     def event(self) -> Event:
         return asyncio.Event()
+
+    def waker(self) -> Waker:
+        return _AsyncioWaker(self._loop.create_future())
 
     def is_current(self) -> bool:
         return asyncio._get_running_loop() is self._loop
@@ -152,7 +171,68 @@ class _Asyncio:
         return self._loop.time()
 
     checkpoint = staticmethod(anyio.lowlevel.checkpoint)
-    cancellation_point = staticmethod(anyio.lowlevel.checkpoint)
+
+    @staticmethod
+    async def cancellation_point() -> None:
+        """A yield only if a cancellation may be pending: a native ``Task.cancel()`` shows
+        only at a yield, and a cancel scope's through anyio's own check."""
+        task = asyncio.current_task()
+        cancelling = getattr(task, "cancelling", None)  # (Python 3.10 has none)
+        if cancelling is None or cancelling():
+            await anyio.lowlevel.checkpoint()
+        else:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+class _TrioWaker:
+    """The task parked by trio itself: no ParkingLot, as ``trio.to_thread`` waits."""
+
+    __slots__ = ("_set", "_task")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._task: trio.lowlevel.Task | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            task, self._task = self._task, None
+            if task is not None:
+                trio.lowlevel.reschedule(task)
+
+    def wait(self) -> Awaitable[object]:
+        """Awaited at once (the task is parked by the await that follows)."""
+        if self._set:
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 (the caller awaits it)
+        self._task = trio.lowlevel.current_task()
+        return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105
+
+    def _abort(self, _: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class _AsyncioWaker:
+    """A bare future (an :class:`asyncio.Event` without its list of waiters)."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self, future: asyncio.Future[None]) -> None:
+        self._future = future
+
+    def is_set(self) -> bool:
+        future = self._future
+        return future.done() and not future.cancelled()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    def wait(self) -> Awaitable[object]:
+        return self._future
 
 
 def _nothing() -> None:

@@ -64,6 +64,7 @@ class Calls:
     ) -> None:
         """``start_soon`` starts a task in the pool's own scope (its task group)."""
         self._new_event = backend.event
+        self._new_waker = backend.waker
         self._counters = counters
         self._start_soon = start_soon
         self._abandon_on_cancel = abandon_on_cancel
@@ -77,13 +78,14 @@ class Calls:
 
     async def outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
         """:meth:`outcomes_of` for one job: the hot path of run() and call()."""
-        wake = job._wake = self._new_event()
+        wake = job._wake = self._new_waker()
         try:
             while job._outcome is None:
-                if wake.is_set():  # woken by a from_loop() call: re-arm first
-                    wake = job._wake = self._new_event()
-                if job._requests:
+                if job._requests:  # the wake-up was a from_loop() call: re-arm, then serve
+                    wake = job._wake = self._new_waker()
                     await self._serve_requests(job)
+                elif wake.is_set():
+                    wake = job._wake = self._new_waker()
                 else:
                     await wake.wait()
         except BaseException as exc:
@@ -101,7 +103,7 @@ class Calls:
         or calls.
         """
         jobs = list(jobs)
-        wake = self._new_event()
+        wake = self._new_waker()
         for job in jobs:
             job._wake = wake
         try:
@@ -109,7 +111,7 @@ class Calls:
                 # Re-arm, then look, then wait: nothing can happen in between,
                 # as the loop runs only this task until the next await.
                 if wake.is_set():
-                    wake = self._new_event()
+                    wake = self._new_waker()
                     for job in jobs:
                         job._wake = wake
                 if any(job._requests for job in jobs):

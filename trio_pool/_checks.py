@@ -15,10 +15,15 @@ def check_count(name: str, value: object, *, minimum: int = 1) -> int:
     return value
 
 
+_MARKED = "_is_coroutine_marker"  # set by inspect.markcoroutinefunction()
+
+
 def _plainly_sync(fn: object) -> bool:
     """True for the common sync callables, told apart without inspect's unwrapping:
     a plain function, a method of one, a builtin, a class (``int``, a dataclass)."""
-    if hasattr(fn, "_is_coroutine_marker"):  # inspect.markcoroutinefunction()
+    if type(fn) is FunctionType:  # the common case, first
+        return not (fn.__code__.co_flags & inspect.CO_COROUTINE or _MARKED in fn.__dict__)
+    if hasattr(fn, _MARKED):
         return False
     if isinstance(fn, MethodType):
         fn = fn.__func__
@@ -29,7 +34,10 @@ def _plainly_sync(fn: object) -> bool:
 
 def check_sync_callable(fn: object) -> None:
     """TypeError unless ``fn`` is a callable that is not an async function."""
-    if _plainly_sync(fn):
+    if type(fn) is FunctionType:  # the hot path of run(): no further call
+        if not (fn.__code__.co_flags & inspect.CO_COROUTINE or _MARKED in fn.__dict__):
+            return
+    elif _plainly_sync(fn):
         return
     if isinstance(fn, str):
         raise TypeError(

@@ -299,9 +299,18 @@ class Handoff:
         with self.lock:
             slot._move(Phase.STOPPED)
 
-    def take(self, slot: Slot) -> Job[Any] | None:
-        """The next job for ``slot``'s worker, or None when it should stop."""
+    def take(self, slot: Slot, done: list[outcome.Outcome[Any]] | None = None) -> Job[Any] | None:
+        """The next job for ``slot``'s worker, or None when it should stop.
+
+        ``done``: the worker's list holding the Outcome of the job it ran, if
+        any; it is handed back first (as :meth:`finish` does), under the same
+        hold of the lock, and the list emptied.
+        """
+        post = False  # whether to wake the loop for a flush, once the lock is released
+        job: Job[Any] | None
         with self.lock:
+            if done:
+                post = self._finished_one(slot, done.pop())
             while True:
                 if slot.direct:
                     job = slot.direct.popleft()
@@ -309,47 +318,59 @@ class Handoff:
                 if slot.stop_requested:
                     slot._move(Phase.STOPPING)
                     self._pass_on()  # a wake-up may have been meant for a job
-                    return None
+                    job = None
+                    break
                 if self._jobs and not slot.leased:
                     job = self._jobs.popleft()
                     break
                 if self._draining:
                     slot._move(Phase.STOPPING)
-                    return None
+                    job = None
+                    break
                 if slot.leased:
                     self._pass_on()  # a wake-up may have been meant for a job
                 else:
                     self._idle.append(slot)
+                if post:  # before sleeping: the loop must not wait for this outcome
+                    self._post(self.flush)
+                    post = False
                 slot.wakeup.wait()
                 if slot.called:
                     slot.called = False
                     self._waking -= 1
                 elif slot in self._idle:  # woken by something else than a new job
                     self._idle.remove(slot)
-            self._pass_on()  # jobs still waiting: wake the next worker
-            job._place = Place.RUNNING
-            wake = self._room_wanted and not self._flush_posted and job._slot is None
-            job._slot = slot
-            job.worker_id = slot.id
-            slot.job = job
-            if wake:
-                self._flush_posted = True
-        if wake:
+            if job is not None:
+                if self._jobs and self._idle and len(self._jobs) > self._waking:
+                    self._call_idle()  # jobs still waiting: wake the next worker (_pass_on)
+                job._place = Place.RUNNING
+                if self._room_wanted and not self._flush_posted and job._slot is None:
+                    post = self._flush_posted = True
+                job._slot = slot
+                job.worker_id = slot.id
+                slot.job = job
+        if post:
             self._post(self.flush)
         return job
+
+    def _finished_one(self, slot: Slot, result: outcome.Outcome[Any]) -> bool:
+        """Record the outcome of ``slot``'s job (lock held); True if the loop must be woken."""
+        job, slot.job = slot.job, None
+        assert job is not None
+        job._place = Place.OUT
+        slot.jobs_done += 1
+        self._finished.append((job, result))
+        if self._flush_posted:
+            return False
+        self._flush_posted = True
+        return True
 
     def finish(self, slot: Slot, result: outcome.Outcome[Any]) -> None:
         """Hand back the worker's finished job; wake the loop unless a wake-up is pending."""
         with self.lock:
-            job, slot.job = slot.job, None
-            assert job is not None
-            job._place = Place.OUT
-            slot.jobs_done += 1
-            self._finished.append((job, result))
-            if self._flush_posted:
-                return
-            self._flush_posted = True
-        self._post(self.flush)
+            post = self._finished_one(slot, result)
+        if post:
+            self._post(self.flush)
 
     def wait_for(
         self, slot: Slot, job: Job[Any], key: Hashable, timeout: float | None

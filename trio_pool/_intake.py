@@ -16,7 +16,7 @@ from ._admission import Admission
 from ._autoscale import Autoscaler, FixedSize
 from ._backend import Backend
 from ._calls import Calls
-from ._exceptions import PoolClosedError, QueueFull
+from ._exceptions import PoolClosedError
 from ._handoff import Delivery, Handoff, Slot
 from ._hosts._base import ExcInfo
 from ._interface import Operations
@@ -43,6 +43,7 @@ class Intake:
         self._admission = admission
         self._workers = workers
         self._autoscaler = autoscaler
+        self._autoscaling = not isinstance(autoscaler, FixedSize)
         self._calls = calls
         self._counters = counters
         self._operations = operations
@@ -58,8 +59,8 @@ class Intake:
         fn: Callable[..., Any] | str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
         with_interface: bool = False,
+        *,
         slot: Slot | None = None,
         closing: bool = False,
     ) -> Job[Any]:
@@ -71,17 +72,17 @@ class Intake:
         if not self._open and not closing:
             raise PoolClosedError(f"the pool {self._name!r} is closed")
         job: Job[Any] = Job(
-            self._operations.resolve(fn),
+            self._operations.resolve(fn) if type(fn) is str else fn,
             args,
             kwargs,
-            new_event=self._backend.event,
-            canceller=self.cancel,
-            with_interface=with_interface,
-            context=contextvars.copy_context(),
+            with_interface,
+            contextvars.copy_context(),
+            self._backend.event,
+            self.cancel,
         )
         self._counters.accepted()
         self._handoff.put(job, slot)
-        if slot is None:
+        if slot is None and self._autoscaling:
             self._autoscaler.job_queued()
         return job
 
@@ -109,17 +110,14 @@ class Intake:
             await self._backend.checkpoint()
         else:  # the caller's wait that follows is the schedule point
             await self._backend.cancellation_point()
-        try:
-            self._admission.acquire_nowait()
-        except QueueFull:
+        if not self._admission.has_room():
             await self._admission.acquire(shed=shed)
-        return self.accept(fn, args, kwargs, with_interface=with_interface)
+        return self.accept(fn, args, kwargs, with_interface)
 
     def deliver(self, batch: Delivery) -> None:
         """The handoff's finished jobs."""
         self._autoscaler.delivered(batch)
-        for job, result in batch:
-            self._counters.record(job, result)
+        self._counters.record_all(batch)
         self._admission.release()
 
     def cancel(self, job: Job[Any]) -> bool:

@@ -14,14 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
-from outcome import Error, Outcome
+from outcome import Error, Outcome, Value
 
 from ._exceptions import JobCancelled
 
 if TYPE_CHECKING:
-    from ._backend import Event
+    from ._backend import Event, Waker
 
 T = TypeVar("T")
+
+_NO_KWARGS: dict[str, Any] = {}  # a done job's (never written to)
 
 
 @final
@@ -64,7 +66,7 @@ class Job(Generic[T]):
     # Written by _calls, in the loop thread: the caller's wake-up while a
     # caller waits (None otherwise), its from_loop() requests, and whether
     # the caller abandoned the job.
-    _wake: Event | None
+    _wake: Waker | None
     _requests: list[Any] | None
     _abandoned: bool
 
@@ -73,12 +75,12 @@ class Job(Generic[T]):
         fn: Callable[..., Any] | str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
+        with_interface: bool,
+        context: contextvars.Context,
         new_event: Callable[[], Event],
         canceller: Callable[[Job[Any]], bool],
-        with_interface: bool = False,
-        context: contextvars.Context,
     ) -> None:
+        """Positional only, as it is made once per call."""
         # What to run; dropped once the job is done (the pool keeps nothing).
         self._fn: Callable[..., Any] | str | None = fn
         self._args: tuple[Any, ...] = args
@@ -167,7 +169,7 @@ class Job(Generic[T]):
         self._outcome = result
         self._fn = None
         self._args = ()
-        self._kwargs = {}
+        self._kwargs = _NO_KWARGS
         if self._event is not None:
             self._event.set()
         if self._wake is not None:
@@ -183,6 +185,14 @@ class Job(Generic[T]):
             if self._outcome is not None:
                 self._event.set()
         return self._event
+
+
+def value_of(result: Outcome[T]) -> T:
+    """``result.unwrap()`` for an Outcome that only the pool has seen (a run's): not marked used."""
+    if isinstance(result, Value):
+        value: T = result.value
+        return value
+    return result.unwrap()
 
 
 def cancelled_outcome() -> Error:

@@ -27,7 +27,7 @@ from ._hosts._process import ProcessHost
 from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
-from ._job import Job, is_cancellation
+from ._job import Job, is_cancellation, value_of
 from ._lease import Lease, Reset, WorkerLease
 from ._map import MapResults
 from ._options import build_options
@@ -386,9 +386,11 @@ class Pool(Generic[I]):
     def _live(self) -> Parts:
         """The parts of the open pool; RuntimeError or PoolClosedError if it is not."""
         if self._state is _State.OPEN:
-            assert self._parts is not None
-            self._check_loop(self._parts)
-            return self._parts
+            parts = self._parts
+            assert parts is not None
+            if parts.backend.is_current():
+                return parts
+            self._check_loop(parts)
         if self._state is _State.NEW:
             raise RuntimeError("enter the pool first: `async with Pool(...) as pool:`")
         raise PoolClosedError(f"the pool {self.name!r} is closed")
@@ -505,7 +507,7 @@ class Pool(Generic[I]):
         check_sync_callable(fn)
         parts = self._live()
         job = await parts.intake.submit(fn, args, kwargs)
-        result: R = (await parts.calls.outcome_of(job)).unwrap()
+        result: R = value_of(await parts.calls.outcome_of(job))
         return result
 
     async def call(self, op: str, /, *args: Any, **kwargs: Any) -> outcome.Outcome[Any]:
@@ -539,7 +541,7 @@ class Pool(Generic[I]):
         check_sync_callable(method)
         parts = self._live()
         job = await parts.intake.submit(method, args, kwargs, with_interface=True)
-        result: R = (await parts.calls.outcome_of(job)).unwrap()
+        result: R = value_of(await parts.calls.outcome_of(job))
         return result
 
     @property

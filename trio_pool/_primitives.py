@@ -55,9 +55,10 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
         fn,
         args,
         kwargs,
-        new_event=backend.event,
-        canceller=_ask_to_stop,
-        context=contextvars.copy_context(),
+        False,
+        contextvars.copy_context(),
+        backend.event,
+        _ask_to_stop,
     )
     calls = Calls(backend, Counters(), _no_pool_scope, abandon_on_cancel=False)
     view = _ThreadCall(job, backend.post, calls.route)

@@ -102,10 +102,13 @@ class Worker:
         logger.debug("worker %s started", self.info.name)
         handoff.loaded(slot, ok=True)
         self._post(self.loaded.set)
-        while (job := handoff.take(slot)) is not None:
+        # The Outcome of the job just run, which take() hands back (emptying
+        # the list): so this thread holds no result while it waits.
+        done: list[outcome.Outcome[Any]] = []
+        while (job := handoff.take(slot, done)) is not None:
             self._job = job
             try:
-                result = job._context.run(self._execute, job)
+                done.append(job._context.run(self._execute, job))
             except HostDied as exc:
                 self._job = None
                 self.died = True
@@ -114,9 +117,7 @@ class Worker:
                 handoff.finish(slot, outcome.Error(exc.error))
                 handoff.closed(slot)
                 return None
-            self._job = None
-            handoff.finish(slot, result)
-            del job, result  # hold nothing while waiting for the next job
+            self._job = job = None  # hold no job while waiting for the next
         error = host.close(slot.exit_info)
         handoff.closed(slot)
         if error is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, Protocol, TypeGuard
 
 import outcome
@@ -153,7 +153,7 @@ def call_sync(
     """``fn(*args, **kwargs)`` as an Outcome, whatever it raises; a coroutine is an error."""
     try:
         result = fn(*args, **kwargs)
-        if inspect.iscoroutine(result):
+        if type(result) is CoroutineType:
             result.close()
             raise TypeError(
                 f"{fn!r} returned a coroutine: the pool runs sync functions; "
