@@ -14,7 +14,7 @@ import pytest
 from loopless import Loop
 
 import trio_pool
-from trio_pool._handoff import Phase, Place, Slot
+from trio_pool._handoff import Bell, Phase, Place, Slot
 from trio_pool._job import Job
 
 from helpers import TIMEOUT
@@ -82,6 +82,46 @@ def test_outcomes_come_back_in_one_wake_up_per_batch() -> None:
     assert loop.run_posted() == 1  # one flush for three outcomes
     assert loop.results() == [outcome.Value(1)] * 3
     assert slot.jobs_done == 3
+
+
+def test_take_hands_back_the_last_outcome_and_wakes_the_loop_before_it_sleeps() -> None:
+    loop = Loop()
+    slot = serving_slot(loop)
+    loop.handoff.put(loop.job())
+    assert loop.handoff.take(slot) is not None
+    done = [outcome.Value(7)]
+    asleep = threading.Thread(target=loop.handoff.take, args=(slot, done))
+    asleep.start()
+    wait_idle(loop, 1)  # it sleeps for want of a job...
+    assert done == []  # ...holding no outcome: handed back, the worker's list emptied
+    assert loop.run_posted() == 1  # and the loop was woken for it before the sleep
+    assert loop.results() == [outcome.Value(7)]
+    loop.handoff.stop([slot])
+    asleep.join(TIMEOUT)
+    assert not asleep.is_alive()
+
+
+def test_a_bell_keeps_one_ring_until_the_wait_and_lets_go_of_the_lock_meanwhile() -> None:
+    lock, bell = threading.Lock(), Bell()
+    bell.ring()
+    bell.ring()  # rings before the wait are one ring, never an error
+    with lock:
+        assert bell.wait(lock, timeout=TIMEOUT)  # rung already: returns at once...
+        assert lock.locked()  # ...with the lock held again
+        assert not bell.wait(lock, timeout=0)  # not rung since: the timeout ends it
+        woken = threading.Event()
+
+        def ring_under_the_lock() -> None:
+            with lock:  # only possible while the waiter lets go of it
+                bell.ring()
+            woken.set()
+
+        ringer = threading.Thread(target=ring_under_the_lock)
+        ringer.start()
+        assert bell.wait(lock, timeout=TIMEOUT)
+        assert woken.wait(TIMEOUT)
+    ringer.join(TIMEOUT)
+    assert not ringer.is_alive()
 
 
 def test_cancel_removes_a_queued_job_once_and_leaves_a_taken_out_one_alone() -> None:

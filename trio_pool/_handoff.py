@@ -60,6 +60,40 @@ _NEXT = {
 }
 
 
+class Bell:
+    """A worker's wake-up: rung from any thread, waited for by that worker alone.
+
+    A ring is kept until the worker waits (a binary semaphore, in C), so the
+    worker lets go of the handoff's lock while it sleeps and a ring in
+    between is not lost; a ring that finds it awake costs one more look.
+    Unlike a ``threading.Condition``, waiting allocates nothing.
+    """
+
+    __slots__ = ("_rung",)
+
+    def __init__(self) -> None:
+        self._rung = threading.Lock()
+        self._rung.acquire()  # held: not rung
+
+    def ring(self) -> None:
+        try:  # noqa: SIM105 (suppress() would cost three calls per ring)
+            self._rung.release()
+        except RuntimeError:  # rung already
+            pass
+
+    def wait(self, held: threading.Lock, timeout: float = -1) -> bool:
+        """Sleep until rung (at most ``timeout`` seconds if given), with ``held`` let go.
+
+        Returns:
+            Whether it was rung (False: the timeout passed first).
+        """
+        held.release()
+        try:
+            return self._rung.acquire(timeout=timeout)
+        finally:
+            held.acquire()
+
+
 class Slot:
     """One worker's place in the handoff. Every field: written here, under the lock.
 
@@ -82,7 +116,7 @@ class Slot:
         "wakeup",
     )
 
-    def __init__(self, lock: threading.Lock, id: int) -> None:  # noqa: A002
+    def __init__(self, id: int) -> None:  # noqa: A002
         self.id: int = id  # the worker's
         self.phase: Phase = Phase.LOADING
         self.job: Job[Any] | None = None  # the job it runs
@@ -91,7 +125,7 @@ class Slot:
         self.leased: bool = False
         self.stop_requested: bool = False
         self.called: bool = False  # woken for the shared queue (counted in Handoff._waking)
-        self.wakeup: threading.Condition = threading.Condition(lock)
+        self.wakeup: Bell = Bell()
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told.
         self.exit_info: ExcInfo = NO_EXC
@@ -135,14 +169,14 @@ class Handoff:
         return len(self._jobs) > len(self._idle) + self._waking
 
     def new_slot(self, worker_id: int) -> Slot:
-        return Slot(self.lock, worker_id)
+        return Slot(worker_id)
 
     def _call_idle(self) -> None:
         """Wake the most recently idle worker for the shared queue (lock held)."""
         slot = self._idle.pop()
         slot.called = True
         self._waking += 1
-        slot.wakeup.notify()
+        slot.wakeup.ring()
 
     def _pass_on(self) -> None:
         """Wake an idle worker if more jobs wait than wake-ups are on their way."""
@@ -153,7 +187,7 @@ class Handoff:
         """Wake ``slot``'s worker if it sleeps (lock held)."""
         if slot in self._idle:
             self._idle.remove(slot)
-        slot.wakeup.notify()
+        slot.wakeup.ring()
 
     @staticmethod
     def _take_out(jobs: Iterable[Job[Any]]) -> list[Job[Any]]:
@@ -191,7 +225,7 @@ class Handoff:
                 return True
             if job._place is Place.RUNNING:
                 job._cancel_requested = True
-                job._slot.wakeup.notify()  # it may sleep in trio_pool.wait()
+                job._slot.wakeup.ring()  # it may sleep in trio_pool.wait()
             return False
 
     def stop(self, slots: Iterable[Slot], *, cancel: ExcInfo | None = None) -> list[Job[Any]]:
@@ -216,7 +250,7 @@ class Handoff:
                         slot.exit_info = cancel
                     if slot.job is not None:
                         slot.job._cancel_requested = True
-                slot.wakeup.notify()
+                slot.wakeup.ring()
             self._idle.clear()
             return removed
 
@@ -272,7 +306,7 @@ class Handoff:
     def notify(self, slot: Slot, key: Hashable, values: tuple[Any, ...]) -> None:
         with self.lock:
             slot.mailbox.setdefault(key, deque()).append(values)
-            slot.wakeup.notify()
+            slot.wakeup.ring()
 
     def flush(self) -> None:
         """Deliver the finished jobs (loop thread)."""
@@ -334,7 +368,7 @@ class Handoff:
                 if post:  # before sleeping: the loop must not wait for this outcome
                     self._post(self.flush)
                     post = False
-                slot.wakeup.wait()
+                slot.wakeup.wait(self.lock)
                 if slot.called:
                     slot.called = False
                     self._waking -= 1
@@ -388,9 +422,9 @@ class Handoff:
                 if job._cancel_requested:
                     raise JobCancelled("the caller of this job is gone")
                 if deadline is None:
-                    slot.wakeup.wait()
+                    slot.wakeup.wait(self.lock)
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise TimeoutError(f"no notify for {key!r} within {timeout} seconds")
-                    slot.wakeup.wait(remaining)
+                    slot.wakeup.wait(self.lock, remaining)
