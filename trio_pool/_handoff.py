@@ -5,7 +5,7 @@ through a worker's own deque (a lease, a broadcast); outcomes come back
 through another list, and the loop is woken once per batch of outcomes, not
 once per job. A worker never waits for the loop before it takes its next job,
 and a worker that finds jobs waiting takes the next without sleeping. Each
-worker sleeps on its own condition, so a new job wakes exactly one idle
+worker sleeps on its own :class:`Bell`, so a new job wakes exactly one idle
 worker, the one idle most recently. The loop wakes a worker only when no
 wake-up is on its way; a woken worker that takes a job wakes the next idle
 worker if jobs are still waiting, so a burst of jobs costs the loop one

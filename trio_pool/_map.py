@@ -9,6 +9,7 @@ a slow consumer makes memory grow.
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from collections.abc import (
     AsyncIterable,
@@ -200,12 +201,12 @@ class MapResults(Generic[T]):
                             await aclose()
             else:
                 sync_items = iter(self._items)
-                try:
-                    for item in sync_items:
-                        chunk.append(item)
-                        if len(chunk) >= self._chunksize:
-                            await self._send(chunk)
-                            chunk = []
+                try:  # a chunk at a time, taken in C (islice): a tiny item costs the loop little
+                    while True:
+                        chunk = list(itertools.islice(sync_items, self._chunksize))
+                        if len(chunk) < self._chunksize:
+                            break  # the last one (or none), sent below
+                        await self._send(chunk)
                 finally:
                     close = getattr(sync_items, "close", None)
                     if close is not None:
