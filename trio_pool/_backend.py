@@ -50,8 +50,9 @@ class Backend(Protocol):
         """A new event for this loop."""
         ...
 
-    def waker(self) -> Waker:
-        """A new :class:`Waker`: cheaper than an event, for one waiting task."""
+    @property
+    def waker(self) -> Callable[[], Waker]:
+        """What makes a new :class:`Waker`: cheaper than an event, for one waiting task."""
         ...
 
     def current_time(self) -> float:
@@ -91,8 +92,9 @@ class _Trio:
     def event(self) -> Event:
         return trio.Event()
 
-    def waker(self) -> Waker:
-        return _TrioWaker()
+    @property
+    def waker(self) -> Callable[[], Waker]:
+        return _TrioWaker
 
     def is_current(self) -> bool:
         try:
@@ -119,7 +121,11 @@ class _Asyncio:
     def event(self) -> Event:
         return asyncio.Event()
 
-    def waker(self) -> Waker:
+    @property
+    def waker(self) -> Callable[[], Waker]:
+        return self._new_waker
+
+    def _new_waker(self) -> Waker:
         return _AsyncioWaker(self._loop.create_future())
 
     def is_current(self) -> bool:

@@ -171,12 +171,18 @@ class Handoff:
     def new_slot(self, worker_id: int) -> Slot:
         return Slot(worker_id)
 
-    def _call_idle(self) -> None:
-        """Wake the most recently idle worker for the shared queue (lock held)."""
+    def _call_idle(self, ring: bool = True) -> Slot:
+        """Wake the most recently idle worker for the shared queue (lock held).
+
+        ``ring=False``: the caller rings the returned slot's bell itself,
+        once it has let go of the lock, so the woken worker does not wait for it.
+        """
         slot = self._idle.pop()
         slot.called = True
         self._waking += 1
-        slot.wakeup.ring()
+        if ring:
+            slot.wakeup.ring()
+        return slot
 
     def _pass_on(self) -> None:
         """Wake an idle worker if more jobs wait than wake-ups are on their way."""
@@ -204,16 +210,19 @@ class Handoff:
 
     def put(self, job: Job[Any], slot: Slot | None = None) -> None:
         """Queue ``job`` for any free worker, or for ``slot``'s worker alone."""
+        called = None
         with self.lock:
             job._place = Place.QUEUED
             job._slot = slot
             if slot is None:
                 self._jobs.append(job)
                 if self._idle and not self._waking:  # else the woken worker passes it on
-                    self._call_idle()
+                    called = self._call_idle(ring=False)
             else:
                 slot.direct.append(job)
                 self._wake(slot)
+        if called is not None:
+            called.wakeup.ring()
 
     def cancel(self, job: Job[Any]) -> bool:
         """Remove ``job`` if it is queued (True); ask it to stop if it runs."""

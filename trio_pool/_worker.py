@@ -127,7 +127,8 @@ class Worker:
 
     def _execute(self, job: Job[Any]) -> outcome.Outcome[Any]:
         """In the job's context: which has no event loop in this thread (sniffio says so)."""
-        sniffio.current_async_library_cvar.set(None)
+        if sniffio.current_async_library_cvar.get() is not None:  # anyio.run() sets it
+            sniffio.current_async_library_cvar.set(None)
         assert job._fn is not None
         return self.host.execute(job._fn, job._args, job._kwargs, job._with_interface, self)
 
