@@ -51,11 +51,14 @@ class Loop:
         self.on_deliver()
 
     def run_posted(self) -> int:
-        """Run what was posted so far; return how many callbacks that was."""
-        posted, self.posted[:] = list(self.posted), []
-        for callback in posted:
-            callback()
-        return len(posted)
+        """Run what was posted so far; return how many callbacks that was.
+
+        Safe while worker threads post more (each callback is taken out on its own).
+        """
+        count = len(self.posted)
+        for _ in range(count):
+            self.posted.pop(0)()
+        return count
 
     def job(self, fn: Callable[..., Any] = int, *args: Any) -> Job[Any]:
         return Job(

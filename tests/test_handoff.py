@@ -6,6 +6,7 @@ worker does; what the handoff posts to the loop is run by the test.
 
 from __future__ import annotations
 
+import random
 import threading
 from typing import Any
 
@@ -122,6 +123,64 @@ def test_a_bell_keeps_one_ring_until_the_wait_and_lets_go_of_the_lock_meanwhile(
         assert woken.wait(TIMEOUT)
     ringer.join(TIMEOUT)
     assert not ringer.is_alive()
+
+
+def serve(loop: Loop, slot: Slot) -> None:
+    """A worker's loop, as _worker.Worker runs it: each job's Outcome is its argument."""
+    done: list[outcome.Outcome[Any]] = []
+    while (job := loop.handoff.take(slot, done)) is not None:
+        done.append(outcome.Value(job._args[0]))
+    loop.handoff.closed(slot)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_puts_and_cancels_lose_no_job_and_no_wake_up(seed: int) -> None:
+    """Real worker threads against random puts (shared and direct) and cancels.
+
+    A lost wake-up leaves a job queued while every worker sleeps, so the
+    wait for all of them to end fails; each job ends once: delivered with
+    its own result, or taken out by its cancel.
+    """
+    rng = random.Random(seed)
+    loop = Loop()
+    slots = [serving_slot(loop, i) for i in range(3)]
+    threads = [threading.Thread(target=serve, args=(loop, slot)) for slot in slots]
+    for thread in threads:
+        thread.start()
+    jobs: list[Job[Any]] = []
+    cancelled: set[int] = set()
+    for i in range(300):
+        choice = rng.random()
+        if choice < 0.75:
+            jobs.append(loop.job(int, i))
+            loop.handoff.put(jobs[-1], rng.choice(slots) if choice < 0.1 else None)
+        elif choice < 0.85 and jobs:
+            victim = rng.choice(jobs)
+            if loop.handoff.cancel(victim):
+                cancelled.add(id(victim))
+        elif choice < 0.95:
+            loop.run_posted()
+        else:
+            threading.Event().wait(0.0005)  # workers run dry and go to sleep
+    ended = lambda: len(loop.delivered) + len(cancelled) == len(jobs)  # noqa: E731
+    for _ in range(int(TIMEOUT / 0.001)):
+        loop.run_posted()
+        if ended():
+            break
+        threading.Event().wait(0.001)
+    assert ended(), "a job is left queued or unreported: a wake-up was lost"
+    loop.handoff.stop(slots)
+    for thread in threads:
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+    delivered = {id(job): result for job, result in loop.delivered}
+    assert len(delivered) == len(loop.delivered)  # none twice
+    for job in jobs:
+        if id(job) in cancelled:
+            assert id(job) not in delivered
+        else:
+            assert delivered[id(job)] == outcome.Value(job._args[0])
+    assert all(slot.phase is Phase.STOPPED for slot in slots)
 
 
 def test_cancel_removes_a_queued_job_once_and_leaves_a_taken_out_one_alone() -> None:

@@ -62,7 +62,7 @@ class Admission:
 
     def has_room(self) -> bool:
         """Whether a place can be taken now (nobody waits and the queue has room)."""
-        return not self._waiters and self._handoff.queued + self._reserved < self._size
+        return not self._waiters and self._room()
 
     def acquire_nowait(self) -> None:
         """Take a place, or raise :class:`QueueFull` (a ``WouldBlock``)."""
@@ -78,7 +78,7 @@ class Admission:
 
         Cancellation: a waiter cancelled after it was let in passes its place on.
         """
-        if not self._waiters and self._room():
+        if self.has_room():
             return
         event = self._new_event()
         self._waiters.append(event)

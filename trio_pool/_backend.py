@@ -180,8 +180,11 @@ class _Asyncio:
 
     @staticmethod
     async def cancellation_point() -> None:
-        """A yield only if a cancellation may be pending: a native ``Task.cancel()`` shows
-        only at a yield, and a cancel scope's through anyio's own check."""
+        """Yield to the loop only if a native ``Task.cancel()`` may be pending.
+
+        Such a cancel shows only at a yield; a cancel scope's shows through
+        anyio's own check, without one.
+        """
         task = asyncio.current_task()
         cancelling = getattr(task, "cancelling", None)  # (Python 3.10 has none)
         if cancelling is None or cancelling():

@@ -21,8 +21,6 @@ _MARKED = "_is_coroutine_marker"  # set by inspect.markcoroutinefunction()
 def _plainly_sync(fn: object) -> bool:
     """True for the common sync callables, told apart without inspect's unwrapping:
     a plain function, a method of one, a builtin, a class (``int``, a dataclass)."""
-    if type(fn) is FunctionType:  # the common case, first
-        return not (fn.__code__.co_flags & inspect.CO_COROUTINE or _MARKED in fn.__dict__)
     if hasattr(fn, _MARKED):
         return False
     if isinstance(fn, MethodType):

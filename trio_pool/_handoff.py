@@ -384,8 +384,8 @@ class Handoff:
                 elif slot in self._idle:  # woken by something else than a new job
                     self._idle.remove(slot)
             if job is not None:
-                if self._jobs and self._idle and len(self._jobs) > self._waking:
-                    self._call_idle()  # jobs still waiting: wake the next worker (_pass_on)
+                if self._jobs and self._idle:  # jobs still waiting: wake the next worker
+                    self._pass_on()
                 job._place = Place.RUNNING
                 if self._room_wanted and not self._flush_posted and job._slot is None:
                     post = self._flush_posted = True
