@@ -28,12 +28,8 @@ class Event(Protocol):
     def wait(self) -> Awaitable[object]: ...
 
 
-class Waker(Protocol):
-    """A one-shot event with at most one waiting task: a caller waiting for its jobs."""
-
-    def set(self) -> None: ...
-    def is_set(self) -> bool: ...
-    def wait(self) -> Awaitable[object]: ...
+class Waker(Event, Protocol):
+    """An :class:`Event` used once, by at most one waiting task: a caller waiting for its jobs."""
 
 
 class Backend(Protocol):

@@ -21,21 +21,18 @@ _MARKED = "_is_coroutine_marker"  # set by inspect.markcoroutinefunction()
 def _plainly_sync(fn: object) -> bool:
     """True for the common sync callables, told apart without inspect's unwrapping:
     a plain function, a method of one, a builtin, a class (``int``, a dataclass)."""
-    if hasattr(fn, _MARKED):
-        return False
     if isinstance(fn, MethodType):
         fn = fn.__func__
-    if isinstance(fn, FunctionType):
-        return not fn.__code__.co_flags & inspect.CO_COROUTINE
+    if isinstance(fn, FunctionType):  # its own dict: hasattr() would raise and catch
+        return not (fn.__code__.co_flags & inspect.CO_COROUTINE or _MARKED in fn.__dict__)
+    if hasattr(fn, _MARKED):
+        return False
     return isinstance(fn, (BuiltinFunctionType, type))
 
 
 def check_sync_callable(fn: object) -> None:
     """TypeError unless ``fn`` is a callable that is not an async function."""
-    if type(fn) is FunctionType:  # the hot path of run(): no further call
-        if not (fn.__code__.co_flags & inspect.CO_COROUTINE or _MARKED in fn.__dict__):
-            return
-    elif _plainly_sync(fn):
+    if _plainly_sync(fn):
         return
     if isinstance(fn, str):
         raise TypeError(

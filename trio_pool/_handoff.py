@@ -171,23 +171,21 @@ class Handoff:
     def new_slot(self, worker_id: int) -> Slot:
         return Slot(worker_id)
 
-    def _call_idle(self, ring: bool = True) -> Slot:
-        """Wake the most recently idle worker for the shared queue (lock held).
+    def _call_idle(self) -> Slot:
+        """Call the most recently idle worker for the shared queue (lock held).
 
-        ``ring=False``: the caller rings the returned slot's bell itself,
-        once it has let go of the lock, so the woken worker does not wait for it.
+        The caller rings the returned slot's bell (after letting go of the
+        lock where it can, so the woken worker does not wait for it).
         """
         slot = self._idle.pop()
         slot.called = True
         self._waking += 1
-        if ring:
-            slot.wakeup.ring()
         return slot
 
     def _pass_on(self) -> None:
         """Wake an idle worker if more jobs wait than wake-ups are on their way."""
         if self._idle and len(self._jobs) > self._waking:
-            self._call_idle()
+            self._call_idle().wakeup.ring()
 
     def _wake(self, slot: Slot) -> None:
         """Wake ``slot``'s worker if it sleeps (lock held)."""
@@ -217,7 +215,7 @@ class Handoff:
             if slot is None:
                 self._jobs.append(job)
                 if self._idle and not self._waking:  # else the woken worker passes it on
-                    called = self._call_idle(ring=False)
+                    called = self._call_idle()
             else:
                 slot.direct.append(job)
                 self._wake(slot)
@@ -384,8 +382,7 @@ class Handoff:
                 elif slot in self._idle:  # woken by something else than a new job
                     self._idle.remove(slot)
             if job is not None:
-                if self._jobs and self._idle:  # jobs still waiting: wake the next worker
-                    self._pass_on()
+                self._pass_on()  # jobs still waiting: wake the next worker
                 job._place = Place.RUNNING
                 if self._room_wanted and not self._flush_posted and job._slot is None:
                     post = self._flush_posted = True

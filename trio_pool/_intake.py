@@ -43,7 +43,6 @@ class Intake:
         self._admission = admission
         self._workers = workers
         self._autoscaler = autoscaler
-        self._autoscaling = not isinstance(autoscaler, FixedSize)
         self._calls = calls
         self._counters = counters
         self._operations = operations
@@ -82,7 +81,7 @@ class Intake:
         )
         self._counters.accepted()
         self._handoff.put(job, slot)
-        if slot is None and self._autoscaling:
+        if slot is None:
             self._autoscaler.job_queued()
         return job
 
