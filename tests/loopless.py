@@ -67,9 +67,17 @@ class Loop:
             {},
             False,
             contextvars.copy_context(),
-            FakeEvent,
-            self.handoff.cancel,
+            self,
         )
+
+    # The jobs' owner.
+    event = FakeEvent
+
+    def cancel(self, job: Job[Any]) -> bool:
+        return self.handoff.cancel(job)
+
+    def check_loop(self) -> None:
+        pass  # the test's thread is the loop
 
     def results(self) -> list[outcome.Outcome[Any]]:
         return [result for _, result in self.delivered]

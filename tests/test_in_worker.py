@@ -13,7 +13,7 @@ import trio
 
 import trio_pool
 
-from helpers import Gate, cancel_once_entered, poll_until, wait_in_thread
+from helpers import TIMEOUT, Gate, cancel_once_entered, poll_until, wait_in_thread
 
 # --- wait / notify ------------------------------------------------------------------
 
@@ -193,8 +193,6 @@ def test_from_loop_outside_a_job() -> None:
 
 # --- edges found from outside -----------------------------------------------------
 
-TIMEOUT = 10
-
 
 @pytest.mark.trio
 async def test_a_job_calling_the_pool_through_from_thread_ends_with_the_scope() -> None:
@@ -331,3 +329,35 @@ async def test_from_loop_after_a_deadline_around_the_pool_expired(backend: str) 
     [result] = seen
     assert isinstance(result, outcome.Error)
     assert isinstance(result.error, trio_pool.JobCancelled)
+
+
+@pytest.mark.trio
+async def test_check_cancelled_sees_the_callers_cancellation_from_the_moment_it_comes() -> None:
+    # As trio.from_thread.check_cancelled() in a trio.to_thread job: trio tells the
+    # thread in the same step as the cancel(), before the caller's task runs again.
+    entered, cancelled_now, checked = threading.Event(), threading.Event(), threading.Event()
+    seen: list[str] = []
+
+    def job() -> None:
+        entered.set()
+        assert cancelled_now.wait(TIMEOUT)
+        try:
+            trio_pool.check_cancelled()
+            seen.append("missed")
+        except trio_pool.JobCancelled:
+            seen.append("seen")
+            raise
+        finally:
+            checked.set()
+
+    async with trio_pool.Pool(workers=1) as pool:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pool.run, job)
+                await wait_in_thread(entered)
+                scope.cancel()
+                cancelled_now.set()
+                # Block the loop: the caller's task cannot run before the job has looked.
+                assert checked.wait(TIMEOUT)
+        assert scope.cancelled_caught  # the job ended by JobCancelled: the caller raised
+    assert seen == ["seen"]

@@ -1119,3 +1119,66 @@ async def test_ctrl_c_at_each_await_of_entering_and_leaving(
         if not injector.fired:  # past the last await: every one was tried
             assert n > 2
             break
+
+
+def test_undefine_from_another_thread_refuses_at_once() -> None:
+    errors: list[BaseException] = []
+
+    def from_another_thread(pool: trio_pool.Pool) -> None:
+        try:
+            pool.undefine("double")
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async def main() -> int:
+        async with trio_pool.Pool(workers=1) as pool:
+            pool.define("double", lambda n: 2 * n)
+            thread = threading.Thread(target=from_another_thread, args=(pool,))
+            thread.start()
+            await trio.to_thread.run_sync(thread.join, TIMEOUT)
+            result: int = await pool.interface.double(4)  # still defined
+            return result
+
+    assert trio.run(main) == 8
+    assert len(errors) == 1
+    assert "belongs to the event loop that entered it" in str(errors[0])
+
+
+async def test_an_error_exit_cancels_the_queue_before_a_worker_can_stop_as_if_normally(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trio_pool._handoff import Handoff
+
+    gate = Gate()
+    hook_ran = threading.Event()
+    hooks: list[object] = []
+    real_stop = Handoff.stop
+    calls: list[object] = []
+
+    def stop(self: Handoff, slots: Any, *, cancel: Any = None) -> Any:
+        removed = real_stop(self, slots, cancel=cancel)
+        if not calls:  # the pool's first step of stopping: the running job ends right now
+            calls.append(cancel)
+            gate.open()
+            assert hook_ran.wait(TIMEOUT)  # the worker has closed before the pool goes on
+        return removed
+
+    monkeypatch.setattr(Handoff, "stop", stop)
+
+    class Hooked:
+        def __exit__(self, *exc_info: object) -> None:
+            hooks.append(exc_info[0])
+            hook_ran.set()
+
+    ran: list[str] = []
+    with pytest.raises(ZeroDivisionError):
+        async with trio_pool.Pool(Hooked, workers=1) as pool:
+            running = await pool.submit(gate.enter)
+            queued = await pool.submit(ran.append, "the queued job")
+            await wait_in_thread(gate.entered)
+            1 / 0  # noqa: B018
+    assert hooks == [ZeroDivisionError]  # not None: the worker stopped because of the error
+    assert ran == []  # an error exit starts no queued job
+    assert running.done
+    assert queued.outcome is not None
+    assert isinstance(queued.outcome.error, trio_pool.JobCancelled)  # type: ignore[union-attr]

@@ -47,8 +47,13 @@ class Backend(Protocol):
         ...
 
     @property
-    def waker(self) -> Callable[[], Waker]:
-        """What makes a new :class:`Waker`: cheaper than an event, for one waiting task."""
+    def waker(self) -> Callable[[Callable[[], object]], Waker]:
+        """What makes a new :class:`Waker`: cheaper than an event, for one waiting task.
+
+        It takes ``on_cancel``, called when the waiting task is cancelled, at
+        that moment if the loop can tell (trio: in the same step as the
+        ``cancel()``; asyncio: nothing, as the task sees it at its next step).
+        """
         ...
 
     def current_time(self) -> float:
@@ -89,7 +94,7 @@ class _Trio:
         return trio.Event()
 
     @property
-    def waker(self) -> Callable[[], Waker]:
+    def waker(self) -> Callable[[Callable[[], object]], Waker]:
         return _TrioWaker
 
     def is_current(self) -> bool:
@@ -118,10 +123,10 @@ class _Asyncio:
         return asyncio.Event()
 
     @property
-    def waker(self) -> Callable[[], Waker]:
+    def waker(self) -> Callable[[Callable[[], object]], Waker]:
         return self._new_waker
 
-    def _new_waker(self) -> Waker:
+    def _new_waker(self, on_cancel: Callable[[], object]) -> Waker:
         return _AsyncioWaker(self._loop.create_future())
 
     def is_current(self) -> bool:
@@ -192,11 +197,12 @@ class _Asyncio:
 class _TrioWaker:
     """The task parked by trio itself: no ParkingLot, as ``trio.to_thread`` waits."""
 
-    __slots__ = ("_set", "_task")
+    __slots__ = ("_on_cancel", "_set", "_task")
 
-    def __init__(self) -> None:
+    def __init__(self, on_cancel: Callable[[], object]) -> None:
         self._set = False
         self._task: trio.lowlevel.Task | None = None
+        self._on_cancel = on_cancel
 
     def is_set(self) -> bool:
         return self._set
@@ -216,7 +222,9 @@ class _TrioWaker:
         return trio.lowlevel.wait_task_rescheduled(self._abort)  # noqa: ASYNC105
 
     def _abort(self, _: object) -> trio.lowlevel.Abort:
+        """The task is cancelled (or Ctrl-C'd): tell ``on_cancel`` now, as trio does its threads."""
         self._task = None
+        self._on_cancel()
         return trio.lowlevel.Abort.SUCCEEDED
 
 

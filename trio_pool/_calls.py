@@ -77,15 +77,22 @@ class Calls:
         self._closed = False
 
     async def outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
-        """:meth:`outcomes_of` for one job: the hot path of run() and call()."""
-        wake = job._wake = self._new_waker()
+        """:meth:`outcomes_of` for one job: the hot path of run() and call().
+
+        A cancellation that reaches the waiting caller cancels the job at
+        once where the loop tells (trio): a queued job is removed, a running
+        one sees it in ``check_cancelled()`` from that moment, as a thread of
+        ``trio.to_thread`` does. The rules of :meth:`_caller_left` follow.
+        """
+        cancel = job.cancel
+        wake = job._wake = self._new_waker(cancel)
         try:
             while job._outcome is None:
                 if job._requests:  # the wake-up was a from_loop() call: re-arm, then serve
-                    wake = job._wake = self._new_waker()
+                    wake = job._wake = self._new_waker(cancel)
                     await self._serve_requests(job)
                 elif wake.is_set():
-                    wake = job._wake = self._new_waker()
+                    wake = job._wake = self._new_waker(cancel)
                 else:
                     await wake.wait()
         except BaseException as exc:
@@ -103,7 +110,12 @@ class Calls:
         or calls.
         """
         jobs = list(jobs)
-        wake = self._new_waker()
+
+        def cancel() -> None:
+            for job in jobs:
+                job.cancel()
+
+        wake = self._new_waker(cancel)
         for job in jobs:
             job._wake = wake
         try:
@@ -111,7 +123,7 @@ class Calls:
                 # Re-arm, then look, then wait: nothing can happen in between,
                 # as the loop runs only this task until the next await.
                 if wake.is_set():
-                    wake = self._new_waker()
+                    wake = self._new_waker(cancel)
                     for job in jobs:
                         job._wake = wake
                 if any(job._requests for job in jobs):

@@ -48,6 +48,16 @@ class Intake:
         self._operations = operations
         self._backend = backend
         self._open = True
+        #: A new event of the loop (for the jobs, whose owner this is).
+        self.event = backend.event
+
+    def check_loop(self) -> None:
+        """Raise RuntimeError unless called in the loop's thread, under its run."""
+        if not self._backend.is_current():
+            raise RuntimeError(
+                f"the pool {self._name!r} belongs to the event loop that entered it; "
+                "use it and its jobs only from that loop's thread and run"
+            )
 
     def close(self) -> None:
         """Accept nothing from now on (the pool is closing)."""
@@ -76,8 +86,7 @@ class Intake:
             kwargs,
             with_interface,
             contextvars.copy_context(),
-            self._backend.event,
-            self.cancel,
+            self,
         )
         self._counters.accepted()
         self._handoff.put(job, slot)

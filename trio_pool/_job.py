@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 import anyio
 from outcome import Error, Outcome, Value
@@ -24,6 +24,22 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _NO_KWARGS: dict[str, Any] = {}  # a done job's (never written to)
+
+
+class Owner(Protocol):
+    """What a job belongs to: its pool's intake (or a run_in_thread call)."""
+
+    def event(self) -> Event:
+        """A new event of the owning loop."""
+        ...
+
+    def cancel(self, job: Job[Any]) -> bool:
+        """:meth:`Job.cancel`, in the owning loop's thread."""
+        ...
+
+    def check_loop(self) -> None:
+        """Raise RuntimeError unless called in the owning loop's thread, under its run."""
+        ...
 
 
 @final
@@ -39,13 +55,12 @@ class Job(Generic[T]):
         "_args",
         "_callbacks",
         "_cancel_requested",
-        "_canceller",
         "_context",
         "_event",
         "_fn",
         "_kwargs",
-        "_new_event",
         "_outcome",
+        "_owner",
         "_place",
         "_requests",
         "_slot",
@@ -77,8 +92,7 @@ class Job(Generic[T]):
         kwargs: dict[str, Any],
         with_interface: bool,
         context: contextvars.Context,
-        new_event: Callable[[], Event],
-        canceller: Callable[[Job[Any]], bool],
+        owner: Owner,
     ) -> None:
         """Positional only, as it is made once per call."""
         # What to run; dropped once the job is done (the pool keeps nothing).
@@ -87,10 +101,9 @@ class Job(Generic[T]):
         self._kwargs: dict[str, Any] = kwargs
         self._with_interface = with_interface
         self._context = context
-        # Its end, in the loop thread.
-        self._new_event = new_event
+        # Its end, in the owning loop's thread.
+        self._owner = owner
         self._event: Event | None = None  # made when someone waits: queued jobs stay small
-        self._canceller = canceller
         self._outcome: Outcome[T] | None = None
         self._callbacks: list[Callable[[Outcome[T]], object]] | None = None
         self._place = self._slot = None
@@ -129,7 +142,12 @@ class Job(Generic[T]):
         Cancellation: cancelling this wait leaves the job alone; it keeps its
         place in the queue, or keeps running. Use :meth:`cancel` to cancel the
         job itself.
+
+        Raises:
+            RuntimeError: if called from another thread or event loop than the
+                pool's (nothing waits, and the pool's loop is not disturbed).
         """
+        self._owner.check_loop()
         if self._outcome is None:
             await self._get_event().wait()
         else:
@@ -147,8 +165,13 @@ class Job(Generic[T]):
 
         Returns:
             True if the job was removed before it started.
+
+        Raises:
+            RuntimeError: if called from another thread or event loop than the
+                pool's; the job is left as it was.
         """
-        return self._canceller(self)
+        self._owner.check_loop()
+        return self._owner.cancel(self)
 
     def add_done_callback(self, callback: Callable[[Outcome[T]], object]) -> None:
         """Call ``callback(outcome)`` in the event-loop thread when the job is done.
@@ -156,7 +179,11 @@ class Job(Generic[T]):
         If the job is already done, the callback is called at once. An
         exception raised by a callback is logged on the ``trio_pool`` logger
         and does not stop the other callbacks.
+
+        Raises:
+            RuntimeError: if called from another thread or event loop than the pool's.
         """
+        self._owner.check_loop()
         if self._outcome is None:
             if self._callbacks is None:
                 self._callbacks = []
@@ -181,7 +208,7 @@ class Job(Generic[T]):
     def _get_event(self) -> Event:
         """The event set when the job finishes."""
         if self._event is None:
-            self._event = self._new_event()
+            self._event = self._owner.event()
             if self._outcome is not None:
                 self._event.set()
         return self._event

@@ -247,13 +247,6 @@ class Pool(Generic[I]):
         workers = 0 if self._parts is None else len(self._parts.workers)
         return f"<trio_pool.Pool {self.name!r} {self._state.value} workers={workers}>"
 
-    def _check_loop(self, parts: Parts) -> None:
-        if not parts.backend.is_current():
-            raise RuntimeError(
-                f"the pool {self.name!r} belongs to the event loop that entered it; "
-                "use it only from that loop's thread and run"
-            )
-
     def _move_to(self, state: _State) -> None:
         """The one transition function of the pool's state."""
         assert state in _NEXT[self._state], f"a pool cannot go from {self._state} to {state}"
@@ -296,7 +289,7 @@ class Pool(Generic[I]):
     ) -> None:
         """Never swallows the block's exception (type checkers see that too)."""
         assert self._parts is not None
-        self._check_loop(self._parts)
+        self._parts.intake.check_loop()
         error = await self._exit(exc)
         if error is not None and error is not exc:
             raise error
@@ -320,7 +313,7 @@ class Pool(Generic[I]):
             await anyio.lowlevel.checkpoint()
             return
         assert self._parts is not None
-        self._check_loop(self._parts)
+        self._parts.intake.check_loop()
         raise_combined(await self._stop(None))
 
     async def _exit(self, reason: BaseException | None) -> BaseException | None:
@@ -369,8 +362,10 @@ class Pool(Generic[I]):
         else:
             errors.append(reason)
         if reason is not None:
-            parts.stop_workers()
+            # Cancel first: no queued job may start, and a worker that finishes
+            # its job now closes with the reason, not as if nothing happened.
             parts.cancel_everything(reason)
+            parts.stop_workers()
             # Join the threads whatever happens meanwhile; a second Ctrl-C
             # included. Once they are joined, the first interruption is raised.
             interruptions = await wait_through(workers.all_stopped, BaseException)
@@ -390,7 +385,7 @@ class Pool(Generic[I]):
             assert parts is not None
             if parts.backend.is_current():
                 return parts
-            self._check_loop(parts)
+            parts.intake.check_loop()
         if self._state is _State.NEW:
             raise RuntimeError("enter the pool first: `async with Pool(...) as pool:`")
         raise PoolClosedError(f"the pool {self.name!r} is closed")
@@ -790,13 +785,15 @@ class Pool(Generic[I]):
         await parts.backend.checkpoint()  # a schedule point: no task keeps the line to itself
         while True:
             worker = await parts.leases.acquire(parts.workers.free_for_lease())
-            finishing = worker.slot.job  # a busy worker was leased: its shared job ends first
-            if finishing is not None:
-                try:
+            try:
+                finishing = worker.slot.job  # a busy worker was leased: its shared job ends first
+                if finishing is not None:
                     await finishing._get_event().wait()
-                except BaseException:
-                    parts.leases.release(worker)
-                    raise
+                # If the pool began closing meanwhile, its leases have ended: no lease now.
+                self._live()
+            except BaseException:
+                parts.leases.release(worker)
+                raise
             if worker.slot.serving:
                 break
             parts.leases.release(worker)  # its process died under that job: take another
@@ -829,11 +826,15 @@ class Pool(Generic[I]):
             interruption = await wait_through_cancellation(job._get_event())
         finally:
             self._parts.leases.release(worker)
-        if interruption is not None:  # a native asyncio Task.cancel(), delivered now
-            raise interruption
         result = job.outcome
         # Cancelled only when the pool stopped by an error first: its hook runs instead.
-        return None if result is None or is_cancellation(result) else result
+        if result is None or is_cancellation(result):
+            result = None
+        # A native asyncio Task.cancel() came meanwhile: delivered now, unless the
+        # reset failed, whose error wins (as in an asyncio.TaskGroup).
+        if interruption is not None and not isinstance(result, outcome.Error):
+            raise interruption
+        return result
 
     async def _call_on(
         self,
@@ -882,7 +883,10 @@ class Pool(Generic[I]):
 
         Raises:
             LookupError: if no operation ``name`` was defined.
+            RuntimeError: if called from another thread or event loop than the pool's.
         """
+        if self._parts is not None:
+            self._parts.intake.check_loop()
         self._operations.undefine(name)
 
     def notify(self, worker_id: int, event: Hashable, /, *values: Any) -> None:
@@ -895,7 +899,7 @@ class Pool(Generic[I]):
             LookupError: if the pool has no worker ``worker_id``.
         """
         if self._parts is not None:
-            self._check_loop(self._parts)
+            self._parts.intake.check_loop()
         worker = None if self._parts is None else self._parts.workers.get(worker_id)
         if worker is None or worker.slot.phase in (Phase.STOPPING, Phase.STOPPED):
             raise LookupError(f"the pool has no worker {worker_id!r} (or it is stopping)")

@@ -20,7 +20,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, final
 import sniffio
 from outcome import Outcome
 
-from ._backend import current_backend
+from ._backend import Backend, current_backend
 from ._calls import Calls
 from ._checks import check_sync_callable
 from ._hosts._base import call_sync
@@ -57,8 +57,7 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
         kwargs,
         False,
         contextvars.copy_context(),
-        backend.event,
-        _ask_to_stop,
+        _Caller(backend),
     )
     calls = Calls(backend, Counters(), _no_pool_scope, abandon_on_cancel=False)
     view = _ThreadCall(job, backend.post, calls.route)
@@ -89,9 +88,24 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any])
     return call_sync(fn, args, kwargs)
 
 
-def _ask_to_stop(job: Job[Any]) -> bool:
-    job._cancel_requested = True  # the caller left; the thread sees it in check_cancelled()
-    return False
+@final
+class _Caller:
+    """A run_in_thread() call's job belongs to its caller (the job's Owner)."""
+
+    __slots__ = ("_backend", "event")
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.event = backend.event
+
+    @staticmethod
+    def cancel(job: Job[Any]) -> bool:
+        job._cancel_requested = True  # the caller left; the thread sees it in check_cancelled()
+        return False
+
+    def check_loop(self) -> None:
+        if not self._backend.is_current():
+            raise RuntimeError("a run_in_thread() call belongs to its caller's event loop")
 
 
 def _no_pool_scope(*args: object, **kwargs: object) -> None:
