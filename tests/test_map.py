@@ -118,6 +118,26 @@ async def test_leaving_early_cancels_the_rest_and_the_pool_stays_usable(backend:
         assert await pool.run(str, 2) == "2"
 
 
+async def test_a_slow_consumer_holds_the_adaptive_reader_back(backend: str) -> None:
+    # Quick items grow the adaptive chunks; the window stays bounded in items.
+    read = itertools.count()
+
+    def numbers() -> Iterator[int]:
+        for i in range(1_000_000):
+            next(read)
+            yield i
+
+    async with trio_pool.Pool(workers=2, queue_size=8) as pool:
+        async with pool.map(square, numbers()) as results:
+            async for value in results:
+                await anyio.sleep(0.001)  # a consumer slower than the workers
+                if value == 100**2:
+                    break
+        # 101 used; the window is 8 * 64 items, adaptive chunks at most 8 * 8: one of
+        # them is being consumed and one is held by the reader while it waits for room.
+        assert next(read) <= 101 + 8 * 64 + 2 * 8 * 8
+
+
 async def test_a_slow_first_item_does_not_let_results_pile_up(backend: str) -> None:
     gate = Gate()
     read = itertools.count()
@@ -371,6 +391,7 @@ def test_next_chunksize_doubles_at_most_and_shrinks_at_once() -> None:
     assert next_chunksize(100, 1.0, 100) == 1  # slow items: one at a time
     assert next_chunksize(MAX_CHUNK, 0.0, MAX_CHUNK) == MAX_CHUNK
     assert next_chunksize(5, 0.1, 0) == 5
+    assert next_chunksize(32, 0.0, 32, largest=48) == 48  # at most an eighth of the window
 
 
 async def test_a_cancelled_chunk_runs_no_item_after_a_slow_one(backend: str) -> None:

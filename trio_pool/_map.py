@@ -2,8 +2,9 @@
 
 Built on the pool's ``submit`` and ``Job`` (and the loop's events): items
 are grouped in chunks, each chunk is one job, and at most ``window`` chunks
-are in flight (submitted and not yet consumed), so neither a huge input nor
-a slow consumer makes memory grow.
+and :func:`window_items` items are in flight (submitted and not yet
+consumed), so neither a huge input nor a slow consumer makes memory grow,
+whatever the chunk size.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ T = TypeVar("T")
 #: Adaptive chunks aim at about this much work each (seconds), and hold at most MAX_CHUNK items.
 TARGET_SECONDS = 0.001
 MAX_CHUNK = 4096
+#: With adaptive chunks, items in flight per place in the queue; an adaptive chunk
+#: holds at most an eighth of the window, so that several run at once.
+ADAPTIVE_ITEMS = 64
+ADAPTIVE_SHARE = 8
 CHECK_EVERY = 0.0001  # seconds of work between two looks at the job's cancellation
 
 
@@ -86,16 +91,22 @@ def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> ChunkResult:
     return ChunkResult(values, errors, perf_counter() - started)
 
 
-def next_chunksize(current: int, seconds: float, items: int) -> int:
+def window_items(window: int, chunksize: int | None) -> int:
+    """How many items may be in flight: ``window`` chunks of a fixed size, or of ADAPTIVE_ITEMS."""
+    return window * (ADAPTIVE_ITEMS if chunksize is None else chunksize)
+
+
+def next_chunksize(current: int, seconds: float, items: int, largest: int = MAX_CHUNK) -> int:
     """The adaptive size after a chunk of ``items`` took ``seconds``: towards TARGET_SECONDS.
 
-    It at most doubles per step (one quick chunk may be luck), and shrinks at once.
+    It at most doubles per step (one quick chunk may be luck), shrinks at
+    once, and stays at most ``largest``.
     """
     if items <= 0:
         return current
     per_item = seconds / items
-    wanted = MAX_CHUNK if per_item <= 0 else int(TARGET_SECONDS / per_item)
-    return max(1, min(wanted, 2 * current, MAX_CHUNK))
+    wanted = largest if per_item <= 0 else int(TARGET_SECONDS / per_item)
+    return max(1, min(wanted, 2 * current, largest))
 
 
 @final
@@ -121,7 +132,10 @@ class MapResults(Generic[T]):
         outcomes: bool,
         window: int,
     ) -> None:
-        """``chunksize`` None: adaptive, from 1 item towards TARGET_SECONDS of work a chunk."""
+        """``chunksize`` None: adaptive, from 1 item towards TARGET_SECONDS of work a chunk.
+
+        ``window``: the most chunks in flight (the pool's ``queue_size``).
+        """
         self._submit = submit
         self._new_event = new_event
         self._fn = fn
@@ -131,6 +145,9 @@ class MapResults(Generic[T]):
         self._chunksize = 1 if chunksize is None else chunksize  # the next chunk's size
         self._outcomes = outcomes
         self._window = window
+        self._window_items = window_items(window, chunksize)
+        self._largest = min(MAX_CHUNK, max(1, self._window_items // ADAPTIVE_SHARE))
+        self._items_in_flight = 0
         self.done: int = 0
         self.total: int | None = len(items) if isinstance(items, Sized) else None
         self._in_flight: collections.deque[_Chunk] = collections.deque()
@@ -174,6 +191,7 @@ class MapResults(Generic[T]):
             for chunk in self._in_flight:
                 interrupted = await wait_through_cancellation(chunk.job._get_event()) or interrupted
             self._in_flight.clear()
+            self._items_in_flight = 0
             self._finished.clear()
             self._current.clear()
             self._wake_consumers()  # any other task iterating finds the block closed
@@ -221,17 +239,23 @@ class MapResults(Generic[T]):
         self._wake_consumers()
 
     async def _send(self, chunk: list[Any]) -> None:
-        while len(self._in_flight) >= self._window:
+        while self._in_flight and (
+            len(self._in_flight) >= self._window
+            or self._items_in_flight + len(chunk) > self._window_items
+        ):
             self._producer_wake = self._new_event()
             await self._producer_wake.wait()
         entry = _Chunk(await self._submit(_run_chunk, self._fn, chunk), len(chunk))
         self._in_flight.append(entry)  # even if the block is exiting: it cancels it
+        self._items_in_flight += entry.size
         entry.job.add_done_callback(lambda _: self._chunk_done(entry))
 
     def _chunk_done(self, chunk: _Chunk) -> None:
         result = chunk.job.outcome
         if self._adaptive and isinstance(result, outcome.Value):
-            self._chunksize = next_chunksize(self._chunksize, result.value.seconds, chunk.size)
+            self._chunksize = next_chunksize(
+                self._chunksize, result.value.seconds, chunk.size, self._largest
+            )
         if not self._ordered:
             self._finished.append(chunk)
         self._wake_consumers()
@@ -308,6 +332,7 @@ class MapResults(Generic[T]):
             chunk = self._next_finished()
             if chunk is not None:
                 self._in_flight.remove(chunk)
+                self._items_in_flight -= chunk.size
                 self._producer_wake.set()
                 return chunk
             if self._fed_all and not self._in_flight:

@@ -697,9 +697,10 @@ class Pool(Generic[I]):
                     ...
 
         The items (a sync or async iterable) are read lazily, as room
-        appears: at most ``queue_size`` chunks of ``chunksize`` items are in
-        flight (sent and not yet consumed), so memory stays bounded however
-        long the input and however slow the consumer. ``results.done`` counts
+        appears: at most ``queue_size`` chunks, and at most ``queue_size *
+        chunksize`` items (``queue_size * 64`` with the adaptive size), are
+        in flight (sent and not yet consumed), so memory stays bounded
+        however long the input and however slow the consumer. ``results.done`` counts
         the results yielded; ``results.total`` is ``len(items)`` if there is
         one (for a progress bar).
 
@@ -712,7 +713,8 @@ class Pool(Generic[I]):
                 chunk has one item, and each next one is sized from how long
                 the last took, towards about a millisecond of work per chunk
                 (at most doubling per step, shrinking at once for slow
-                items; at most 4096). Give a number to fix it. A job's
+                items; at most ``queue_size * 8`` items, and 4096). Give a
+                number to fix it. A job's
                 cancellation is checked between items.
             outcomes: Yield an :class:`outcome.Outcome` per item, so that
                 failures do not stop the batch. By default the first error is
