@@ -22,7 +22,15 @@ import trio.testing
 
 import trio_pool
 
-from helpers import TIMEOUT, Gate, Log, cancel_once_entered, recording_interface, wait_in_thread
+from helpers import (
+    TIMEOUT,
+    Gate,
+    Log,
+    cancel_once_entered,
+    poll_until,
+    recording_interface,
+    wait_in_thread,
+)
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
@@ -1182,3 +1190,37 @@ async def test_an_error_exit_cancels_the_queue_before_a_worker_can_stop_as_if_no
     assert running.done
     assert queued.outcome is not None
     assert isinstance(queued.outcome.error, trio_pool.JobCancelled)  # type: ignore[union-attr]
+
+
+async def test_a_cancellation_once_the_workers_stop_normally_leaves_their_hooks_alone(
+    backend: str,
+) -> None:
+    # Every accepted job has finished and the workers are stopping: a cancellation of
+    # aclose() now has nothing to cancel, and must not tell a hook something else.
+    gate = Gate()
+    hooks: list[tuple[int, object]] = []
+
+    class SlowSecondLoader:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id == 1:
+                gate.enter()
+
+        def __exit__(self, *exc_info: object) -> None:
+            hooks.append((trio_pool.current_worker().id, exc_info[0]))
+
+    async with anyio.create_task_group() as tg:
+        async with trio_pool.Pool(SlowSecondLoader, workers=1) as pool:
+            tg.start_soon(pool.add_workers, 1)
+            await wait_in_thread(gate.entered)  # worker 1 is loading
+            with anyio.CancelScope() as scope:
+
+                async def cancel_once_worker_0_has_stopped() -> None:
+                    await poll_until(lambda: pool.statistics().workers == 1)
+                    scope.cancel()
+                    gate.open()
+
+                tg.start_soon(cancel_once_worker_0_has_stopped)
+                await pool.aclose()
+            assert scope.cancelled_caught  # the cancellation is raised, once all have ended
+    assert sorted(hooks) == [(0, None), (1, None)]
+    assert pool.statistics().workers == 0

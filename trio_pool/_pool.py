@@ -354,22 +354,25 @@ class Pool(Generic[I]):
             try:
                 # Every accepted job finishes before the first hook runs.
                 await parts.drained()
-                parts.stop_workers()
-                await workers.all_stopped.wait()
             except BaseException as exc:  # cancelled, or Ctrl-C, while finishing jobs
                 reason = exc
-                errors.append(exc)
-        else:
-            errors.append(reason)
         if reason is not None:
+            errors.append(reason)
             # Cancel first: no queued job may start, and a worker that finishes
             # its job now closes with the reason, not as if nothing happened.
             parts.cancel_everything(reason)
-            parts.stop_workers()
-            # Join the threads whatever happens meanwhile; a second Ctrl-C
-            # included. Once they are joined, the first interruption is raised.
-            interruptions = await wait_through(workers.all_stopped, BaseException)
-            errors.extend(interruptions[:1] if not errors else [])
+        parts.stop_workers()
+        # From here what comes (a cancellation, a second Ctrl-C) changes nothing
+        # the hooks are told: the threads are joined whatever happens, then the
+        # first interruption is raised.
+        interruptions = await wait_through(workers.all_stopped, BaseException)
+        if not errors:
+            if not interruptions:  # on trio, the shield held a cancellation back: look now
+                try:
+                    await parts.backend.cancellation_point()
+                except BaseException as exc:
+                    interruptions.append(exc)
+            errors.extend(interruptions[:1])
         if self._state is not _State.CLOSED:
             self._move_to(_State.CLOSED)
             parts.calls.close()
