@@ -163,3 +163,77 @@ def test_a_ctrl_c_that_lands_in_a_worker_thread_is_seen(backend: str) -> None:
     assert process.returncode != 0
     assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr
     assert stdout.splitlines() == ["hook True"]
+
+
+CTRL_C_INSIDE = textwrap.dedent(
+    """
+    import signal, sys, threading
+    import trio, trio_pool
+    from trio_pool import _handoff, _statistics
+
+    point = sys.argv[1]
+    fired = []
+    hooks = []
+
+    def interrupting(real):
+        def patched(*args, **kwargs):
+            if not fired:
+                fired.append(True)
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C, halfway through the change
+            return real(*args, **kwargs)
+        return patched
+
+    class Iface:
+        def __exit__(self, exc_type, exc, tb):
+            hooks.append(exc_type.__name__ if exc_type else None)
+
+    pools = []
+
+    async def main():
+        gate = threading.Event()
+        async with trio_pool.Pool(Iface, workers=1) as pool:
+            pools.append(pool)
+            await pool.submit(gate.wait, 10)
+            queued = await pool.submit(int, "1")
+            try:
+                if point == "accept":  # counted, then queued
+                    _handoff.Handoff.put = interrupting(_handoff.Handoff.put)
+                    pool.submit_nowait(int, "2")
+                else:  # taken out of the queue, then finished as cancelled
+                    _statistics.Counters.record = interrupting(_statistics.Counters.record)
+                    queued.cancel()
+                print("the change completed", flush=True)
+            finally:
+                gate.set()
+            await trio.sleep_forever()  # the Ctrl-C is raised here, at a checkpoint
+
+    try:
+        trio.run(main)
+    finally:
+        s = pools[0].statistics()
+        print("fired", bool(fired), flush=True)
+        print("consistent", s.submitted == s.completed + s.failed + s.cancelled, flush=True)
+        print("hooks", hooks, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("point", ["accept", "cancel"])
+def test_ctrl_c_inside_a_change_of_the_pools_state_waits_for_a_checkpoint(point: str) -> None:
+    # On trio, the loop-side changes are protected from KeyboardInterrupt: one that
+    # lands halfway is raised at the next checkpoint, with the change complete.
+    result = subprocess.run(
+        python_with_ctrl_c(CTRL_C_INSIDE, point),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert result.stderr.rstrip().endswith("KeyboardInterrupt"), result.stderr
+    assert result.stdout.splitlines() == [
+        "the change completed",
+        "fired True",
+        "consistent True",
+        "hooks ['KeyboardInterrupt']",
+    ]

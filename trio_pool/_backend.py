@@ -19,6 +19,12 @@ import anyio
 import sniffio
 import trio
 
+#: Marks loop-side code that changes the pool's state in several steps. On trio,
+#: a Ctrl-C that lands inside it is raised at the task's next checkpoint instead
+#: (trio's KeyboardInterrupt protection), so no state is left half-changed; on
+#: asyncio the runner turns Ctrl-C into a cancellation of the main task anyway.
+ki_protected = trio.lowlevel.enable_ki_protection
+
 
 class Event(Protocol):
     """What the pool needs of an event: :class:`trio.Event` or :class:`asyncio.Event`."""

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 import outcome
 
-from ._backend import Backend, wait_through_cancellation
+from ._backend import Backend, ki_protected, wait_through_cancellation
 from ._exceptions import JobCancelled
 from ._job import Job, LoopCall, is_cancellation
 from ._statistics import Counters
@@ -140,6 +140,7 @@ class Calls:
             job._wake = None
         return [job._outcome for job in jobs if job._outcome is not None]
 
+    @ki_protected
     async def _caller_left(self, jobs: Iterable[Job[Any]], exc: BaseException) -> bool:
         """The caller of ``jobs`` stops waiting, because of ``exc``: apply the rules.
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ._admission import Admission
 from ._autoscale import Autoscaler, FixedSize
-from ._backend import Backend
+from ._backend import Backend, ki_protected
 from ._calls import Calls
 from ._exceptions import PoolClosedError
 from ._handoff import Delivery, Handoff, Slot
@@ -63,6 +63,7 @@ class Intake:
         """Accept nothing from now on (the pool is closing)."""
         self._open = False
 
+    @ki_protected
     def accept(
         self,
         fn: Callable[..., Any] | str,
@@ -94,6 +95,7 @@ class Intake:
             self._autoscaler.job_queued()
         return job
 
+    @ki_protected
     def accept_nowait(
         self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Job[Any]:
@@ -122,12 +124,14 @@ class Intake:
             await self._admission.acquire(shed=shed)
         return self.accept(fn, args, kwargs, with_interface)
 
+    @ki_protected
     def deliver(self, batch: Delivery) -> None:
         """The handoff's finished jobs."""
         self._autoscaler.delivered(batch)
         self._counters.record_all(batch)
         self._admission.release()
 
+    @ki_protected
     def cancel(self, job: Job[Any]) -> bool:
         """:meth:`Job.cancel`: take it out if it is queued, else ask it to stop."""
         if self._handoff.cancel(job):
@@ -141,6 +145,7 @@ class Intake:
                 worker.host.interrupt()
         return False
 
+    @ki_protected
     def cancel_all(self, slots: list[Slot], exc_info: ExcInfo) -> None:
         """Take every queued job out as cancelled and ask the running ones to stop."""
         for job in self._handoff.stop(slots, cancel=exc_info):

@@ -11,7 +11,7 @@ import outcome
 from typing_extensions import TypeVar
 
 from ._admission import wait_or_shed
-from ._backend import Event
+from ._backend import Event, ki_protected
 from ._checks import check_sync_callable
 from ._exceptions import PoolClosedError
 from ._handoff import Handoff
@@ -102,6 +102,7 @@ class LeaseQueue:
         assert waiter.worker is not None
         return waiter.worker
 
+    @ki_protected
     def release(self, worker: Worker) -> None:
         """The lease ends: hand the worker to the first waiter, or back to the pool.
 
@@ -114,6 +115,7 @@ class LeaseQueue:
         self._handoff.unlease(worker.slot)
         self._poke()  # time the released worker's retirement
 
+    @ki_protected
     def offer(self, free: Iterable[Worker]) -> None:
         """Workers became free (they loaded): hand them to the waiters in order."""
         for worker in free:
@@ -127,6 +129,7 @@ class LeaseQueue:
         waiter.worker = worker
         waiter.event.set()
 
+    @ki_protected
     def fail_waiters(self, error: BaseException) -> None:
         """No worker can come (every loader failed): the waiters raise ``error``."""
         for waiter in self._waiters:
@@ -134,6 +137,7 @@ class LeaseQueue:
             waiter.event.set()
         self._waiters.clear()
 
+    @ki_protected
     def close(self) -> None:
         """Wake every waiting task to find the pool closed; later ones never wait."""
         self._closed = True

@@ -7,7 +7,7 @@ import anyio.abc
 
 from ._admission import Admission
 from ._autoscale import Autoscaler, FixedSize, Pressure
-from ._backend import Backend, current_backend
+from ._backend import Backend, current_backend, ki_protected
 from ._calls import Calls
 from ._handoff import Handoff
 from ._intake import Intake
@@ -72,6 +72,7 @@ class Parts:
             backend,
         )
 
+    @ki_protected
     def close(self) -> None:
         """Accept no more work; leases end; autoscaling only finishes the queue."""
         self.intake.close()
@@ -89,12 +90,14 @@ class Parts:
             for job in jobs:
                 await job._get_event().wait()
 
+    @ki_protected
     def stop_workers(self) -> None:
         """Let every worker stop, once it has no work left (idempotent)."""
         self.autoscaler.stop()
         self.handoff.stop(w.slot for w in self.workers)
         self.workers.close()
 
+    @ki_protected
     def cancel_everything(self, reason: BaseException) -> None:
         """Cancel the queued jobs; ask running ones, their loop calls and loads to stop."""
         exc_info = (type(reason), reason, reason.__traceback__)

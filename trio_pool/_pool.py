@@ -19,7 +19,7 @@ import anyio
 import outcome
 from typing_extensions import TypeVar, TypeVarTuple, Unpack
 
-from ._backend import wait_through, wait_through_cancellation
+from ._backend import ki_protected, wait_through, wait_through_cancellation
 from ._checks import check_count, check_sync_callable, check_target
 from ._exceptions import BrokenWorkerError, PoolClosedError, combine, raise_combined
 from ._handoff import Phase
@@ -330,6 +330,7 @@ class Pool(Generic[I]):
                 raise
         return error
 
+    @ki_protected  # a Ctrl-C comes at an await, where the steps below expect it
     async def _stop(self, reason: BaseException | None) -> list[BaseException]:
         """Stop the workers and wait for their threads; return the errors to raise.
 
@@ -785,6 +786,7 @@ class Pool(Generic[I]):
             reset,
         )
 
+    @ki_protected  # a worker handed over is always given back or kept
     async def _acquire_worker(self, reset: Reset | None) -> Worker:
         parts = self._live()
         await parts.backend.checkpoint()  # a schedule point: no task keeps the line to itself
@@ -816,6 +818,7 @@ class Pool(Generic[I]):
             reset, (), {}, with_interface=True, slot=worker.slot, closing=True
         )
 
+    @ki_protected
     async def _release_worker(self, worker: Worker) -> outcome.Outcome[object] | None:
         """The lease ends: run its reset, whatever cancels the task meanwhile; hand the worker on.
 
