@@ -361,3 +361,26 @@ async def test_check_cancelled_sees_the_callers_cancellation_from_the_moment_it_
                 assert checked.wait(TIMEOUT)
         assert scope.cancelled_caught  # the job ended by JobCancelled: the caller raised
     assert seen == ["seen"]
+
+
+@pytest.mark.trio
+async def test_trio_from_thread_in_a_job_runs_in_the_pools_task_from_loop_in_the_callers() -> None:
+    # The chosen behaviour (documented in howto/from_loop): trio runs what a thread
+    # sends with trio.from_thread in the task that lent the thread, which is the
+    # pool's task of that worker, for as long as the pool lives; a caller's cancel
+    # scope does not reach it. from_loop() runs in the caller's task and scope.
+    tasks: dict[str, trio.lowlevel.Task] = {}
+
+    async def note_task(key: str) -> None:
+        await trio.lowlevel.checkpoint()
+        tasks[key] = trio.lowlevel.current_task()
+
+    def job() -> str:
+        trio.from_thread.run(note_task, "trio.from_thread.run")
+        trio_pool.from_loop(note_task, "from_loop")
+        return trio.from_thread.run_sync(lambda: "a sync handshake works")
+
+    async with trio_pool.Pool(workers=1, name="p") as pool:
+        assert await pool.run(job) == "a sync handshake works"
+    assert tasks["from_loop"] is trio.lowlevel.current_task()
+    assert tasks["trio.from_thread.run"].name == "p-worker-0"
