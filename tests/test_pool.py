@@ -1224,3 +1224,29 @@ async def test_a_cancellation_once_the_workers_stop_normally_leaves_their_hooks_
             assert scope.cancelled_caught  # the cancellation is raised, once all have ended
     assert sorted(hooks) == [(0, None), (1, None)]
     assert pool.statistics().workers == 0
+
+
+def test_resize_to_the_current_size_from_another_thread_refuses_at_once() -> None:
+    import asyncio
+
+    errors: list[BaseException] = []
+
+    def from_another_thread(pool: trio_pool.Pool) -> None:
+        async def resize() -> None:
+            for attempt in (pool.resize(1), pool.ensure(at_least=1)):  # nothing to change
+                try:
+                    await attempt
+                except RuntimeError as exc:  # noqa: PERF203
+                    errors.append(exc)
+
+        asyncio.run(resize())
+
+    async def main() -> None:
+        async with trio_pool.Pool(workers=1) as pool:
+            thread = threading.Thread(target=from_another_thread, args=(pool,))
+            thread.start()
+            await trio.to_thread.run_sync(thread.join, TIMEOUT)
+
+    trio.run(main)
+    assert len(errors) == 2
+    assert all("belongs to the event loop that entered it" in str(e) for e in errors)

@@ -6,7 +6,13 @@ run/call/call_method/interface calls and submits under tiny deadlines,
 ``job.cancel()``, native asyncio ``Task.cancel()`` (on asyncio), ``map`` with
 early breaks and errors, resizing, broadcasts, leases (with and without a
 ``reset``), notify/wait, ``from_loop``, shedding with ``max_wait``, and exits
-by an error or a cancellation with jobs still queued.
+by an error or a cancellation with jobs still queued. Also what found the bugs
+of the last round from outside: a normal close (``aclose()``) from a task
+while the others go on (leases and their resets racing it), every public
+method called from a foreign thread or a second event loop (it must refuse
+with RuntimeError and change nothing), native ``asyncio.timeout()`` around
+resizes and the close, and slow consumers of ``map`` with the default chunk
+size (the read-ahead must stay bounded in items).
 Once the pool's block has exited, :func:`check` compares what the callers saw
 with what the worker threads did.
 
@@ -29,7 +35,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator
 from types import TracebackType
 from typing import Any, Literal
 
@@ -159,6 +165,26 @@ class Map:
     chunksize: int | None
     stop_after: int | None  # break after this many results
     deadline: float
+    slow: bool = False  # a consumer slower than the workers, over many quick items
+
+
+@dataclasses.dataclass(frozen=True)
+class Close:
+    """A normal close, ``aclose()``, from a task while the others go on."""
+
+    deadline: float
+    native: bool  # on asyncio, under asyncio.timeout() instead of a cancel scope
+
+
+Foreigner = Literal["thread", "trio", "asyncio"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Foreign:
+    """A public method called from another thread, or from a second loop there."""
+
+    method: str
+    where: Foreigner
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +208,7 @@ class Resize:
     count: int
     at_most: int
     deadline: float
+    native: bool = False  # on asyncio, under asyncio.timeout() instead of a cancel scope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +241,27 @@ Op = (
     | Notify
     | Stats
     | RaiseTaskError
+    | Close
+    | Foreign
 )
+#: What a Foreign op calls: (name, whether it is awaited, so from a second loop).
+FOREIGN_METHODS = {
+    "run": True,
+    "submit": True,
+    "broadcast": True,
+    "resize": True,
+    "ensure": True,
+    "lease": True,
+    "aclose": True,
+    "job.wait": True,
+    "submit_nowait": False,
+    "map": False,
+    "define": False,
+    "undefine": False,
+    "notify": False,
+    "job.cancel": False,
+    "job.add_done_callback": False,
+}
 MAP_ERROR_ITEM = 13  # map_item() raises JobError for this item
 
 
@@ -289,8 +336,11 @@ class Generator:
             "resize": 1,
             "notify": 0.7,
             "stats": 0.5,
+            "foreign": 0.4,
+            "close": 0.08,
         }
-        if self.backend == "anyio-asyncio":
+        native = self.backend == "anyio-asyncio"
+        if native:
             kinds["native"] = 1.5
         kind = rng.choices(list(kinds), list(kinds.values()))[0]
         if kind == "call":
@@ -319,6 +369,10 @@ class Generator:
                 timeout=rng.choice([0.0002, 0.001, 0.003]),
             )
         if kind == "map":
+            if rng.random() < 0.15:  # many quick items, a slow consumer, the adaptive size
+                return Map(
+                    3000, rng.random() < 0.6, False, None, rng.randint(5, 60), math.inf, True
+                )
             return Map(
                 items=rng.randint(0, 30),
                 ordered=rng.random() < 0.6,
@@ -340,9 +394,16 @@ class Generator:
                 count=rng.randint(1, 3),
                 at_most=rng.randint(2, 4),
                 deadline=self.deadline(),
+                native=native and rng.random() < 0.5,
             )
         if kind == "notify":
             return Notify(self.token(), cancel_instead=rng.random() < 0.2)
+        if kind == "foreign":
+            return Foreign(
+                rng.choice(list(FOREIGN_METHODS)), rng.choice(["thread", "trio", "asyncio"])
+            )
+        if kind == "close":
+            return Close(self.deadline(), native=native and rng.random() < 0.5)
         return Stats()
 
     def program(self) -> Program:
@@ -588,6 +649,8 @@ class Runner:
         self.exit_error: BaseException | None = None
         self.problems: list[str] = []
         self.loop_thread = threading.get_ident()
+        self.closing = False  # a Close op has begun: later ops may find the pool closed
+        self.close_interrupted = False  # and a cancellation reached it: hooks may say so
 
     async def run(self, guard: anyio.CancelScope) -> None:
         self.post = loop_poster()
@@ -619,8 +682,12 @@ class Runner:
             self.pool.submit_nowait(int)
 
     async def task(self, ops: tuple[Op, ...]) -> None:
-        for op in ops:
-            await self.step(op)
+        try:
+            for op in ops:
+                await self.step(op)
+        except trio_pool.PoolClosedError:
+            if not self.closing:
+                self.problems.append("an op raised PoolClosedError, though nobody closed")
 
     async def step(self, op: Op) -> None:
         if isinstance(op, Call):
@@ -645,6 +712,10 @@ class Runner:
         elif isinstance(op, Stats):
             self.check_statistics_shape()
             await anyio.lowlevel.checkpoint()
+        elif isinstance(op, Close):
+            await self.close(op)
+        elif isinstance(op, Foreign):
+            await self.foreign(op)
         else:
             self.task_errors += 1
             raise TaskError
@@ -788,6 +859,9 @@ class Runner:
             self.seen[op.token] = Seen(outcome.Value(value), caller, native=True)
 
     async def map(self, op: Map) -> None:
+        if op.slow:
+            await self.slow_map(op)
+            return
         items = list(range(op.items))
         got: list[Any] = []
         with anyio.move_on_after(op.deadline):
@@ -808,7 +882,39 @@ class Runner:
                     self.problems.append(f"map raised {exc!r} (outcomes={op.outcomes})")
             except LoaderError:
                 pass  # autoscaling could start no worker for its chunks
+            except trio_pool.JobCancelled:
+                if not self.closing:  # an interrupted close cancels the queued chunks
+                    self.problems.append("a map's chunk was cancelled, though nobody closed")
         self.check_map(op, got)
+
+    async def slow_map(self, op: Map) -> None:
+        """A consumer slower than the workers holds the reading back, whatever the chunk size."""
+        read = 0
+
+        def items() -> Iterator[int]:
+            nonlocal read
+            for i in range(op.items):
+                read += 1
+                yield i
+
+        used = 0
+        try:
+            async with self.pool.map(abs, items(), ordered=op.ordered) as results:
+                async for _ in results:
+                    used += 1
+                    await anyio.sleep(0.0005)
+                    if op.stop_after is not None and used >= op.stop_after:
+                        break
+        except LoaderError:
+            return  # autoscaling could start no worker for its chunks
+        except trio_pool.JobCancelled:
+            if not self.closing:  # an interrupted close cancels the queued chunks
+                self.problems.append("a slow map's chunk was cancelled, though nobody closed")
+            return
+        size = queue_size(self.program)
+        bound = used + size * 64 + 2 * min(4096, size * 8)  # the window, and two chunks
+        if read > bound:
+            self.problems.append(f"map read {read} items to yield {used} (at most {bound})")
 
     def check_map(self, op: Map, got: list[Any]) -> None:
         def value(result: Any) -> Any:
@@ -860,7 +966,7 @@ class Runner:
 
     async def resize(self, op: Resize) -> None:
         pool = self.pool
-        with anyio.move_on_after(op.deadline):
+        async with deadline(op.deadline, native=op.native):
             try:
                 if op.which == "resize":
                     await pool.resize(op.count)
@@ -898,6 +1004,79 @@ class Runner:
             except LookupError:  # its worker is stopping, and takes no notify: stop the job
                 tracked.removed = job.cancel()
         tracked.waited.append(await job.wait())
+
+    async def close(self, op: Close) -> None:
+        """A normal close while the other tasks go on; they then find the pool closed."""
+        self.closing = True
+        interrupted = True
+        try:
+            async with deadline(op.deadline, native=op.native):
+                await self.pool.aclose()
+                interrupted = False
+        except (LoaderError, HookError, BaseExceptionGroup) as exc:
+            for leaf in leaves(exc):
+                if isinstance(leaf, (LoaderError, HookError)):
+                    self.surfaced.append((type(leaf).__name__, leaf.args[0]))
+                elif not isinstance(leaf, anyio.get_cancelled_exc_class()):
+                    self.problems.append(f"aclose() raised {leaf!r}")
+        # Cancelled while it finished the jobs, the close told the hooks why.
+        self.close_interrupted |= interrupted
+
+    async def foreign(self, op: Foreign) -> None:
+        """From another thread (or a second loop there) a method refuses and changes nothing."""
+        pool = self.pool
+        job = self.tracked[-1].job if self.tracked else None
+        if op.method.startswith("job.") and job is None:
+            return
+
+        async def lease() -> None:
+            async with pool.lease():
+                pass  # pragma: no cover (refused)
+
+        calls: dict[str, Callable[[], Any]] = {
+            "run": lambda: pool.run(int, "1"),
+            "submit": lambda: pool.submit(int, "1"),
+            "broadcast": lambda: pool.broadcast(int, "1"),
+            "resize": lambda: pool.resize(1),
+            "ensure": lambda: pool.ensure(at_least=1),
+            "lease": lease,
+            "aclose": pool.aclose,
+            "job.wait": lambda: job.wait(),  # type: ignore[union-attr]
+            "submit_nowait": lambda: pool.submit_nowait(int, "1"),
+            "map": lambda: pool.map(int, [1]),
+            "define": lambda: pool.define("foreign", int),
+            "undefine": lambda: pool.undefine("foreign"),
+            "notify": lambda: pool.notify(0, "foreign"),
+            "job.cancel": lambda: job.cancel(),  # type: ignore[union-attr]
+            "job.add_done_callback": lambda: job.add_done_callback(print),  # type: ignore[union-attr]
+        }
+        awaited = FOREIGN_METHODS[op.method]
+
+        async def in_a_loop() -> None:
+            result = calls[op.method]()
+            if awaited:
+                await result
+
+        def there() -> BaseException | None:
+            try:
+                if op.where == "asyncio":
+                    asyncio.run(in_a_loop())
+                elif op.where == "trio" or awaited:
+                    trio.run(in_a_loop)
+                else:
+                    calls[op.method]()
+            except (RuntimeError, trio_pool.PoolClosedError) as exc:
+                return exc
+            return None
+
+        refusal = await anyio.to_thread.run_sync(there)
+        closed = isinstance(refusal, trio_pool.PoolClosedError)
+        if refusal is None and not (self.closing and op.method == "aclose"):
+            self.problems.append(f"{op.method}() from {op.where} was not refused")
+        elif (closed and not self.closing) or (
+            refusal is not None and not closed and "belongs to the event loop" not in str(refusal)
+        ):
+            self.problems.append(f"{op.method}() from {op.where} raised {refusal!r}")
 
     def check_statistics_shape(self) -> None:
         s = self.pool.statistics()
@@ -1050,7 +1229,7 @@ def check_hooks(runner: Runner) -> Iterator[str]:
                 exc_type is not type(exc) or not isinstance(tb, TracebackType)
             ):
                 yield f"worker {worker}'s hook got a mismatched {exc_type, exc, tb}"
-            if exc is not None and runner.exit_error is None:
+            if exc is not None and runner.exit_error is None and not runner.close_interrupted:
                 yield f"worker {worker}'s hook got {exc!r}, though the block exited normally"
 
 
@@ -1118,6 +1297,28 @@ def check_resets(runner: Runner) -> Iterator[str]:
         for worker, lease in record.exit_dirty.items():
             if lease is not None:
                 yield f"worker {worker}'s hook found lease {lease}'s mark: its reset never ran"
+
+
+def queue_size(program: Program) -> int:
+    """The pool's queue_size: given, or its default."""
+    options = program.options
+    if "queue_size" in options:
+        return int(options["queue_size"])
+    if "max_workers" in options:
+        return 4 * int(options["max_workers"])
+    return max(64, 4 * int(options["workers"]))
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float, *, native: bool) -> AsyncIterator[None]:
+    """``anyio.move_on_after(seconds)``, or, ``native``, ``asyncio.timeout()`` (3.11+)."""
+    if native and sys.version_info >= (3, 11):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(None if seconds == math.inf else seconds):
+                yield
+    else:
+        with anyio.move_on_after(seconds):
+            yield
 
 
 def is_job_cancelled(result: outcome.Outcome[Any]) -> bool:

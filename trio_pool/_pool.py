@@ -464,6 +464,7 @@ class Pool(Generic[I]):
         See :meth:`add_workers` and :meth:`stop_workers`.
         """
         workers = check_count("workers", workers)
+        self._live()  # even when there is nothing to change
         difference = workers - self.worker_count
         if difference > 0:
             await self.add_workers(difference)
