@@ -1293,10 +1293,13 @@ def check_resets(runner: Runner) -> Iterator[str]:
     for lease, n in record.resets.items():
         if n != 1:
             yield f"lease {lease}'s mark was reset {n} times"
-    if runner.exit_error is None:  # a normal exit: every lease ended, every reset ran
-        for worker, lease in record.exit_dirty.items():
-            if lease is not None:
-                yield f"worker {worker}'s hook found lease {lease}'s mark: its reset never ran"
+    # A normal stop (its hook told no exception): every lease has ended, its reset has
+    # run. A stop by an error or a cancellation (of the block, or of aclose() while it
+    # finished the jobs) runs the hook instead of a reset still queued.
+    for worker, lease in record.exit_dirty.items():
+        normal = all(exc_info == (None, None, None) for _, exc_info in record.exits[worker])
+        if lease is not None and normal:
+            yield f"worker {worker}'s hook found lease {lease}'s mark: its reset never ran"
 
 
 def queue_size(program: Program) -> int:
