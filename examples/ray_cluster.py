@@ -1,9 +1,10 @@
 """A model per Ray actor, spread over a cluster, fed by pool.map with a progress bar.
 
-Needs Ray: ``pip install 'trio_pool[ray]' tqdm``. The cluster here is two
-Ray nodes on this machine (``ray.cluster_utils.Cluster``), started and
-stopped by the example; on a real cluster, call ``ray.init(address=...)``
-instead, and the pool is the same.
+Needs Ray: ``python -m pip install '.[ray]' tqdm`` in a checkout of
+trio_pool. The cluster here is two Ray nodes on this machine
+(``ray.cluster_utils.Cluster``), started and stopped by the example; on a
+real cluster, call ``ray.init(address=...)`` instead, and the pool is the
+same.
 """
 
 from __future__ import annotations

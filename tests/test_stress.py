@@ -31,6 +31,7 @@ import dataclasses
 import math
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -612,6 +613,16 @@ class Broadcasted:
     result: list[outcome.Outcome[Any]] | None  # None: it raised its cancellation
 
 
+def surfaced(error: LoaderError | HookError) -> Iterator[tuple[str, int]]:
+    """The loader and hook errors an error raised to us stands for: itself, and the
+    loader errors noted on it (the pool raises one loader error, the others as notes)."""
+    yield type(error).__name__, error.args[0]
+    for note in getattr(error, "__notes__", ()):
+        match = re.fullmatch(r"the loader of worker \S+-worker-(\d+) failed too(: .*)?", note)
+        assert match is not None, note
+        yield "LoaderError", int(match.group(1))
+
+
 def leaves(exc: BaseException) -> Iterator[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
@@ -669,7 +680,7 @@ class Runner:
                 raise  # it hung: fail_after says so
         for leaf in leaves(self.exit_error) if self.exit_error else ():
             if isinstance(leaf, (LoaderError, HookError)):
-                self.surfaced.append((type(leaf).__name__, leaf.args[0]))
+                self.surfaced.extend(surfaced(leaf))
         await self.after_exit()
 
     async def after_exit(self) -> None:
@@ -980,7 +991,7 @@ class Runner:
                 allowed = (ValueError, LoaderError, HookError, anyio.get_cancelled_exc_class())
                 for leaf in leaves(exc):
                     if isinstance(leaf, (LoaderError, HookError)):
-                        self.surfaced.append((type(leaf).__name__, leaf.args[0]))
+                        self.surfaced.extend(surfaced(leaf))
                     elif not isinstance(leaf, allowed):
                         self.problems.append(f"{op.which}() raised {leaf!r}")
                 # A cancellation in the group is delivered again at the next checkpoint.
@@ -1016,7 +1027,7 @@ class Runner:
         except (LoaderError, HookError, BaseExceptionGroup) as exc:
             for leaf in leaves(exc):
                 if isinstance(leaf, (LoaderError, HookError)):
-                    self.surfaced.append((type(leaf).__name__, leaf.args[0]))
+                    self.surfaced.extend(surfaced(leaf))
                 elif not isinstance(leaf, anyio.get_cancelled_exc_class()):
                     self.problems.append(f"aclose() raised {leaf!r}")
         # Cancelled while it finished the jobs, the close told the hooks why.

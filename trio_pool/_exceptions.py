@@ -83,6 +83,15 @@ def _keep_native_cancellation() -> None:
         task.cancel()
 
 
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)`` (PEP 678), on Python 3.10 too."""
+    notes = getattr(error, "__notes__", None)
+    if not isinstance(notes, list):
+        notes = []
+        error.__notes__ = notes  # type: ignore[attr-defined,unused-ignore]  # (3.10)
+    notes.append(note)
+
+
 def raise_combined(errors: list[BaseException]) -> None:
     error = combine(errors)
     if error is not None:

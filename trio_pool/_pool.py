@@ -34,6 +34,7 @@ from ._options import build_options
 from ._parts import Parts
 from ._statistics import Counters, PoolStatistics
 from ._worker import Worker
+from ._workers import first_load_error
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -271,9 +272,8 @@ class Pool(Generic[I]):
             if error is not None and error is not exc:
                 raise error from None
             raise
-        if load_errors:
-            parts.workers.report(load_errors, first=True)
-            error = await self._exit(load_errors[0])
+        if load_errors:  # one raised as itself, the others as its notes
+            error = await self._exit(first_load_error(workers))
             assert error is not None
             raise error
         parts.autoscaler.loaded(workers)
@@ -431,7 +431,9 @@ class Pool(Generic[I]):
             parts.autoscaler.loaded(workers)
         if errors:  # all or nothing: stop the new workers that did load
             loaded = [w for w in workers if w.load_error is None]
-            raise_combined(errors + await parts.workers.stop_and_join(loaded))
+            first = first_load_error(workers)
+            assert first is not None
+            raise_combined([first, *await parts.workers.stop_and_join(loaded)])
         parts.workers.keep(workers)
 
     async def stop_workers(self, count: int) -> None:

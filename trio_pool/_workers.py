@@ -11,7 +11,7 @@ import anyio
 import outcome
 
 from ._backend import Backend, Event, wait_through_cancellation
-from ._exceptions import BrokenWorkerError, raise_combined
+from ._exceptions import BrokenWorkerError, add_note, raise_combined
 from ._handoff import Handoff, Phase
 from ._hosts._base import HostFactory
 from ._in_worker import WorkerInfo
@@ -75,6 +75,9 @@ class WorkerSet:
         # The scope of each worker's task (see _run).
         self._loop_scopes: dict[int, anyio.CancelScope] = {}
         self._errors: list[BaseException] = []
+        # The first load error kept for the exit; later ones become its notes.
+        self._load_error: BaseException | None = None
+        self._load_notes = 0
         self._closing = False
         #: Set once the pool is closing and every worker thread has ended.
         self.all_stopped: Event = backend.event()
@@ -304,24 +307,25 @@ class WorkerSet:
 
         Until the pool closes that may be long, so it is logged now (WARNING,
         once). Load errors repeat while autoscaling retries a failing loader:
-        the first MAX_KEPT are kept, the others only logged.
+        the first is raised as itself, the next MAX_KEPT are notes on it, the
+        others are only logged.
         """
-        kept = what != "loader" or len(self._errors) < MAX_KEPT
+        first = self._load_error if what == "loader" else None
+        kept = first is None or self._load_notes < MAX_KEPT
         if not self._closing:
             fate = "raised at the pool's exit" if kept else f"not kept: {MAX_KEPT} already are"
             logger.warning("worker %s: its %s raised %r (%s)", worker.info.name, what, error, fate)
-        if kept:
+        if first is None:
             self._errors.append(error)
-
-    def report(self, errors: list[BaseException], *, first: bool = False) -> None:
-        """Errors to raise at the pool's exit (``first``: before those already kept)."""
-        if first:
-            self._errors[:0] = errors
-        else:
-            self._errors.extend(errors)
+            if what == "loader":
+                self._load_error = error
+        elif kept:
+            note_load_error(first, worker, error)
+            self._load_notes += 1
 
     def take_errors(self) -> list[BaseException]:
         errors, self._errors = self._errors, []
+        self._load_error, self._load_notes = None, 0
         return errors
 
     def outstanding(self) -> list[Job[Any]]:
@@ -350,6 +354,32 @@ class WorkerSet:
                 )
                 for w in self._workers.values()
             ]
+
+
+def first_load_error(workers: list[Worker]) -> BaseException | None:
+    """The error of the first of ``workers`` whose loader failed, as itself.
+
+    However many workers' loaders fail, the pool raises one loader error, so
+    that ``except OSError:`` catches it with one worker as with many (a
+    loader usually fails the same way in every worker): the others are
+    notes on it.
+    """
+    failed = [w for w in workers if w.load_error is not None]
+    if not failed:
+        return None
+    first = failed[0].load_error
+    assert first is not None
+    for worker in failed[1:]:
+        assert worker.load_error is not None
+        note_load_error(first, worker, worker.load_error)
+    return first
+
+
+def note_load_error(first: BaseException, worker: Worker, error: BaseException) -> None:
+    """Note on ``first`` that ``worker``'s loader failed too, with ``error``."""
+    same = type(error) is type(first) and error.args == first.args
+    note = f"the loader of worker {worker.info.name} failed too"
+    add_note(first, note if same else f"{note}: {error!r}")
 
 
 async def _wait_all(backend: Backend, events: Iterable[Event]) -> BaseException | None:

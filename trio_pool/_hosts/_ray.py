@@ -81,7 +81,8 @@ class RayHost:
     that thread drives one actor in which the interface is built, used and
     closed, on whichever node of the cluster Ray places it.
 
-    Ray must be installed (``pip install trio_pool[ray]``) and initialised
+    Ray must be installed (``python -m pip install '.[ray]'`` in a checkout
+    of trio_pool, or Ray 2.60 or newer by itself) and initialised
     by the program (``ray.init(...)``) before the pool opens. The loader,
     job functions, arguments and results travel pickled (cloudpickle for
     functions); ``trio_pool`` must be importable on every node.
@@ -132,7 +133,10 @@ class RayHost:
         try:
             ray = _ray()
         except ImportError as exc:
-            raise RuntimeError("RayHost needs Ray: pip install 'trio_pool[ray]'") from exc
+            raise RuntimeError(
+                "RayHost needs Ray: python -m pip install '.[ray]' in a checkout of trio_pool "
+                "(or pip install 'ray>=2.60')"
+            ) from exc
         if not ray.is_initialized():
             raise RuntimeError(
                 "RayHost needs a running Ray: call ray.init(...) before the pool opens "
