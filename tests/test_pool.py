@@ -1279,3 +1279,85 @@ def test_resize_to_the_current_size_from_another_thread_refuses_at_once() -> Non
     trio.run(main)
     assert len(errors) == 2
     assert all("belongs to the event loop that entered it" in str(e) for e in errors)
+
+
+class _Db:
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+
+    def query(self, sql: str) -> str:
+        return f"{self.tag}:{sql}"
+
+    @staticmethod
+    def plain(sql: str) -> str:
+        return sql  # pragma: no cover
+
+
+class _SubDb(_Db):
+    def query(self, sql: str) -> str:
+        return "sub:" + super().query(sql)
+
+
+class _Other:
+    def query(self, sql: str) -> str:
+        return sql  # pragma: no cover
+
+
+def _query_function(db: _Db, sql: str) -> str:
+    return db.query(sql)
+
+
+async def test_call_method_refuses_a_bound_method_or_another_classs_method(backend: str) -> None:
+    async with trio_pool.Pool(_SubDb, "x", workers=1) as pool:
+        with pytest.raises(TypeError, match=r"_Db.query is a bound method: pass _Db.query"):
+            await pool.call_method(_Db("y").query, "a")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"_Other.query is not a method of _SubDb"):
+            await pool.call_method(_Other.query, "a")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"_Other.query is not a method of _SubDb"):
+            await pool.broadcast_method(_Other.query, "a")  # type: ignore[arg-type]
+        async with pool.lease() as worker:
+            with pytest.raises(TypeError, match=r"_Other.query is not a method of _SubDb"):
+                await worker.call_method(_Other.query, "a")  # type: ignore[arg-type]
+        # A base's method, the class's own and a plain function of the interface are fine.
+        assert await pool.call_method(_Db.query, "a") == "x:a"
+        assert await pool.call_method(_SubDb.query, "a") == "sub:x:a"
+        assert await pool.call_method(_query_function, "a") == "sub:x:a"
+
+
+async def test_errors_that_point_the_way(backend: str) -> None:
+    with pytest.raises(TypeError, match=r"functools.partial\(Interface, \.\.\., timeout=\.\.\.\)"):
+        trio_pool.Pool(_Db, "x", timeout=5)  # type: ignore[call-overload]
+    async with trio_pool.Pool(_Db, "x", workers=1) as pool:
+        with pytest.raises(TypeError, match=r"use `async with pool.map\(fn, items\) as results:`"):
+            await pool.map(str, [1])  # type: ignore[misc]
+        with pytest.raises(AttributeError, match="'_secret' is not an operation: names starting"):
+            pool.interface._secret  # noqa: B018
+        # One wording for an unknown operation, by attribute and by name.
+        with pytest.raises(AttributeError, match=r"^the interface has no operation 'nope'$"):
+            pool.interface.nope  # noqa: B018
+        error = (await pool.call("nope")).error  # type: ignore[union-attr]
+        assert str(error) == "the interface has no operation 'nope'"
+        error = (await pool.call("_secret")).error  # type: ignore[union-attr]
+        assert "'_secret' is not an operation: names starting" in str(error)
+
+
+def test_the_foreign_loop_error_names_what_works() -> None:
+    errors: list[BaseException] = []
+
+    def from_another_thread(pool: trio_pool.Pool) -> None:
+        try:
+            pool.submit_nowait(int)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    async def main() -> None:
+        async with trio_pool.Pool(workers=1) as pool:
+            thread = threading.Thread(target=from_another_thread, args=(pool,))
+            thread.start()
+            await trio.to_thread.run_sync(thread.join, TIMEOUT)
+
+    trio.run(main)
+    (error,) = errors
+    assert "trio.from_thread.run(pool.run, fn, trio_token=token)" in str(error)
+    assert "anyio.from_thread.run(pool.run, fn)" in str(error)
+    assert "trio_pool.from_loop(pool.run, fn)" in str(error)

@@ -85,11 +85,11 @@ def _keep_native_cancellation() -> None:
 
 def add_note(error: BaseException, note: str) -> None:
     """``error.add_note(note)`` (PEP 678), on Python 3.10 too."""
-    notes = getattr(error, "__notes__", None)
-    if not isinstance(notes, list):
-        notes = []
-        error.__notes__ = notes  # type: ignore[attr-defined,unused-ignore]  # (3.10)
-    notes.append(note)
+    notes: object = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        notes.append(note)  # pyright: ignore[reportUnknownMemberType]
+    else:
+        setattr(error, "__notes__", [note])  # noqa: B010 (3.10 declares no __notes__)
 
 
 def raise_combined(errors: list[BaseException]) -> None:

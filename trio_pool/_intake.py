@@ -56,7 +56,10 @@ class Intake:
         if not self._backend.is_current():
             raise RuntimeError(
                 f"the pool {self._name!r} belongs to the event loop that entered it; "
-                "use it and its jobs only from that loop's thread and run"
+                "use it and its jobs only from that loop's thread and run. From another "
+                "thread, hand the call to that loop: trio.from_thread.run(pool.run, fn, "
+                "trio_token=token) or anyio.from_thread.run(pool.run, fn); from a job of "
+                "the pool, trio_pool.from_loop(pool.run, fn)"
             )
 
     def close(self) -> None:

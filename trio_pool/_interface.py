@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from types import FunctionType, MethodType
 from typing import Any, cast, final
 
 import outcome
 
 from ._checks import check_sync_callable
-from ._hosts._base import operations_of
+from ._hosts._base import no_operation, operations_of, private_name
 
 
 @final
@@ -24,8 +25,10 @@ class InterfaceProxy:
         self._names = names
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        if name.startswith("_") or name not in self._names:
-            raise AttributeError(f"the pool's interface has no operation {name!r}")
+        if name.startswith("_"):
+            raise AttributeError(private_name(name))
+        if name not in self._names:
+            raise AttributeError(no_operation(name))
         return unwrapping_operation(self._call, name)
 
     def __dir__(self) -> list[str]:
@@ -55,6 +58,43 @@ class Operations:
             self._static = operations_of(cast(object, interface))
         self._loaded: frozenset[str] = frozenset()  # as the first loaded worker has them
         self._definitions: dict[str, Callable[..., Any]] = {}
+        # The interface's class, if the loader is one whose instances are the
+        # interface (no __enter__, which may return something else).
+        self._class: type | None = None
+        if isinstance(interface, type) and not hasattr(interface, "__enter__"):
+            self._class = interface
+        self._methods: set[Callable[..., Any]] = set()  # checked: the class's own
+
+    def check_method(self, method: object) -> None:
+        """TypeError for a method that cannot be called on the interface.
+
+        A bound method (``db.query``) would get the interface as an extra
+        argument; a method defined in another class than the interface's (or
+        its bases) is another class's. Functions that are not defined in a
+        class body (``def query(db, sql)``) are the caller's to choose.
+        """
+        if isinstance(method, MethodType) and not isinstance(method.__self__, type):
+            cls = type(method.__self__).__qualname__
+            raise TypeError(
+                f"{method.__qualname__} is a bound method: pass {cls}.{method.__name__}, "
+                "which the pool calls on each worker's own interface"
+            )
+        interface = self._class
+        if interface is None or not isinstance(method, FunctionType) or method in self._methods:
+            return
+        qualname = method.__qualname__
+        if "." not in qualname or "<locals>" in qualname:
+            return
+        name = method.__name__
+        for base in interface.__mro__:
+            found: object = vars(base).get(name)
+            if found is method or getattr(found, "__func__", None) is method:
+                self._methods.add(method)
+                return
+        raise TypeError(
+            f"{qualname} is not a method of {interface.__qualname__}, the pool's interface "
+            f"(nor of its bases): pass {interface.__qualname__}.{name} if it has one"
+        )
 
     def learn(self, names: frozenset[str]) -> None:
         """A worker has loaded with these operations (the first one's are kept)."""
@@ -70,9 +110,7 @@ class Operations:
         if not isinstance(name, str):
             raise TypeError(f"an operation's name is a str, not {name!r}")
         if name.startswith("_"):
-            raise ValueError(
-                f"{name!r} cannot be an operation: names starting with '_' are private"
-            )
+            raise ValueError(private_name(name))
         if name in self._loaded or name in self._static:
             raise ValueError(f"the interface already has an operation {name!r}")
         check_sync_callable(fn)

@@ -21,7 +21,7 @@ from collections.abc import (
     Sized,
 )
 from types import TracebackType
-from typing import Any, Generic, NamedTuple, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, NoReturn, TypeVar, final
 
 import anyio
 import outcome
@@ -161,6 +161,14 @@ class MapResults(Generic[T]):
     def __repr__(self) -> str:
         total = "?" if self.total is None else self.total
         return f"<trio_pool.MapResults {self.done}/{total}>"
+
+    if not TYPE_CHECKING:  # for the type checkers, awaiting it stays an error
+
+        def __await__(self) -> NoReturn:
+            raise TypeError(
+                "pool.map() is not awaited: use `async with pool.map(fn, items) as "
+                "results:`, then `async for result in results:`"
+            )
 
     async def __aenter__(self) -> MapResults[T]:
         if self._entered:

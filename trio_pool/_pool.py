@@ -219,7 +219,16 @@ class Pool(Generic[I]):
         abandon_on_cancel: bool = False,
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
+        **unknown: Any,
     ) -> None:
+        if unknown:  # (the overloads refuse them for type checkers)
+            keyword = next(iter(unknown))
+            raise TypeError(
+                f"Pool() got an unexpected keyword argument {keyword!r}. The pool's own are "
+                "workers, min_workers, max_workers, idle_timeout, queue_size, max_wait, "
+                "abandon_on_cancel, name and host; to pass keywords to the interface, give "
+                f"functools.partial(Interface, ..., {keyword}=...) as the interface"
+            )
         self._options = build_options(
             interface,
             args,
@@ -541,6 +550,7 @@ class Pool(Generic[I]):
         Cancellation: as for :meth:`run`.
         """
         check_sync_callable(method)
+        self._operations.check_method(method)
         parts = self._live()
         job = await parts.intake.submit(method, args, kwargs, with_interface=True)
         result: R = value_of(await parts.calls.outcome_of(job))
@@ -629,6 +639,7 @@ class Pool(Generic[I]):
         ``reload`` on every worker's own interface.
         """
         check_sync_callable(method)
+        self._operations.check_method(method)
         return await self._broadcast(method, args, kwargs, with_interface=True)
 
     async def _broadcast(
@@ -855,6 +866,8 @@ class Pool(Generic[I]):
         kwargs: dict[str, Any],
         with_interface: bool,
     ) -> outcome.Outcome[Any]:
+        if with_interface:  # a lease's call_method
+            self._operations.check_method(fn)
         parts = self._live()
         await parts.backend.cancellation_point()
         if not worker.slot.serving:  # its process died: the lease cannot go on

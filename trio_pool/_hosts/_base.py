@@ -121,6 +121,16 @@ class HostChoice(Protocol):
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory: ...
 
 
+def private_name(name: str) -> str:
+    """Why ``name`` is not an operation (the same words everywhere)."""
+    return f"{name!r} is not an operation: names starting with '_' are private"
+
+
+def no_operation(name: str) -> str:
+    """The interface has no operation ``name`` (the same words everywhere)."""
+    return f"the interface has no operation {name!r}"
+
+
 def check_grace_period(grace_period: object) -> float:
     if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)):
         raise TypeError(f"grace_period must be a number of seconds, not {grace_period!r}")

@@ -10,7 +10,17 @@ from typing import Any, final
 import outcome
 
 from .._in_worker import JobView, WorkerInfo, context
-from ._base import ExcInfo, HostFactory, call_sync, is_mapping, operations_of
+from ._base import (
+    ExcInfo,
+    HostFactory,
+    call_sync,
+    is_mapping,
+    no_operation,
+    operations_of,
+    private_name,
+)
+
+_MISSING = object()
 
 
 @final
@@ -87,9 +97,7 @@ class InThread:
     def operation(self, name: str) -> Callable[..., Any]:
         """The interface's operation ``name``; AttributeError if there is none."""
         if name.startswith("_"):
-            raise AttributeError(
-                f"{name!r} is not an operation: names starting with '_' are private"
-            )
+            raise AttributeError(private_name(name))
         interface = self._interface
         if interface is None:
             raise AttributeError(f"no operation {name!r}: this pool has no interface")
@@ -97,12 +105,14 @@ class InThread:
             try:
                 fn: Callable[..., Any] = interface[name]
             except KeyError:
-                raise AttributeError(f"the interface has no operation {name!r}") from None
+                raise AttributeError(no_operation(name)) from None
             return fn
-        fn = getattr(interface, name)
-        if not callable(fn):
+        found: object = getattr(interface, name, _MISSING)
+        if found is _MISSING:
+            raise AttributeError(no_operation(name))
+        if not callable(found):
             raise AttributeError(f"the interface's {name!r} is not callable")
-        return fn
+        return found
 
     def execute(
         self,
