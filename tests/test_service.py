@@ -239,6 +239,82 @@ async def test_the_tasks_waiting_for_a_lease_are_counted(backend: str) -> None:
         await poll_until(lambda: pool.statistics().waiting_for_lease == 0)
 
 
+@pytest.mark.trio
+async def test_max_wait_bounds_the_wait_for_a_worker_not_only_for_room(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    gate = Gate()
+    ran: list[str] = []
+    shed: list[BaseException] = []
+
+    async def call(how: str) -> None:
+        try:
+            if how == "run":
+                await pool.run(ran.append, how)
+            else:
+                await pool.call("append", how)
+        except trio.WouldBlock as exc:
+            shed.append(exc)
+
+    async with trio_pool.Pool({"append": ran.append}, workers=1, max_wait=1) as pool:
+        running = await pool.submit(gate.enter)
+        await wait_in_thread(gate.entered)
+        submitted = await pool.submit(ran.append, "submitted")  # nobody waits: never shed
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call, "run")
+            nursery.start_soon(call, "call")
+            await poll_until(lambda: pool.statistics().queued == 3)
+            mock_clock.jump(0.9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert shed == []
+            mock_clock.jump(0.2)  # no worker took them within max_wait: out, unrun
+        assert len(shed) == 2
+        assert all(isinstance(e, anyio.WouldBlock) for e in shed)
+        assert all("no worker took the job within max_wait=1.0 s" in str(e) for e in shed)
+        stats = pool.statistics()
+        assert (stats.queued, stats.cancelled) == (1, 2)
+        gate.open()
+        await running.wait()
+        assert (await submitted.wait()).unwrap() is None
+    assert ran == ["submitted"]
+
+
+@pytest.mark.trio
+async def test_a_job_that_started_within_max_wait_is_never_shed(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=1, max_wait=1) as pool:
+        async with trio.open_nursery() as nursery:
+            results: list[object] = []
+
+            async def call() -> None:
+                results.append(await pool.run(gate.enter, "ran"))
+
+            nursery.start_soon(call)
+            await wait_in_thread(gate.entered)
+            mock_clock.jump(10)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+        assert results == ["ran"]
+
+
+async def test_max_wait_0_runs_a_call_a_free_worker_takes_and_sheds_the_others(
+    backend: str,
+) -> None:
+    gate = Gate()
+    async with trio_pool.Pool(workers=2, max_wait=0) as pool:
+        assert await pool.run(str, 1) == "1"  # an idle worker takes it: not shed
+        running = [await pool.submit(gate.enter) for _ in range(2)]
+        await gate.wait_arrivals(2)
+        with pytest.raises(trio.WouldBlock, match="no worker took the job"):  # none is free
+            await pool.run(str, 2)
+        gate.open()
+        for job in running:
+            await job.wait()
+        assert await pool.run(str, 3) == "3"
+
+
 async def test_map_is_never_shed(backend: str) -> None:
     async with trio_pool.Pool(workers=1, queue_size=1, max_wait=0) as pool:
         async with pool.map(str, range(50)) as results:

@@ -11,14 +11,19 @@ when they take a job while tasks wait here.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import weakref
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 
 from ._backend import Event
 from ._exceptions import QueueFull
 from ._handoff import Handoff
+from ._job import Job
 
 
 async def wait_or_shed(event: Event, seconds: float | None, what: str) -> None:
@@ -37,15 +42,8 @@ async def wait_or_shed(event: Event, seconds: float | None, what: str) -> None:
 
 
 class Admission:
-    def __init__(
-        self,
-        size: int,
-        handoff: Handoff,
-        new_event: Callable[[], Event],
-        max_wait: float | None = None,
-    ) -> None:
+    def __init__(self, size: int, handoff: Handoff, new_event: Callable[[], Event]) -> None:
         self._size = size
-        self._max_wait = max_wait
         self._handoff = handoff
         self._new_event = new_event
         self._waiters: deque[Event] = deque()
@@ -69,12 +67,11 @@ class Admission:
         if not self.has_room():
             raise QueueFull
 
-    async def acquire(self, *, shed: bool = True) -> None:
+    async def acquire(self, seconds: float | None = None) -> None:
         """Take a place, waiting for one first come, first served.
 
         Raises:
-            QueueFull: if ``max_wait`` seconds passed first (the pool sheds load;
-                not if ``shed`` is False).
+            QueueFull: if ``seconds`` (``max_wait``) passed first (the pool sheds load).
 
         Cancellation: a waiter cancelled after it was let in passes its place on.
         """
@@ -86,7 +83,7 @@ class Admission:
         # A worker may have taken a job before it could see the flag: look again.
         self.release()
         try:
-            await wait_or_shed(event, self._max_wait if shed else None, "room in the queue")
+            await wait_or_shed(event, seconds, "room in the queue")
         except BaseException:
             if event.is_set():  # pass the place on
                 self._reserved -= 1
@@ -109,3 +106,46 @@ class Admission:
         """Let every waiter in (to find the pool closed); later ones never wait."""
         self._closed = True
         self.release()
+
+
+class Shedder:
+    """Takes out, unrun, the jobs of waiting callers that no worker took within max_wait.
+
+    ``watch(job, deadline)`` as each such job is accepted; one task of the
+    pool (:meth:`run`) sleeps until the first deadline and then sheds every
+    job still queued whose deadline has passed. Jobs are held weakly: a job
+    delivered and dropped is gone. Loop thread only.
+    """
+
+    def __init__(self, new_event: Callable[[], Event], shed: Callable[[Job[Any]], None]) -> None:
+        """``shed(job)`` takes ``job`` out if it is still queued."""
+        self._new_event = new_event
+        self._shed = shed
+        self._due: list[tuple[float, int, weakref.ref[Job[Any]]]] = []  # a heap
+        self._order = itertools.count()  # ties are shed in the order they came
+        self._sooner = new_event()  # set when a watch comes due before the others
+        self._scope = anyio.CancelScope()
+
+    def watch(self, job: Job[Any], deadline: float) -> None:
+        heapq.heappush(self._due, (deadline, next(self._order), weakref.ref(job)))
+        if self._due[0][0] == deadline:
+            self._sooner.set()
+
+    async def run(self) -> None:
+        """Shed jobs as they come due, until :meth:`close`."""
+        with self._scope:
+            while True:
+                self._sooner = self._new_event()
+                deadline = self._due[0][0] if self._due else float("inf")
+                with anyio.CancelScope(deadline=deadline):
+                    await self._sooner.wait()
+                now = anyio.current_time()
+                while self._due and self._due[0][0] <= now:
+                    job = heapq.heappop(self._due)[2]()
+                    if job is not None:
+                        self._shed(job)
+
+    def close(self) -> None:
+        """Shed nothing more (the pool is closing: it finishes every accepted job)."""
+        self._scope.cancel()
+        self._due.clear()

@@ -45,6 +45,10 @@ class QueueFull(trio.WouldBlock, anyio.WouldBlock):
     """The submission queue is full (``submit_nowait``), or ``max_wait`` passed."""
 
 
+class NotStarted(QueueFull):
+    """No worker took a waiting caller's job within ``max_wait``: it was taken out unrun."""
+
+
 def combine(errors: list[BaseException]) -> BaseException | None:
     """One error as itself, several as a group, none as None.
 

@@ -235,6 +235,21 @@ class Handoff:
                 job._slot.wakeup.ring()  # it may sleep in trio_pool.wait()
             return False
 
+    def take_back_unserved(self, job: Job[Any]) -> bool:
+        """Remove ``job`` (True) if it waits in the shared queue with no worker on its way.
+
+        Idle workers, and those woken for the queue, take the first jobs in
+        it: a job among those is about to start and stays.
+        """
+        with self.lock:
+            if job._place is not Place.QUEUED or job._slot is not None:
+                return False
+            if self._jobs.index(job) < len(self._idle) + self._waking:
+                return False
+            self._jobs.remove(job)
+            job._place = Place.OUT
+            return True
+
     def stop(self, slots: Iterable[Slot], *, cancel: ExcInfo | None = None) -> list[Job[Any]]:
         """Let every worker stop once there is no work left for it.
 

@@ -12,7 +12,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-from ._admission import Admission
+from ._admission import Admission, Shedder
 from ._autoscale import Autoscaler, FixedSize
 from ._backend import Backend, ki_protected
 from ._calls import Calls
@@ -20,7 +20,7 @@ from ._exceptions import PoolClosedError
 from ._handoff import Delivery, Handoff, Slot
 from ._hosts._base import ExcInfo
 from ._interface import Operations
-from ._job import Job, cancelled_outcome
+from ._job import Job, cancelled_outcome, not_started_outcome
 from ._statistics import Counters
 from ._workers import WorkerSet
 
@@ -37,8 +37,13 @@ class Intake:
         counters: Counters,
         operations: Operations,
         backend: Backend,
+        max_wait: float | None,
+        shedder: Shedder | None,
     ) -> None:
+        """``shedder`` (with ``max_wait``) takes out jobs no worker took in time."""
         self._name = name
+        self._max_wait = max_wait
+        self._shedder = shedder
         self._handoff = handoff
         self._admission = admission
         self._workers = workers
@@ -115,17 +120,40 @@ class Intake:
         kwargs: dict[str, Any],
         *,
         with_interface: bool = False,
-        full_checkpoint: bool = False,
+        waited: bool = True,
         shed: bool = True,
     ) -> Job[Any]:
-        """:meth:`accept` for any worker, once the queue has room (within ``max_wait`` if shed)."""
-        if full_checkpoint:  # for submit(): nothing may raise once the job is accepted
-            await self._backend.checkpoint()
-        else:  # the caller's wait that follows is the schedule point
+        """:meth:`accept` for any worker, once the queue has room.
+
+        With ``max_wait`` (and ``shed``) it waits at most that long for room;
+        the job of a caller that waits for it (``waited``: ``run``, ``call``)
+        is also taken out unrun if no worker has taken it ``max_wait`` after
+        the call began, and its caller raises :class:`NotStarted`.
+        """
+        if waited:  # the caller's wait that follows is the schedule point
             await self._backend.cancellation_point()
+        else:  # for submit(): nothing may raise once the job is accepted
+            await self._backend.checkpoint()
+        max_wait = self._max_wait if shed else None
+        if max_wait is None:
+            if not self._admission.has_room():
+                await self._admission.acquire()
+            return self.accept(fn, args, kwargs, with_interface)
+        deadline = self._backend.current_time() + max_wait
         if not self._admission.has_room():
-            await self._admission.acquire(shed=shed)
-        return self.accept(fn, args, kwargs, with_interface)
+            await self._admission.acquire(max_wait)
+        job = self.accept(fn, args, kwargs, with_interface)
+        if waited and self._shedder is not None:
+            self._shedder.watch(job, deadline)
+        return job
+
+    @ki_protected
+    def shed(self, job: Job[Any]) -> None:
+        """No worker took ``job`` within ``max_wait``: take it out, unrun, if it is queued."""
+        if self._handoff.take_back_unserved(job):
+            assert self._max_wait is not None
+            self._counters.record(job, not_started_outcome(self._max_wait))
+            self._admission.release()
 
     @ki_protected
     def deliver(self, batch: Delivery) -> None:

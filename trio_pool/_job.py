@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 import anyio
 from outcome import Error, Outcome, Value
 
-from ._exceptions import JobCancelled
+from ._exceptions import JobCancelled, NotStarted
 
 if TYPE_CHECKING:
     from ._backend import Event, Waker
@@ -51,6 +51,7 @@ class Job(Generic[T]):
     """
 
     __slots__ = (
+        "__weakref__",  # (a shedding pool watches its callers' jobs, weakly)
         "_abandoned",
         "_args",
         "_callbacks",
@@ -228,6 +229,14 @@ def cancelled_outcome() -> Error:
 
 def is_cancellation(result: Outcome[Any]) -> bool:
     return isinstance(result, Error) and isinstance(result.error, JobCancelled)
+
+
+def not_started_outcome(seconds: float) -> Error:
+    return Error(NotStarted(f"no worker took the job within max_wait={seconds} s; it never ran"))
+
+
+def is_not_started(result: Outcome[Any]) -> bool:
+    return isinstance(result, Error) and isinstance(result.error, NotStarted)
 
 
 def _call_safely(callback: Callable[[Any], object], result: Outcome[Any]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import anyio.abc
 
-from ._admission import Admission
+from ._admission import Admission, Shedder
 from ._autoscale import Autoscaler, FixedSize, Pressure
 from ._backend import Backend, current_backend, ki_protected
 from ._calls import Calls
@@ -24,11 +24,16 @@ class Parts:
     def __init__(self, options: Options, counters: Counters, operations: Operations) -> None:
         backend: Backend = current_backend()
         self.backend = backend
+        self._name = options.name
         self.task_group: anyio.abc.TaskGroup = anyio.create_task_group()
         start_soon = self.task_group.start_soon
         # The handoff delivers to the intake, built last, as it uses the others.
         self.handoff = handoff = Handoff(backend.post, lambda batch: intake.deliver(batch))
-        self.admission = Admission(options.queue_size, handoff, backend.event, options.max_wait)
+        self.admission = Admission(options.queue_size, handoff, backend.event)
+        #: With max_wait: takes out the waiting callers' jobs no worker took in time.
+        self.shedder: Shedder | None = None
+        if options.max_wait is not None:
+            self.shedder = Shedder(backend.event, lambda job: intake.shed(job))
         self.calls = Calls(
             backend, counters, start_soon, abandon_on_cancel=options.abandon_on_cancel
         )
@@ -70,12 +75,23 @@ class Parts:
             counters,
             operations,
             backend,
+            options.max_wait,
+            self.shedder,
         )
+
+    def start(self) -> None:
+        """Start the pool's own tasks (once its task group is entered)."""
+        start_soon, name = self.task_group.start_soon, self._name
+        start_soon(self.calls.serve_pool_scope, name=f"{name}-from_loop")
+        if self.shedder is not None:
+            start_soon(self.shedder.run, name=f"{name}-shedder")
 
     @ki_protected
     def close(self) -> None:
         """Accept no more work; leases end; autoscaling only finishes the queue."""
         self.intake.close()
+        if self.shedder is not None:
+            self.shedder.close()
         self.autoscaler.close()
         self.admission.close()  # waiters find the pool closed
         self.leases.close()  # they too

@@ -27,7 +27,7 @@ from ._hosts._process import ProcessHost
 from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
-from ._job import Job, is_cancellation, value_of
+from ._job import Job, is_cancellation, is_not_started, value_of
 from ._lease import Lease, Reset, WorkerLease
 from ._map import MapResults
 from ._options import build_options
@@ -101,13 +101,17 @@ class Pool(Generic[I]):
             wait for room beyond that. Default ``max(64, 4 * workers)`` (with
             autoscaling, ``4 * max_workers``). Jobs for one worker (a lease,
             a broadcast) do not count.
-        max_wait: Seconds a caller may wait for room in the queue, or for a
-            worker to lease, on the event loop's clock. Past that, ``run``,
-            ``call``, ``call_method``, ``interface.<op>``, ``submit`` and
-            entering a lease raise :exc:`trio.WouldBlock` (also an
-            :exc:`anyio.WouldBlock`), and nothing was submitted: a service
-            sheds load (answers 503) instead of queueing without end.
-            ``map`` is never shed. Default None: wait as long as it takes.
+        max_wait: Seconds a caller may wait for a worker, on the event
+            loop's clock: ``run``, ``call``, ``call_method`` and
+            ``interface.<op>`` raise :exc:`trio.WouldBlock` (also an
+            :exc:`anyio.WouldBlock`) if no worker has taken their job that
+            long after the call began (waiting for room included); the job
+            is taken out and never runs, so a service sheds load (answers
+            503) instead of queueing without end. A job a worker has taken
+            is never shed. ``submit`` and entering a lease raise it if they
+            wait that long for room or for a worker to lease. ``0``: run now
+            on a free worker, or shed. ``map`` is never shed. Default None:
+            wait as long as it takes.
         abandon_on_cancel: If True, a caller cancelled while its job runs
             returns at once and the job's result is discarded; if False (the
             default) the caller waits for the job, like
@@ -270,7 +274,7 @@ class Pool(Generic[I]):
         parts = self._parts = Parts(self._options, self._counters, self._operations)
         self._unwatch_signals = parts.backend.watch_signals()
         await parts.task_group.__aenter__()
-        parts.task_group.start_soon(parts.calls.serve_pool_scope, name=f"{self.name}-from_loop")
+        parts.start()
         self._move_to(_State.OPEN)
         try:
             workers = parts.workers.start(self._options.initial)
@@ -535,7 +539,10 @@ class Pool(Generic[I]):
             raise TypeError(f"op must be the name of an operation, not {op!r}")
         parts = self._live()
         job = await parts.intake.submit(op, args, kwargs)
-        return await parts.calls.outcome_of(job)
+        result = await parts.calls.outcome_of(job)
+        if is_not_started(result):  # max_wait: shed, as the call says, not the operation
+            value_of(result)
+        return result
 
     async def call_method(
         self, method: Callable[Concatenate[I, P], R], /, *args: P.args, **kwargs: P.kwargs
@@ -587,7 +594,7 @@ class Pool(Generic[I]):
         """
         check_target(fn)
         parts = self._live()
-        return await parts.intake.submit(fn, args, kwargs, full_checkpoint=True)
+        return await parts.intake.submit(fn, args, kwargs, waited=False)
 
     @overload
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -764,7 +771,7 @@ class Pool(Generic[I]):
     async def _submit_unshed(self, fn: Callable[..., Any], /, *args: Any) -> Job[Any]:
         """:meth:`submit` for ``map``, which waits for room however long (never sheds)."""
         parts = self._live()
-        return await parts.intake.submit(fn, args, {}, full_checkpoint=True, shed=False)
+        return await parts.intake.submit(fn, args, {}, waited=False, shed=False)
 
     def lease(
         self, *, reset: Callable[[I], object] | None = None

@@ -8,7 +8,7 @@ from typing import Any
 
 import outcome
 
-from ._job import Job, is_cancellation
+from ._job import Job, is_cancellation, is_not_started
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +124,7 @@ class Counters:
                 pass  # counted as cancelled when its caller left
             elif isinstance(result, outcome.Value):
                 self.completed += 1
-            elif is_cancellation(result):
+            elif is_cancellation(result) or is_not_started(result):
                 self.cancelled += 1
             else:
                 self.failed += 1
