@@ -60,7 +60,7 @@ nitpick_ignore_regex = [
     # there is nothing to link them to.
     ("py:class", r"(trio_pool\._\w+\.)?([PRTI]|Ts)(\.args|\.kwargs)?"),
     # Pool's overloads: "a loader whose result has __enter__() -> I" (private).
-    ("py:class", r"trio_pool\._pool\.Enters"),
+    ("py:class", r"trio_pool\._pool\.SupportsEnter"),
 ]
 
 # --- HTML --------------------------------------------------------------------

@@ -44,7 +44,7 @@ I = TypeVar("I", covariant=True, default=Any)  # noqa: E741
 Ts = TypeVarTuple("Ts")  # the loader's arguments
 
 
-class Enters(Protocol[I]):
+class SupportsEnter(Protocol[I]):
     """What a loader may return: the interface is what ``__enter__`` returns."""
 
     def __enter__(self) -> I: ...
@@ -180,7 +180,7 @@ class Pool(Generic[I]):
     @overload
     def __init__(
         self,
-        interface: Callable[[Unpack[Ts]], Enters[I]],
+        interface: Callable[[Unpack[Ts]], SupportsEnter[I]],
         /,
         *args: Unpack[Ts],
         workers: int | None = None,
