@@ -410,3 +410,63 @@ async def test_a_cancelled_chunk_runs_no_item_after_a_slow_one(backend: str) -> 
         # Leaving the block cancelled the chunk: item 10 saw it, and the 89 after
         # it, in the same job, never ran (cancellation is looked at after a slow item).
         assert ran == list(range(11))
+
+
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+async def test_map_over_several_iterables_zips_them_to_the_shortest(backend: str) -> None:
+    read: list[str] = []
+
+    def letters() -> Iterator[str]:
+        for letter in "abcdefgh":
+            read.append(letter)
+            yield letter
+
+    async def numbers() -> AsyncIterator[int]:
+        for n in range(3):
+            yield n
+
+    async with trio_pool.Pool(workers=2) as pool:
+        async with pool.map(_add, [1, 2, 3], range(10, 100, 10)) as results:
+            assert results.total == 3  # the shortest
+            assert [r async for r in results] == [11, 22, 33]
+        # Sync and async iterables mixed, out of order; the longer one is not read past need.
+        async with pool.map(str.__mul__, letters(), numbers(), ordered=False) as mixed:
+            assert mixed.total is None
+            assert sorted([r async for r in mixed]) == ["", "b", "cc"]
+        assert len(read) <= 4  # three used, and at most the one that found the end
+        # An operation by name, several iterables, every Outcome.
+        pool.define("add", _add)
+        async with pool.map("add", [1, "x"], [2, 3], outcomes=True) as outcomes:
+            got = [r async for r in outcomes]
+        assert got[0] == outcome.Value(3)
+        assert isinstance(got[1], outcome.Error)
+        assert isinstance(got[1].error, TypeError)
+        with pytest.raises(TypeError, match="items must be an iterable"):
+            pool.map(_add, [1], 2)  # type: ignore[call-overload]
+
+
+async def test_map_over_several_iterables_closes_the_ones_it_opened(backend: str) -> None:
+    closed: list[str] = []
+
+    def forever(name: str) -> Iterator[int]:
+        try:
+            yield from itertools.count()
+        finally:
+            closed.append(name)
+
+    async def async_forever() -> AsyncIterator[int]:
+        try:
+            for n in itertools.count():
+                yield n
+        finally:
+            closed.append("async")
+
+    async with trio_pool.Pool(workers=1) as pool:
+        async with pool.map(_add, forever("sync"), async_forever()) as results:
+            async for value in results:
+                if value >= 10:
+                    break
+    assert sorted(closed) == ["async", "sync"]

@@ -10,14 +10,18 @@ whatever the chunk size.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import time
 from collections.abc import (
+    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
+    Generator,
     Iterable,
+    Iterator,
     Sized,
 )
 from types import TracebackType
@@ -54,8 +58,10 @@ class ChunkResult(NamedTuple):
     seconds: float
 
 
-def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> ChunkResult:
+def _run_chunk(fn: Callable[..., Any] | str, items: list[Any], spread: bool) -> ChunkResult:
     """One job: ``fn`` over a chunk of items, each error kept by its index (in a worker).
+
+    ``spread``: each item is a tuple of arguments (``map`` over several iterables).
 
     Before an item, the job's cancellation is looked at if CHECK_EVERY
     seconds have passed since the last look (always before the first item,
@@ -72,6 +78,8 @@ def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> ChunkResult:
             fn = operation(fn)
     except AttributeError as exc:
         return ChunkResult([None] * len(items), dict.fromkeys(range(len(items)), exc), 0.0)
+    if spread:
+        fn = functools.partial(_spread, fn)
     cancel_requested = current_job("map").cancel_requested
     append, look_at = values.append, started
     for item in items:
@@ -94,6 +102,41 @@ def _run_chunk(fn: Callable[[Any], Any] | str, items: list[Any]) -> ChunkResult:
 def window_items(window: int, chunksize: int | None) -> int:
     """How many items may be in flight: ``window`` chunks of a fixed size, or of ADAPTIVE_ITEMS."""
     return window * (ADAPTIVE_ITEMS if chunksize is None else chunksize)
+
+
+def _spread(fn: Callable[..., Any], item: tuple[Any, ...]) -> Any:
+    return fn(*item)
+
+
+async def _zip(
+    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
+) -> AsyncGenerator[tuple[Any, ...], None]:
+    """The items of sync and async iterables, zipped, stopping at the shortest."""
+    iterators = [aiter(i) if isinstance(i, AsyncIterable) else iter(i) for i in iterables]
+    try:
+        while (row := await _next_row(iterators)) is not None:
+            yield row
+    finally:  # close what was opened, as a finished loop would
+        with anyio.CancelScope(shield=True):
+            for iterator in iterators:
+                if isinstance(iterator, AsyncGenerator):
+                    await iterator.aclose()
+                elif isinstance(iterator, Generator):
+                    iterator.close()
+
+
+async def _next_row(iterators: list[Iterator[Any] | AsyncIterator[Any]]) -> tuple[Any, ...] | None:
+    """One item of each iterator, or None once one of them is exhausted."""
+    row: list[Any] = []
+    try:
+        for iterator in iterators:
+            if isinstance(iterator, AsyncIterator):
+                row.append(await anext(iterator))
+            else:
+                row.append(next(iterator))
+    except (StopIteration, StopAsyncIteration):
+        return None
+    return tuple(row)
 
 
 def next_chunksize(current: int, seconds: float, items: int, largest: int = MAX_CHUNK) -> int:
@@ -124,8 +167,8 @@ class MapResults(Generic[T]):
         self,
         submit: Submit,
         new_event: Callable[[], Event],
-        fn: Callable[[Any], Any] | str,
-        items: Iterable[Any] | AsyncIterable[Any],
+        fn: Callable[..., Any] | str,
+        iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
         *,
         ordered: bool,
         chunksize: int | None,
@@ -139,7 +182,13 @@ class MapResults(Generic[T]):
         self._submit = submit
         self._new_event = new_event
         self._fn = fn
-        self._items = items
+        self._spread = len(iterables) > 1  # each item: a tuple of arguments
+        self._items: Iterable[Any] | AsyncIterable[Any] = iterables[0]
+        if self._spread:
+            sync = [i for i in iterables if not isinstance(i, AsyncIterable)]
+            self._items = (
+                zip(*sync, strict=False) if len(sync) == len(iterables) else _zip(iterables)
+            )
         self._ordered = ordered
         self._adaptive = chunksize is None
         self._chunksize = 1 if chunksize is None else chunksize  # the next chunk's size
@@ -149,7 +198,8 @@ class MapResults(Generic[T]):
         self._largest = min(MAX_CHUNK, max(1, self._window_items // ADAPTIVE_SHARE))
         self._items_in_flight = 0
         self.done: int = 0
-        self.total: int | None = len(items) if isinstance(items, Sized) else None
+        sizes = [len(i) for i in iterables if isinstance(i, Sized)]
+        self.total: int | None = min(sizes) if len(sizes) == len(iterables) else None
         self._in_flight: collections.deque[_Chunk] = collections.deque()
         self._finished: collections.deque[_Chunk] = collections.deque()
         self._current: collections.deque[outcome.Outcome[Any]] = collections.deque()
@@ -253,7 +303,7 @@ class MapResults(Generic[T]):
         ):
             self._producer_wake = self._new_event()
             await self._producer_wake.wait()
-        entry = _Chunk(await self._submit(_run_chunk, self._fn, chunk), len(chunk))
+        entry = _Chunk(await self._submit(_run_chunk, self._fn, chunk, self._spread), len(chunk))
         self._in_flight.append(entry)  # even if the block is exiting: it cancels it
         self._items_in_flight += entry.size
         entry.job.add_done_callback(lambda _: self._chunk_done(entry))

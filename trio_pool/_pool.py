@@ -39,6 +39,7 @@ from ._workers import first_load_error
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+T2 = TypeVar("T2")
 # The interface: what each worker loaded. A bare ``Pool`` annotation is a Pool[Any].
 I = TypeVar("I", covariant=True, default=Any)  # noqa: E741
 Ts = TypeVarTuple("Ts")  # the loader's arguments
@@ -691,25 +692,62 @@ class Pool(Generic[I]):
     @overload
     def map(
         self,
+        fn: Callable[[T, T2], R],
+        items: Iterable[T] | AsyncIterable[T],
+        items2: Iterable[T2] | AsyncIterable[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        chunksize: int | None = ...,
+        outcomes: Literal[False] = ...,
+    ) -> MapResults[R]: ...
+    @overload
+    def map(
+        self,
+        fn: Callable[[T, T2], R],
+        items: Iterable[T] | AsyncIterable[T],
+        items2: Iterable[T2] | AsyncIterable[T2],
+        /,
+        *,
+        ordered: bool = ...,
+        chunksize: int | None = ...,
+        outcomes: Literal[True],
+    ) -> MapResults[outcome.Outcome[R]]: ...
+    @overload
+    def map(
+        self,
         fn: str,
         items: Iterable[Any] | AsyncIterable[Any],
         /,
-        *,
+        *more: Iterable[Any] | AsyncIterable[Any],
+        ordered: bool = ...,
+        chunksize: int | None = ...,
+        outcomes: bool = ...,
+    ) -> MapResults[Any]: ...
+    @overload
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Iterable[Any] | AsyncIterable[Any],
+        items2: Iterable[Any] | AsyncIterable[Any],
+        items3: Iterable[Any] | AsyncIterable[Any],
+        /,
+        *more: Iterable[Any] | AsyncIterable[Any],
         ordered: bool = ...,
         chunksize: int | None = ...,
         outcomes: bool = ...,
     ) -> MapResults[Any]: ...
     def map(
         self,
-        fn: Callable[[Any], Any] | str,
+        fn: Callable[..., Any] | str,
         items: Iterable[Any] | AsyncIterable[Any],
         /,
-        *,
+        *more: Iterable[Any] | AsyncIterable[Any],
         ordered: bool = True,
         chunksize: int | None = None,
         outcomes: bool = False,
     ) -> MapResults[Any]:
-        """Run ``fn(item)`` for every item, streaming the results::
+        """Run ``fn(item)`` for every item (``fn(a, b)`` over several iterables), streaming::
 
             async with pool.map(parse, lines) as results:
                 async for record in results:
@@ -725,13 +763,17 @@ class Pool(Generic[I]):
         appears: at most ``queue_size`` chunks, and at most ``queue_size *
         chunksize`` items (``queue_size * 64`` with the adaptive size), are
         in flight (sent and not yet consumed), so memory stays bounded
-        however long the input and however slow the consumer. ``results.done`` counts
-        the results yielded; ``results.total`` is ``len(items)`` if there is
-        one (for a progress bar).
+        however long the input and however slow the consumer.
+        ``results.done`` counts the results yielded; ``results.total`` is
+        ``len(items)`` if there is one (for a progress bar).
 
         Args:
-            fn: A sync function of one item, or the name of an operation.
+            fn: A sync function of one item (of one item of each iterable),
+                or the name of an operation.
             items: The inputs.
+            *more: More inputs, as :meth:`concurrent.futures.Executor.map`
+                takes them: ``fn`` gets one item of each, zipped, stopping at
+                the shortest. Sync and async iterables may be mixed.
             ordered: Yield results in input order (the default), or as they
                 complete.
             chunksize: Items per job. By default (None) it adapts: the first
@@ -754,14 +796,15 @@ class Pool(Generic[I]):
         fn = self._operations.resolve(fn)
         if chunksize is not None:
             chunksize = check_count("chunksize", chunksize)
-        if not isinstance(items, (Iterable, AsyncIterable)):
-            raise TypeError(f"items must be an iterable or async iterable, not {items!r}")
+        for each in (items, *more):
+            if not isinstance(each, (Iterable, AsyncIterable)):
+                raise TypeError(f"items must be an iterable or async iterable, not {each!r}")
         parts = self._live()
         return MapResults(
             self._submit_unshed,
             parts.backend.event,
             fn,
-            items,
+            (items, *more),
             ordered=bool(ordered),
             chunksize=chunksize,
             outcomes=bool(outcomes),

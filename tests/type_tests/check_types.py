@@ -136,3 +136,11 @@ async def check_the_block_swallows_nothing() -> int:
     async with trio_pool.Pool(Db, "app.db") as pool:
         assert_type(pool, trio_pool.Pool[Db])
         return len(rows)
+
+
+async def check_map_over_several_iterables(pool: trio_pool.Pool[None]) -> None:
+    assert_type(pool.map(str, [1, 2]), trio_pool.MapResults[str])
+    assert_type(pool.map(add, [1, 2], [3, 4]), trio_pool.MapResults[int])
+    assert_type(pool.map(add, [1], [2], outcomes=True), trio_pool.MapResults[outcome.Outcome[int]])
+    assert_type(pool.map(max, [1], [2], [3]), trio_pool.MapResults[Any])
+    pool.map(add, [1], ["2"])  # type: ignore[arg-type]  # pyright: ignore[reportCallIssue, reportArgumentType]
