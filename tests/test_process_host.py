@@ -448,6 +448,33 @@ def test_a_kill_on_cancel_that_races_the_reply_still_kills(tmp_path: Path) -> No
     check_a_kill_that_races_the_reply(trio_pool.ProcessHost(kill_on_cancel=True), tmp_path)
 
 
+_BALLAST: list[bytes] = []  # in a worker process: what grow() keeps alive
+
+
+def grow(megabytes: int) -> None:
+    _BALLAST.append(b"x" * (megabytes * 2**20))  # written, so resident
+
+
+async def test_worker_processes_are_renewed_after_max_jobs_and_over_max_memory(
+    backend: str, pids: set[int]
+) -> None:
+    async with trio_pool.Pool(workers=1, max_jobs_per_worker=2, host=trio_pool.ProcessHost()) as p:
+        ran_in = [await p.run(os.getpid) for _ in range(5)]
+        pids.update(ran_in)
+        assert ran_in[0] == ran_in[1] != ran_in[2] == ran_in[3] != ran_in[4]
+        assert p.statistics().workers_renewed == 2
+    host = trio_pool.ProcessHost(max_memory=150 * 2**20)
+    async with trio_pool.Pool(workers=1, host=host) as pool:
+        first = await pool.run(os.getpid)
+        pids.add(first)
+        assert await pool.run(os.getpid) == first  # under the limit: kept
+        await pool.run(grow, 200)  # over it after this job: renewed
+        second = await pool.run(os.getpid)
+        pids.add(second)
+        assert second != first
+        assert pool.statistics().workers_renewed == 1
+
+
 def test_a_process_host_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="fork"):
         trio_pool.ProcessHost(start_method="fork")
@@ -463,6 +490,12 @@ def test_a_process_host_checks_its_arguments() -> None:
         trio_pool.Pool(host="process")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         trio_pool.ThreadHost(kill_on_cancel=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="max_memory"):
+        trio_pool.ProcessHost(max_memory=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_memory"):
+        trio_pool.ProcessHost(max_memory=0)
+    with pytest.raises(TypeError):
+        trio_pool.ThreadHost(max_memory=2**30)  # type: ignore[call-arg]
 
 
 SCRIPT = textwrap.dedent(

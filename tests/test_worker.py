@@ -51,6 +51,9 @@ class DyingHost:
     def interrupt(self) -> None:
         pass
 
+    def renewal_due(self) -> str | None:
+        return None
+
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         self.closed.append(exc_info)
         return None
@@ -68,6 +71,7 @@ def test_a_worker_whose_host_dies_fails_its_job_and_leaves_without_closing() -> 
         loaded=FakeEvent(),
         exited=FakeEvent(),
         on_exit=exited.append,
+        on_renew=exited.append,
         route=lambda job, call: None,
         os_name="pool-3",
     )

@@ -1106,3 +1106,73 @@ async def test_a_worker_add_workers_may_stop_again_is_never_stopped_by_stop_work
             loading.open()
         assert pool.worker_count == 1
     assert sorted(type(e).__name__ for e in raised) == ["KeyError", "LookupError"]
+
+
+# --- renewal ---------------------------------------------------------------------
+
+
+def _worker_id() -> int:
+    return trio_pool.current_worker().id
+
+
+async def test_max_jobs_per_worker_renews_workers_and_the_pool_keeps_its_size(
+    backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_pool")
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log), "x", workers=2, max_jobs_per_worker=3) as p:
+        ran_on: list[int] = []
+        for _ in range(12):
+            ran_on.append(await p.run(_worker_id))
+            assert p.worker_count == 2  # a renewing worker's successor starts at once
+        # Nothing queued is lost: a burst, with every worker renewed under it.
+        jobs = [p.submit_nowait(_worker_id) for _ in range(20)]
+        ran_on += [(await job.wait()).unwrap() for job in jobs]
+        stats = p.statistics()
+        assert stats.workers_renewed >= 10
+        assert stats.completed == 32
+    assert all(ran_on.count(worker) <= 3 for worker in set(ran_on))
+    loads = sorted(w for w, _ in log.of("load"))
+    assert sorted(w for w, _, _ in log.of("exit")) == loads  # each hook once
+    assert all(exc_info == (None, None, None) for _, _, exc_info in log.of("exit"))
+    renewed = [r for r in caplog.records if "renewed" in r.getMessage()]
+    assert renewed
+    assert all(r.levelno == logging.INFO for r in renewed)
+    assert "max_jobs_per_worker" in renewed[0].getMessage()
+
+
+async def test_a_leased_worker_is_renewed_only_when_its_lease_ends(backend: str) -> None:
+    log = Log()
+    async with trio_pool.Pool(recording_interface(log), "x", workers=1, max_jobs_per_worker=2) as p:
+        async with p.lease() as worker:
+            ids = {await worker.run(_worker_id) for _ in range(5)}
+            assert ids == {worker.id}  # past its limit, it stays the lease's
+        assert await p.run(_worker_id) != worker.id  # renewed once the lease ended
+        assert p.statistics().workers_renewed == 1
+    exits = {w: exc_info for w, _, exc_info in log.of("exit")}
+    assert exits == {worker.id: (None, None, None), worker.id + 1: (None, None, None)}
+
+
+async def test_renewal_with_autoscaling_stays_within_its_bounds(backend: str) -> None:
+    async with trio_pool.Pool(
+        min_workers=1, max_workers=2, idle_timeout=60, max_jobs_per_worker=1
+    ) as pool:
+        for _ in range(10):
+            await pool.run(int)
+            assert pool.worker_count <= 2
+        assert pool.statistics().workers_renewed >= 9
+        assert pool.worker_count >= 1
+
+
+async def test_a_normal_exit_with_jobs_queued_renews_and_finishes_them_all(backend: str) -> None:
+    async with trio_pool.Pool(workers=1, max_jobs_per_worker=1) as pool:
+        jobs = [pool.submit_nowait(_worker_id) for _ in range(5)]
+    assert len({job.outcome.unwrap() for job in jobs if job.outcome is not None}) == 5
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (-1, ValueError), ("3", TypeError), (1.5, TypeError)]
+)
+def test_max_jobs_per_worker_is_checked(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="max_jobs_per_worker"):
+        trio_pool.Pool(max_jobs_per_worker=value)  # type: ignore[arg-type]

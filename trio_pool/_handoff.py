@@ -112,6 +112,8 @@ class Slot:
         "leased",
         "mailbox",
         "phase",
+        "renew_pending",
+        "renewing",
         "stop_requested",
         "wakeup",
     )
@@ -124,6 +126,8 @@ class Slot:
         self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
         self.leased: bool = False
         self.stop_requested: bool = False
+        self.renewing: bool = False  # it stops to be renewed (a new worker takes its place)
+        self.renew_pending: bool = False  # due for renewal once its lease ends
         self.called: bool = False  # woken for the shared queue (counted in Handoff._waking)
         self.wakeup: Bell = Bell()
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
@@ -320,10 +324,34 @@ class Handoff:
             if slot in self._idle:
                 self._idle.remove(slot)
 
-    def unlease(self, slot: Slot) -> None:
+    def unlease(self, slot: Slot) -> bool:
+        """The lease ends; True if the worker now stops to be renewed (it was due)."""
         with self.lock:
             slot.leased = False
-            self._wake(slot)  # it may take shared jobs again
+            self._wake(slot)  # it may take shared jobs again, or stop
+            if slot.renew_pending:
+                slot.renew_pending = False
+                return self._renew(slot)
+            return False
+
+    def renew(self, slot: Slot) -> bool:
+        """``slot``'s worker is due for renewal (from its thread, before it hands back its job).
+
+        It stops once its current and own jobs are done, and True is
+        returned; if it is leased, it is renewed when the lease ends
+        (:meth:`unlease` says so); while the pool closes, it is not renewed.
+        """
+        with self.lock:
+            if slot.leased:
+                slot.renew_pending = True
+                return False
+            return self._renew(slot)
+
+    def _renew(self, slot: Slot) -> bool:
+        if self._draining or slot.stop_requested:
+            return False
+        slot.stop_requested = slot.renewing = True
+        return True
 
     def notify(self, slot: Slot, key: Hashable, values: tuple[Any, ...]) -> None:
         with self.lock:

@@ -53,8 +53,11 @@ class LeaseQueue:
         poke: Callable[[], None],
         name: str,
         max_wait: float | None = None,
+        renewing: Callable[[Worker], None] = lambda worker: None,
     ) -> None:
-        """``demand`` tells the autoscaler a lessee waits; ``poke``, that a worker came back."""
+        """``demand`` tells the autoscaler a lessee waits; ``poke``, that a worker came back;
+        ``renewing``, that a worker due for renewal stops now its lease has ended."""
+        self._renewing = renewing
         self._max_wait = max_wait
         self._handoff = handoff
         self._new_event = new_event
@@ -106,13 +109,15 @@ class LeaseQueue:
     def release(self, worker: Worker) -> None:
         """The lease ends: hand the worker to the first waiter, or back to the pool.
 
-        A worker whose process died is handed to nobody: its replacement is
-        offered to the waiters once it has loaded.
+        A worker whose process died, or that is due for renewal, is handed to
+        nobody: its replacement is offered to the waiters once it has loaded.
         """
-        if self._waiters and not self._closed and worker.slot.serving:
+        slot = worker.slot
+        if self._waiters and not self._closed and slot.serving and not slot.renew_pending:
             self._hand(self._waiters.popleft(), worker)
             return
-        self._handoff.unlease(worker.slot)
+        if self._handoff.unlease(slot):
+            self._renewing(worker)
         self._poke()  # time the released worker's retirement
 
     @ki_protected

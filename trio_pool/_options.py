@@ -36,6 +36,7 @@ class Options:
     abandon_on_cancel: bool
     name: str
     host: HostChoice
+    max_jobs_per_worker: int | None = None  # a worker is renewed after that many jobs
 
     @property
     def autoscaling(self) -> bool:
@@ -55,6 +56,7 @@ def build_options(
     abandon_on_cancel: bool,
     name: str | None,
     host: HostChoice | None,
+    max_jobs_per_worker: int | None = None,
 ) -> Options:
     """The checked options; TypeError or ValueError for a wrong one."""
     _check_interface(interface, args)
@@ -71,6 +73,8 @@ def build_options(
             raise ValueError(f"min_workers ({low}) is above max_workers ({high})")
         timeout = _seconds("idle_timeout", 60.0 if idle_timeout is None else idle_timeout)
         initial = low
+    if max_jobs_per_worker is not None:
+        max_jobs_per_worker = check_count("max_jobs_per_worker", max_jobs_per_worker)
     default_queue = 4 * high if high is not None else max(64, 4 * initial)
     queue_size = check_count("queue_size", default_queue if queue_size is None else queue_size)
     if max_wait is not None:
@@ -98,6 +102,7 @@ def build_options(
         abandon_on_cancel=abandon_on_cancel,
         name=name if name is not None else f"trio_pool-{next(_pool_numbers)}",
         host=host,
+        max_jobs_per_worker=max_jobs_per_worker,
     )
 
 

@@ -39,7 +39,13 @@ class Parts:
         )
         pressure = Pressure(backend)
         self.leases = LeaseQueue(
-            handoff, backend.event, pressure.demand, pressure.poke, options.name, options.max_wait
+            handoff,
+            backend.event,
+            pressure.demand,
+            pressure.poke,
+            options.name,
+            options.max_wait,
+            renewing=lambda worker: self.workers.renewing(worker),
         )
         self.workers = WorkerSet(
             options.name,
@@ -52,6 +58,7 @@ class Parts:
             start_soon=start_soon,
             route=self.calls.route,
             on_loaded=self.leases.offer,
+            max_jobs=options.max_jobs_per_worker,
         )
         self.autoscaler: Autoscaler | FixedSize = FixedSize()
         if options.autoscaling:
@@ -83,6 +90,7 @@ class Parts:
         """Start the pool's own tasks (once its task group is entered)."""
         start_soon, name = self.task_group.start_soon, self._name
         start_soon(self.calls.serve_pool_scope, name=f"{name}-from_loop")
+        start_soon(self.workers.serve_renewals, name=f"{name}-renewals")
         if self.shedder is not None:
             start_soon(self.shedder.run, name=f"{name}-shedder")
 

@@ -122,6 +122,11 @@ class Pool(Generic[I]):
             default: in the worker thread), :class:`ProcessHost` (in a
             child process driven by the worker thread) or :class:`RayHost`
             (in a Ray actor driven by the worker thread).
+        max_jobs_per_worker: Renew a worker once it has run that many jobs:
+            its hook runs (with no exception), it stops, and a new worker
+            loads in its place; the pool's size holds, and no queued job is
+            lost. A leased worker is renewed when its lease ends. Default
+            None: workers live as long as the pool.
 
     Use it as an async context manager::
 
@@ -161,6 +166,7 @@ class Pool(Generic[I]):
         abandon_on_cancel: bool = False,
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -177,6 +183,7 @@ class Pool(Generic[I]):
         abandon_on_cancel: bool = False,
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -193,6 +200,7 @@ class Pool(Generic[I]):
         abandon_on_cancel: bool = False,
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None: ...
     @overload
     def __init__(
@@ -209,6 +217,7 @@ class Pool(Generic[I]):
         abandon_on_cancel: bool = False,
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None: ...
     def __init__(  # type: ignore[misc]  # a mypy bug: *args: Any is refused beside Unpack[Ts]
         self,
@@ -224,6 +233,7 @@ class Pool(Generic[I]):
         abandon_on_cancel: bool = False,
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
+        max_jobs_per_worker: int | None = None,
         **unknown: Any,
     ) -> None:
         if unknown:  # (the overloads refuse them for type checkers)
@@ -231,7 +241,8 @@ class Pool(Generic[I]):
             raise TypeError(
                 f"Pool() got an unexpected keyword argument {keyword!r}. The pool's own are "
                 "workers, min_workers, max_workers, idle_timeout, queue_size, max_wait, "
-                "abandon_on_cancel, name and host; to pass keywords to the interface, give "
+                "abandon_on_cancel, name, host and max_jobs_per_worker; to pass keywords to "
+                "the interface, give "
                 f"functools.partial(Interface, ..., {keyword}=...) as the interface"
             )
         self._options = build_options(
@@ -246,6 +257,7 @@ class Pool(Generic[I]):
             abandon_on_cancel=abandon_on_cancel,
             name=name,
             host=host,
+            max_jobs_per_worker=max_jobs_per_worker,
         )
         #: The pool's name (the ``name`` argument, or ``"trio_pool-<n>"``). Its
         #: worker threads are named ``"<name>-worker-<id>"``.

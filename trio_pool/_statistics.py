@@ -64,6 +64,9 @@ class PoolStatistics:
         workers_died: Workers whose process died under a job (or was killed
             for ``kill_on_cancel``); each was replaced unless the pool was
             closing.
+        workers_renewed: Workers renewed (``max_jobs_per_worker``, or
+            ``max_memory`` on a process host): each stopped, its hook
+            running with no exception, and a new one started in its place.
         scaled_up: Workers autoscaling started.
         scaled_down: Workers autoscaling retired.
         worker_states: One record per live worker, in id order.
@@ -86,6 +89,7 @@ class PoolStatistics:
     workers_stopped: int
     hook_errors: int
     workers_died: int
+    workers_renewed: int
     scaled_up: int
     scaled_down: int
     worker_states: tuple[WorkerStatistics, ...]
@@ -103,6 +107,7 @@ class Counters:
         "scaled_up",
         "submitted",
         "workers_died",
+        "workers_renewed",
         "workers_started",
         "workers_stopped",
     )
@@ -110,7 +115,7 @@ class Counters:
     def __init__(self) -> None:
         self.submitted = self.completed = self.failed = self.cancelled = 0
         self.workers_started = self.workers_stopped = self.hook_errors = 0
-        self.workers_died = 0
+        self.workers_died = self.workers_renewed = 0
         self.scaled_up = self.scaled_down = 0
 
     def record(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
@@ -140,6 +145,9 @@ class Counters:
         self.workers_stopped += 1
         self.hook_errors += hook_failed
         self.workers_died += died
+
+    def worker_renewed(self) -> None:
+        self.workers_renewed += 1
 
     def scaled(self, *, up: int = 0, down: int = 0) -> None:
         self.scaled_up += up
@@ -171,6 +179,7 @@ class Counters:
             workers_stopped=self.workers_stopped,
             hook_errors=self.hook_errors,
             workers_died=self.workers_died,
+            workers_renewed=self.workers_renewed,
             scaled_up=self.scaled_up,
             scaled_down=self.scaled_down,
             worker_states=tuple(sorted(workers, key=lambda w: w.id)),

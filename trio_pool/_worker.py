@@ -40,10 +40,16 @@ class Worker:
         loaded: Event,
         exited: Event,
         on_exit: Callable[[Worker], None],
+        on_renew: Callable[[Worker], None],
         route: Callable[[Job[Any], LoopCall], None],
         os_name: str,
+        max_jobs: int | None = None,
     ) -> None:
-        """``os_name``: the thread's name at the OS level while it is this worker."""
+        """``os_name``: the thread's name at the OS level while it is this worker.
+
+        ``on_renew(worker)`` is posted once the worker stops to be renewed
+        (after ``max_jobs`` jobs, or when its host asks).
+        """
         self.info = info
         self._os_name = os_name
         self.host = host
@@ -55,12 +61,16 @@ class Worker:
         self._handoff = handoff
         self._post = post
         self._on_exit = on_exit
+        self._on_renew = on_renew
+        self._max_jobs = max_jobs
         self._route = route
         self._job: Job[Any] | None = None  # the job it runs (this thread only)
         #: Set by the thread as it begins (read by the loop once the thread is done).
         self.started: bool = False
         #: Set by the thread if its host died under a job (the pool replaces it).
         self.died: bool = False
+        #: Why the worker is due for renewal, set by the thread (None: it is not).
+        self.renewal: str | None = None
 
     @property
     def id(self) -> int:
@@ -118,12 +128,23 @@ class Worker:
                 handoff.closed(slot)
                 return None
             self._job = job = None  # hold no job while waiting for the next
+            if self.renewal is None and (reason := self._renewal_due()) is not None:
+                self.renewal = reason
+                if handoff.renew(slot):  # else when its lease ends (or never: closing)
+                    self._post(functools.partial(self._on_renew, self))
         error = host.close(slot.exit_info)
         handoff.closed(slot)
         if error is not None:
             logger.debug("worker %s: the exit hook raised %r", self.info.name, error)
         logger.debug("worker %s stopped", self.info.name)
         return error
+
+    def _renewal_due(self) -> str | None:
+        """Why this worker should be renewed after the job it ran, or None."""
+        limit = self._max_jobs
+        if limit is not None and self.slot.jobs_done + 1 >= limit:  # (that job not counted yet)
+            return f"it ran {limit} jobs (max_jobs_per_worker)"
+        return self.host.renewal_due()
 
     def _execute(self, job: Job[Any]) -> outcome.Outcome[Any]:
         """In the job's context: which has no event loop in this thread (sniffio says so)."""

@@ -50,6 +50,7 @@ class WorkerSet:
         start_soon: Callable[..., object],
         route: Callable[[Job[Any], LoopCall], None],
         on_loaded: Callable[[list[Worker]], None],
+        max_jobs: int | None = None,
     ) -> None:
         """``route`` serves the workers' from_loop() calls; ``on_loaded`` is offered the
         workers free for a lease once new ones have loaded."""
@@ -62,6 +63,7 @@ class WorkerSet:
         self._start_soon = start_soon
         self._route = route
         self._on_loaded = on_loaded
+        self._max_jobs = max_jobs
         self._workers: dict[int, Worker] = {}
         self._ids = itertools.count()
         # The pool's own limiter: its threads never count against anyio's default one.
@@ -74,6 +76,10 @@ class WorkerSet:
         self._provisional: set[int] = set()
         # The scope of each worker's task (see _run).
         self._loop_scopes: dict[int, anyio.CancelScope] = {}
+        # Renewed workers whose successors serve_renewals() has not started yet
+        # (they count as serving meanwhile, so the pool's size holds).
+        self._renewals = 0
+        self._renewal_posted = backend.event()
         self._errors: list[BaseException] = []
         # The first load error kept for the exit; later ones become its notes.
         self._load_error: BaseException | None = None
@@ -93,8 +99,8 @@ class WorkerSet:
 
     @property
     def serving(self) -> int:
-        """Workers loading or serving (not those asked to stop)."""
-        return sum(w.slot.serving for w in self._workers.values())
+        """Workers loading or serving (not those asked to stop), and successors to start."""
+        return sum(w.slot.serving for w in self._workers.values()) + self._renewals
 
     def start(self, count: int, *, claimed: bool = True, provisional: bool = False) -> list[Worker]:
         """Start ``count`` workers.
@@ -117,8 +123,10 @@ class WorkerSet:
                 loaded=self._backend.event(),
                 exited=self._backend.event(),
                 on_exit=self._on_exit,
+                on_renew=self.renewing,
                 route=self._route,
                 os_name=short_name(self._name, worker_id),
+                max_jobs=self._max_jobs,
             )
             self._workers[worker_id] = worker
             self._loop_scopes[worker_id] = anyio.CancelScope()
@@ -162,6 +170,33 @@ class WorkerSet:
             await self._replace(worker)
         # Native asyncio cancellation (asyncio.run shutting down) can end this
         # task while the thread runs; the thread still reports when it is done.
+
+    def renewing(self, worker: Worker) -> None:
+        """``worker`` stops to be renewed: a new worker is to start in its place.
+
+        Posted by the worker's thread (or called as its lease ends); the
+        successor starts in :meth:`serve_renewals`, as anyio cannot start a
+        task from a loop callback, and counts as serving from now on, so the
+        pool's size holds. The renewed worker's hook runs with no exception;
+        its error, or the new loader's, is kept for the exit.
+        """
+        self._counters.worker_renewed()
+        logger.info("worker %s: renewed, as %s", worker.info.name, worker.renewal)
+        if not self._closing:
+            self._renewals += 1
+            self._renewal_posted.set()
+
+    async def serve_renewals(self) -> None:
+        """The pool's task that starts a worker in place of each renewed one, until it closes."""
+        while not self._closing:
+            await self._renewal_posted.wait()
+            self._renewal_posted = self._backend.event()
+            count, self._renewals = self._renewals, 0
+            if count and not self._closing:
+                self._start_soon(self._wait_replacements, self.start(count, claimed=False))
+
+    async def _wait_replacements(self, workers: list[Worker]) -> None:
+        await self.wait_loaded(workers, claimed=False)
 
     async def _replace(self, dead: Worker) -> None:
         """Start a worker in place of one whose host died (its load errors go to the exit)."""
@@ -335,6 +370,8 @@ class WorkerSet:
     def close(self) -> None:
         """The workers stop: ``all_stopped`` is set once no worker is left."""
         self._closing = True
+        self._renewals = 0
+        self._renewal_posted.set()
         if not self._workers:
             self.all_stopped.set()
 

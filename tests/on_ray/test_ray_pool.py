@@ -31,6 +31,7 @@ from test_process_host import (
     check_a_cancelled_caller_stops_a_cooperative_job,
     check_broadcast_method_and_a_lease_reset,
     die,
+    grow,
     interface_scale,
     lines,
     local_pid,
@@ -246,6 +247,22 @@ def test_a_kill_on_cancel_that_races_the_reply_still_kills(tmp_path: Path) -> No
     check_a_kill_that_races_the_reply(host, tmp_path)
 
 
+async def test_actors_are_renewed_after_max_jobs_and_over_max_memory(backend: str) -> None:
+    async with trio_pool.Pool(workers=1, max_jobs_per_worker=2, host=HOST) as pool:
+        ran_in = [await pool.run(local_pid) for _ in range(3)]
+        assert ran_in[0] == ran_in[1] != ran_in[2]
+        assert pool.statistics().workers_renewed == 1
+    host = trio_pool.RayHost(grace_period=TIMEOUT, max_memory=400 * 2**20)
+    async with trio_pool.Pool(workers=1, host=host) as pool:
+        first = actors(pool)
+        await pool.run(local_pid)
+        assert actors(pool) == first  # under the limit: kept
+        await pool.run(grow, 500)  # over it after this job: renewed
+        await pool.run(local_pid)
+        assert actors(pool) != first
+        assert pool.statistics().workers_renewed == 1
+
+
 def test_a_ray_host_checks_its_arguments() -> None:
     with pytest.raises(TypeError, match="kill_on_cancel"):
         trio_pool.RayHost(kill_on_cancel=1)  # type: ignore[arg-type]
@@ -256,6 +273,10 @@ def test_a_ray_host_checks_its_arguments() -> None:
     for option in ["max_concurrency", "max_restarts", "max_task_retries", "lifetime"]:
         with pytest.raises(ValueError, match=f"RayHost does not take {option}="):
             trio_pool.RayHost(**{option: 1})
+    with pytest.raises(TypeError, match="max_memory"):
+        trio_pool.RayHost(max_memory="1G")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_memory"):
+        trio_pool.RayHost(max_memory=-1)
     host = trio_pool.RayHost(num_cpus=1, scheduling_strategy="SPREAD")
     assert host.actor_options == {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
     assert "scheduling_strategy='SPREAD'" in repr(host)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping
 from types import CoroutineType, TracebackType
 from typing import Any, Protocol, TypeGuard
@@ -106,6 +107,10 @@ class Host(Protocol):
         """Ask the running call or load to stop now, if the host can (any thread, idempotent)."""
         ...
 
+    def renewal_due(self) -> str | None:
+        """After a job: why the worker should be renewed (its process's memory), or None."""
+        ...
+
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the exit hook, once, with ``exc_info``; return what it raised."""
         ...
@@ -137,6 +142,38 @@ def check_grace_period(grace_period: object) -> float:
     if not (grace_period >= 0 and math.isfinite(grace_period)):
         raise ValueError(f"grace_period must be zero or more seconds, not {grace_period}")
     return float(grace_period)
+
+
+def check_max_memory(max_memory: object, *, here: bool = True) -> int | None:
+    """``max_memory`` (bytes) if it is None or a positive int; ``here``: /proc must be here."""
+    if max_memory is None:
+        return None
+    if isinstance(max_memory, bool) or not isinstance(max_memory, int):
+        raise TypeError(
+            f"max_memory must be a number of bytes (an int) or None, not {max_memory!r}"
+        )
+    if max_memory <= 0:
+        raise ValueError(f"max_memory must be a positive number of bytes, not {max_memory}")
+    if here and resident_memory(os.getpid()) is None:
+        raise ValueError("max_memory needs /proc to read a process's memory (Linux)")
+    return max_memory
+
+
+def resident_memory(pid: int) -> int | None:
+    """The resident memory of process ``pid`` in bytes, from /proc; None if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def over_memory(used: int | None, limit: int | None) -> str | None:
+    """Why a worker whose process holds ``used`` bytes is due for renewal, or None."""
+    if limit is None or used is None or used <= limit:
+        return None
+    return f"its process holds {used} bytes, above max_memory={limit}"
 
 
 def is_mapping(interface: object) -> TypeGuard[Mapping[str, Any]]:

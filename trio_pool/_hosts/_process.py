@@ -37,7 +37,16 @@ import outcome
 
 from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
-from ._base import NO_EXC, ExcInfo, HostDied, HostFactory, check_grace_period
+from ._base import (
+    NO_EXC,
+    ExcInfo,
+    HostDied,
+    HostFactory,
+    check_grace_period,
+    check_max_memory,
+    over_memory,
+    resident_memory,
+)
 from ._thread import InThread
 from ._wire import (
     decode_outcome,
@@ -73,12 +82,16 @@ class ProcessHost:
             running job is asked to stop, as on threads.
         grace_period: Seconds a child gets at the pool's exit to run its
             exit hook before it is killed.
+        max_memory: Bytes of resident memory (read from ``/proc``, on
+            Linux) a child may hold after a job: above that, the worker is
+            renewed (its hook runs, and a new child loads in its place).
+            Default None: no limit.
 
     Raises:
         TypeError, ValueError: for a wrong argument.
     """
 
-    __slots__ = ("_context", "grace_period", "kill_on_cancel", "start_method")
+    __slots__ = ("_context", "grace_period", "kill_on_cancel", "max_memory", "start_method")
 
     def __init__(
         self,
@@ -86,6 +99,7 @@ class ProcessHost:
         start_method: str | None = None,
         kill_on_cancel: bool = False,
         grace_period: float = 5.0,
+        max_memory: int | None = None,
     ) -> None:
         if start_method is None:
             start_method = "forkserver" if os.name == "posix" else "spawn"
@@ -109,6 +123,8 @@ class ProcessHost:
         self.kill_on_cancel: bool = kill_on_cancel
         #: Seconds a child gets at exit to run its hook before it is killed.
         self.grace_period: float = check_grace_period(grace_period)
+        #: Bytes of resident memory a child may hold after a job (None: no limit).
+        self.max_memory: int | None = check_max_memory(max_memory)
         self._context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":  # children fork from a server with this loaded
             self._context.set_forkserver_preload([__name__])
@@ -116,7 +132,8 @@ class ProcessHost:
     def __repr__(self) -> str:
         return (
             f"trio_pool.ProcessHost(start_method={self.start_method!r}, "
-            f"kill_on_cancel={self.kill_on_cancel}, grace_period={self.grace_period})"
+            f"kill_on_cancel={self.kill_on_cancel}, grace_period={self.grace_period}, "
+            f"max_memory={self.max_memory})"
         )
 
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
@@ -127,6 +144,7 @@ class ProcessHost:
             context=self._context,
             kill_on_cancel=self.kill_on_cancel,
             grace_period=self.grace_period,
+            max_memory=self.max_memory,
         )
 
 
@@ -241,8 +259,10 @@ class InProcess:
         context: Any,
         kill_on_cancel: bool,
         grace_period: float,
+        max_memory: int | None = None,
     ) -> None:
         self._loader = loader
+        self._max_memory = max_memory
         self._args = args
         self._context = context
         self._kill_on_cancel = kill_on_cancel
@@ -314,6 +334,12 @@ class InProcess:
 
     def interrupt(self) -> None:
         """Nothing here: the worker thread relays the job's cancel request itself."""
+
+    def renewal_due(self) -> str | None:
+        pid, limit = self.pid, self._max_memory
+        if limit is None or pid is None:
+            return None
+        return over_memory(resident_memory(pid), limit)
 
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the hook in the child, give it ``grace_period`` seconds, then end the child."""

@@ -40,6 +40,9 @@ from ._base import (
     HostFactory,
     LoadInterrupted,
     check_grace_period,
+    check_max_memory,
+    over_memory,
+    resident_memory,
 )
 from ._thread import InThread
 from ._wire import (
@@ -56,6 +59,7 @@ _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
 #: Actors started for one worker before its load fails: an actor placed on a
 #: node that is going away dies with it, and Ray may not know yet.
 _LOAD_ATTEMPTS = 3
+_MEMORY_TIMEOUT = 10.0  # seconds an actor gets to say how much memory it holds
 
 logger = logging.getLogger("trio_pool")
 
@@ -94,6 +98,10 @@ class RayHost:
             By default a running job is asked to stop, as on threads.
         grace_period: Seconds an actor gets at the pool's exit to run its
             exit hook before it is killed.
+        max_memory: Bytes of resident memory an actor's process may hold
+            after a job (the actor reads its own, from ``/proc``): above
+            that, the worker is renewed (its hook runs, and a new actor
+            loads in its place). Default None: no limit, and no extra call.
         actor_options: Given to the actor class's ``.options()``:
             ``num_cpus``, ``num_gpus``, ``resources``, ``memory``,
             ``scheduling_strategy``, ``runtime_env``, ... The pool sets
@@ -105,10 +113,15 @@ class RayHost:
             options when the pool opens).
     """
 
-    __slots__ = ("actor_options", "grace_period", "kill_on_cancel")
+    __slots__ = ("actor_options", "grace_period", "kill_on_cancel", "max_memory")
 
     def __init__(
-        self, *, kill_on_cancel: bool = False, grace_period: float = 5.0, **actor_options: Any
+        self,
+        *,
+        kill_on_cancel: bool = False,
+        grace_period: float = 5.0,
+        max_memory: int | None = None,
+        **actor_options: Any,
     ) -> None:
         if not isinstance(kill_on_cancel, bool):
             raise TypeError(f"kill_on_cancel must be a bool, not {kill_on_cancel!r}")
@@ -119,6 +132,8 @@ class RayHost:
         self.kill_on_cancel: bool = kill_on_cancel
         #: Seconds an actor gets at exit to run its hook before it is killed.
         self.grace_period: float = check_grace_period(grace_period)
+        #: Bytes of resident memory an actor may hold after a job (None: no limit).
+        self.max_memory: int | None = check_max_memory(max_memory, here=False)
         #: What each actor is created with (``.options(**actor_options)``).
         self.actor_options: dict[str, Any] = dict(actor_options)
 
@@ -126,7 +141,7 @@ class RayHost:
         options = "".join(f", {k}={v!r}" for k, v in self.actor_options.items())
         return (
             f"trio_pool.RayHost(kill_on_cancel={self.kill_on_cancel}, "
-            f"grace_period={self.grace_period}{options})"
+            f"grace_period={self.grace_period}, max_memory={self.max_memory}{options})"
         )
 
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
@@ -152,6 +167,7 @@ class RayHost:
             actor_class=actor_class,
             kill_on_cancel=self.kill_on_cancel,
             grace_period=self.grace_period,
+            max_memory=self.max_memory,
         )
 
 
@@ -195,6 +211,10 @@ class RayWorker:
 
     def cancel(self, number: int) -> None:
         self._cancelled = max(self._cancelled, number)
+
+    def memory(self) -> int | None:
+        """The resident memory of the actor's process, in bytes (None if /proc cannot tell)."""
+        return resident_memory(os.getpid())
 
     def close(self, exc_info: bytes) -> bytes:
         host, self._host = self._host, None
@@ -246,8 +266,10 @@ class InRay:
         actor_class: Any,
         kill_on_cancel: bool,
         grace_period: float,
+        max_memory: int | None = None,
     ) -> None:
         self._ray = _ray()
+        self._max_memory = max_memory
         self._loader = loader
         self._args = args
         self._actor_class = actor_class
@@ -319,6 +341,17 @@ class InRay:
         A running job's cancel request the worker thread relays itself.
         """
         self._interrupted = True
+
+    def renewal_due(self) -> str | None:
+        """Over ``max_memory`` after a job: the actor says what it holds (one more call)."""
+        if self._max_memory is None or self._actor is None:
+            return None
+        try:
+            used = self._ray.get(self._actor.memory.remote(), timeout=_MEMORY_TIMEOUT)
+        except Exception:  # it died, or is slow to say: the next job finds out
+            return None
+        reason = over_memory(used, self._max_memory)
+        return None if reason is None else reason.replace("its process", "its actor")
 
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the hook in the actor, give it ``grace_period`` seconds, then end the actor."""

@@ -139,6 +139,10 @@ class InThread:
     def interrupt(self) -> None:
         """Nothing: a thread cannot be stopped from outside; jobs check_cancelled()."""
 
+    def renewal_due(self) -> str | None:
+        """Never: the thread's memory is the whole program's."""
+        return None
+
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the exit hook once, if there is one; return what it raised."""
         hook, self._exit = self._exit, None
