@@ -43,6 +43,7 @@ LEVELS = {
     "resize": {"INFO"},
     "died": {"WARNING"},
     "replacement": {"WARNING"},
+    "renewal": {"INFO"},
 }
 LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR)\b")
 
