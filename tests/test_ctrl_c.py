@@ -169,7 +169,7 @@ CTRL_C_INSIDE = textwrap.dedent(
     """
     import signal, sys, threading
     import trio, trio_pool
-    from trio_pool import _handoff, _statistics
+    from trio_pool import _completion, _handoff
 
     point = sys.argv[1]
     fired = []
@@ -200,7 +200,7 @@ CTRL_C_INSIDE = textwrap.dedent(
                     _handoff.Handoff.put = interrupting(_handoff.Handoff.put)
                     pool.submit_nowait(int, "2")
                 else:  # taken out of the queue, then finished as cancelled
-                    _statistics.Counters.record = interrupting(_statistics.Counters.record)
+                    _completion.Completion.complete = interrupting(_completion.Completion.complete)
                     queued.cancel()
                 print("the change completed", flush=True)
             finally:

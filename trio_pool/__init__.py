@@ -12,6 +12,7 @@ from ._in_worker import current_interface as current_interface
 from ._in_worker import current_worker as current_worker
 from ._in_worker import from_loop as from_loop
 from ._in_worker import wait as wait
+from ._instruments import Instrument as Instrument
 from ._job import Job as Job
 from ._lease import WorkerLease as WorkerLease
 from ._map import MapResults as MapResults
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BrokenWorkerError",
+    "Instrument",
     "Job",
     "JobCancelled",
     "MapResults",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 import outcome
@@ -16,6 +17,7 @@ import outcome
 from ._admission import Admission
 from ._backend import Backend
 from ._handoff import Delivery, Handoff, Phase
+from ._job import Job
 from ._lease import LeaseQueue
 from ._options import Options
 from ._statistics import Counters
@@ -101,6 +103,7 @@ class Autoscaler:
         counters: Counters,
         backend: Backend,
         pressure: Pressure,
+        complete_all: Callable[[Iterable[tuple[Job[Any], outcome.Outcome[Any]]]], None],
     ) -> None:
         assert options.max_workers is not None
         self._name = options.name
@@ -112,6 +115,7 @@ class Autoscaler:
         self._admission = admission
         self._leases = leases
         self._counters = counters
+        self._complete_all = complete_all
         self._backend = backend
         self._pressure = pressure
         self._scope = anyio.CancelScope()
@@ -201,8 +205,8 @@ class Autoscaler:
             errors[0],
         )
         if self._workers.serving == 0:
-            for job in self._handoff.take_queued():
-                self._counters.record(job, outcome.Error(errors[0]))
+            failed = outcome.Error(errors[0])
+            self._complete_all((job, failed) for job in self._handoff.take_queued())
             self._admission.release()
             self._leases.fail_waiters(errors[0])
 

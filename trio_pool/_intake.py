@@ -16,9 +16,11 @@ from ._admission import Admission, Shedder
 from ._autoscale import Autoscaler, FixedSize
 from ._backend import Backend, ki_protected
 from ._calls import Calls
+from ._completion import Completion
 from ._exceptions import PoolClosedError
 from ._handoff import Delivery, Handoff, Slot
 from ._hosts._base import ExcInfo
+from ._instruments import Instruments
 from ._interface import Operations
 from ._job import Job, cancelled_outcome, not_started_outcome
 from ._statistics import Counters
@@ -39,11 +41,15 @@ class Intake:
         backend: Backend,
         max_wait: float | None,
         shedder: Shedder | None,
+        completion: Completion,
+        instruments: Instruments,
     ) -> None:
         """``shedder`` (with ``max_wait``) takes out jobs no worker took in time."""
         self._name = name
         self._max_wait = max_wait
         self._shedder = shedder
+        self._completion = completion
+        self._instruments = instruments
         self._handoff = handoff
         self._admission = admission
         self._workers = workers
@@ -101,6 +107,8 @@ class Intake:
         self._handoff.put(job, slot)
         if slot is None:
             self._autoscaler.job_queued()
+        if self._instruments.job_submitted:
+            self._instruments.call("job_submitted", job)
         return job
 
     @ki_protected
@@ -152,21 +160,21 @@ class Intake:
         """No worker took ``job`` within ``max_wait``: take it out, unrun, if it is queued."""
         if self._handoff.take_back_unserved(job):
             assert self._max_wait is not None
-            self._counters.record(job, not_started_outcome(self._max_wait))
+            self._completion.complete(job, not_started_outcome(self._max_wait))
             self._admission.release()
 
     @ki_protected
     def deliver(self, batch: Delivery) -> None:
         """The handoff's finished jobs."""
         self._autoscaler.delivered(batch)
-        self._counters.record_all(batch)
+        self._completion.complete_all(batch)
         self._admission.release()
 
     @ki_protected
     def cancel(self, job: Job[Any]) -> bool:
         """:meth:`Job.cancel`: take it out if it is queued, else ask it to stop."""
         if self._handoff.cancel(job):
-            self._counters.record(job, cancelled_outcome())
+            self._completion.complete(job, cancelled_outcome())
             self._admission.release()
             return True
         if job._outcome is None and job.worker_id is not None:
@@ -179,5 +187,6 @@ class Intake:
     @ki_protected
     def cancel_all(self, slots: list[Slot], exc_info: ExcInfo) -> None:
         """Take every queued job out as cancelled and ask the running ones to stop."""
-        for job in self._handoff.stop(slots, cancel=exc_info):
-            self._counters.record(job, cancelled_outcome())
+        self._completion.complete_all(
+            (job, cancelled_outcome()) for job in self._handoff.stop(slots, cancel=exc_info)
+        )

@@ -11,6 +11,7 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 import anyio
@@ -67,6 +68,9 @@ class Job(Generic[T]):
         "_slot",
         "_wake",
         "_with_interface",
+        "finished_at",
+        "started_at",
+        "submitted_at",
         "worker_id",
     )
 
@@ -79,6 +83,12 @@ class Job(Generic[T]):
     _cancel_requested: bool
     #: The id of the worker that ran the job, or None if none has (yet).
     worker_id: int | None
+    #: When a worker started and finished running the job, on
+    #: :func:`time.perf_counter`'s clock; None until then (written by _worker).
+    #: A job that never ran has no ``started_at``; its ``finished_at`` is when
+    #: it got its Outcome.
+    started_at: float | None
+    finished_at: float | None
     # Written by _calls, in the loop thread: the caller's wake-up while a
     # caller waits (None otherwise), its from_loop() requests, and whether
     # the caller abandoned the job.
@@ -113,6 +123,9 @@ class Job(Generic[T]):
         self._wake = None
         self._requests = None
         self._abandoned = False
+        #: When the pool accepted the job, on :func:`time.perf_counter`'s clock.
+        self.submitted_at: float = perf_counter()
+        self.started_at = self.finished_at = None
 
     def __repr__(self) -> str:
         if self._outcome is not None:
@@ -195,6 +208,8 @@ class Job(Generic[T]):
     def _finish(self, result: Outcome[T]) -> None:
         """Store the Outcome, wake the waiters and run the callbacks (loop thread)."""
         self._outcome = result
+        if self.finished_at is None:
+            self.finished_at = perf_counter()
         self._fn = None
         self._args = ()
         self._kwargs = _NO_KWARGS

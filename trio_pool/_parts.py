@@ -9,7 +9,9 @@ from ._admission import Admission, Shedder
 from ._autoscale import Autoscaler, FixedSize, Pressure
 from ._backend import Backend, current_backend, ki_protected
 from ._calls import Calls
+from ._completion import Completion
 from ._handoff import Handoff
+from ._instruments import Instruments
 from ._intake import Intake
 from ._interface import Operations
 from ._lease import LeaseQueue
@@ -21,12 +23,19 @@ from ._workers import WorkerSet
 class Parts:
     """Who owns what in an open pool (see docs/how-it-works.rst)."""
 
-    def __init__(self, options: Options, counters: Counters, operations: Operations) -> None:
+    def __init__(
+        self,
+        options: Options,
+        counters: Counters,
+        operations: Operations,
+        instruments: Instruments,
+    ) -> None:
         backend: Backend = current_backend()
         self.backend = backend
         self._name = options.name
         self.task_group: anyio.abc.TaskGroup = anyio.create_task_group()
         start_soon = self.task_group.start_soon
+        completion = Completion(counters, instruments)
         # The handoff delivers to the intake, built last, as it uses the others.
         self.handoff = handoff = Handoff(backend.post, lambda batch: intake.deliver(batch))
         self.admission = Admission(options.queue_size, handoff, backend.event)
@@ -58,6 +67,8 @@ class Parts:
             start_soon=start_soon,
             route=self.calls.route,
             on_loaded=self.leases.offer,
+            complete=completion.complete,
+            instruments=instruments,
             max_jobs=options.max_jobs_per_worker,
         )
         self.autoscaler: Autoscaler | FixedSize = FixedSize()
@@ -71,6 +82,7 @@ class Parts:
                 counters,
                 backend,
                 pressure,
+                completion.complete_all,
             )
         self.intake = intake = Intake(
             options.name,
@@ -84,6 +96,8 @@ class Parts:
             backend,
             options.max_wait,
             self.shedder,
+            completion,
+            instruments,
         )
 
     def start(self) -> None:

@@ -26,6 +26,7 @@ from ._handoff import Phase
 from ._hosts._process import ProcessHost
 from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
+from ._instruments import Instrument, Instruments
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
 from ._job import Job, is_cancellation, is_not_started, value_of
 from ._lease import Lease, Reset, WorkerLease
@@ -122,6 +123,9 @@ class Pool(Generic[I]):
             default: in the worker thread), :class:`ProcessHost` (in a
             child process driven by the worker thread) or :class:`RayHost`
             (in a Ray actor driven by the worker thread).
+        instruments: :class:`Instrument` objects whose methods the pool
+            calls as jobs and workers come and go (metrics, tracing); see
+            :meth:`add_instrument`.
         max_jobs_per_worker: Renew a worker once it has run that many jobs:
             its hook runs (with no exception), it stops, and a new worker
             loads in its place; the pool's size holds, and no queued job is
@@ -167,6 +171,7 @@ class Pool(Generic[I]):
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
+        instruments: Iterable[Instrument] = (),
     ) -> None: ...
     @overload
     def __init__(
@@ -184,6 +189,7 @@ class Pool(Generic[I]):
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
+        instruments: Iterable[Instrument] = (),
     ) -> None: ...
     @overload
     def __init__(
@@ -201,6 +207,7 @@ class Pool(Generic[I]):
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
+        instruments: Iterable[Instrument] = (),
     ) -> None: ...
     @overload
     def __init__(
@@ -218,6 +225,7 @@ class Pool(Generic[I]):
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
+        instruments: Iterable[Instrument] = (),
     ) -> None: ...
     def __init__(  # type: ignore[misc]  # a mypy bug: *args: Any is refused beside Unpack[Ts]
         self,
@@ -234,6 +242,7 @@ class Pool(Generic[I]):
         name: str | None = None,
         host: ThreadHost | ProcessHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
+        instruments: Iterable[Instrument] = (),
         **unknown: Any,
     ) -> None:
         if unknown:  # (the overloads refuse them for type checkers)
@@ -241,8 +250,8 @@ class Pool(Generic[I]):
             raise TypeError(
                 f"Pool() got an unexpected keyword argument {keyword!r}. The pool's own are "
                 "workers, min_workers, max_workers, idle_timeout, queue_size, max_wait, "
-                "abandon_on_cancel, name, host and max_jobs_per_worker; to pass keywords to "
-                "the interface, give "
+                "abandon_on_cancel, name, host, max_jobs_per_worker and instruments; to pass "
+                "keywords to the interface, give "
                 f"functools.partial(Interface, ..., {keyword}=...) as the interface"
             )
         self._options = build_options(
@@ -264,6 +273,9 @@ class Pool(Generic[I]):
         self.name: str = self._options.name
         self._operations = Operations(interface)
         self._counters = Counters()
+        if isinstance(instruments, Instrument) or not isinstance(instruments, Iterable):
+            raise TypeError(f"instruments must be an iterable of Instruments, not {instruments!r}")
+        self._instruments = Instruments(instruments)
         self._state = _State.NEW
         self._parts: Parts | None = None  # built on entry, for the running loop
         self._unwatch_signals: Callable[[], None] = _nothing
@@ -284,7 +296,9 @@ class Pool(Generic[I]):
     async def __aenter__(self) -> Pool[I]:
         if self._state is not _State.NEW:
             raise RuntimeError("a Pool can be entered only once; make a new one")
-        parts = self._parts = Parts(self._options, self._counters, self._operations)
+        parts = self._parts = Parts(
+            self._options, self._counters, self._operations, self._instruments
+        )
         self._unwatch_signals = parts.backend.watch_signals()
         await parts.task_group.__aenter__()
         parts.start()
@@ -993,6 +1007,30 @@ class Pool(Generic[I]):
         self._parts.handoff.notify(worker.slot, event, values)
 
     # --- looking at it ----------------------------------------------------
+
+    def add_instrument(self, instrument: Instrument) -> None:
+        """Start calling ``instrument``'s methods (nothing if it is already active).
+
+        It can be added before the pool is entered, or while it is open.
+
+        Raises:
+            TypeError: if ``instrument`` is not an :class:`Instrument`.
+            RuntimeError: if called from another thread or event loop than the pool's.
+        """
+        if self._parts is not None:
+            self._parts.intake.check_loop()
+        self._instruments.add(instrument)
+
+    def remove_instrument(self, instrument: Instrument) -> None:
+        """Stop calling ``instrument``.
+
+        Raises:
+            KeyError: if it is not active (as :func:`trio.lowlevel.remove_instrument`).
+            RuntimeError: if called from another thread or event loop than the pool's.
+        """
+        if self._parts is not None:
+            self._parts.intake.check_loop()
+        self._instruments.remove(instrument)
 
     def statistics(self) -> PoolStatistics:
         """A snapshot of the pool's workers and job counts."""

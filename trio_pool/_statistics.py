@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from typing import Any
 
 import outcome
@@ -118,22 +117,16 @@ class Counters:
         self.workers_died = self.workers_renewed = 0
         self.scaled_up = self.scaled_down = 0
 
-    def record(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
-        """Count how ``job`` ended, then finish it with ``result``."""
-        self.record_all(((job, result),))
-
-    def record_all(self, batch: Iterable[tuple[Job[Any], outcome.Outcome[Any]]]) -> None:
-        """:meth:`record` for each job of a delivery."""
-        for job, result in batch:
-            if job._abandoned:
-                pass  # counted as cancelled when its caller left
-            elif isinstance(result, outcome.Value):
-                self.completed += 1
-            elif is_cancellation(result) or is_not_started(result):
-                self.cancelled += 1
-            else:
-                self.failed += 1
-            job._finish(result)
+    def count(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
+        """Count how ``job`` ended (with ``result``)."""
+        if job._abandoned:
+            pass  # counted as cancelled when its caller left
+        elif isinstance(result, outcome.Value):
+            self.completed += 1
+        elif is_cancellation(result) or is_not_started(result):
+            self.cancelled += 1
+        else:
+            self.failed += 1
 
     def accepted(self) -> None:
         self.submitted += 1

@@ -6,15 +6,18 @@ import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Hashable
+from time import perf_counter
 from typing import Any
 
 import outcome
 import sniffio
 
 from ._backend import Event
+from ._exceptions import JobCancelled
 from ._handoff import Handoff, Slot
 from ._hosts._base import Host, HostDied, LoadInterrupted
 from ._in_worker import WorkerInfo
+from ._instruments import Instruments, StopReason
 from ._job import Job, LoopCall, ask_loop
 from ._os_names import rename_current_thread
 
@@ -44,6 +47,7 @@ class Worker:
         route: Callable[[Job[Any], LoopCall], None],
         os_name: str,
         max_jobs: int | None = None,
+        instruments: Instruments | None = None,
     ) -> None:
         """``os_name``: the thread's name at the OS level while it is this worker.
 
@@ -63,12 +67,17 @@ class Worker:
         self._on_exit = on_exit
         self._on_renew = on_renew
         self._max_jobs = max_jobs
+        self._instruments = Instruments() if instruments is None else instruments
         self._route = route
         self._job: Job[Any] | None = None  # the job it runs (this thread only)
         #: Set by the thread as it begins (read by the loop once the thread is done).
         self.started: bool = False
-        #: Set by the thread if its host died under a job (the pool replaces it).
+        #: Set by the thread once its interface has loaded (before it reports that).
+        self.served: bool = False
+        #: Set by the thread if its host died under a job (the pool replaces it),
+        #: and whether it was killed on purpose (kill_on_cancel).
         self.died: bool = False
+        self.killed: bool = False
         #: Why the worker is due for renewal, set by the thread (None: it is not).
         self.renewal: str | None = None
 
@@ -110,18 +119,25 @@ class Worker:
             self._post(self.loaded.set)
             return None
         logger.debug("worker %s started", self.info.name)
+        self.served = True
         handoff.loaded(slot, ok=True)
         self._post(self.loaded.set)
         # The Outcome of the job just run, which take() hands back (emptying
         # the list): so this thread holds no result while it waits.
         done: list[outcome.Outcome[Any]] = []
+        instruments = self._instruments
         while (job := handoff.take(slot, done)) is not None:
             self._job = job
+            job.started_at = perf_counter()
+            if instruments.job_started:  # posted before its outcome: the loop hears in order
+                self._post(functools.partial(instruments.call, "job_started", job))
             try:
                 done.append(job._context.run(self._execute, job))
+                job.finished_at = perf_counter()
             except HostDied as exc:
                 self._job = None
                 self.died = True
+                self.killed = isinstance(exc.error, JobCancelled)
                 logger.warning("%s", exc.error)
                 handoff.leave(slot)
                 handoff.finish(slot, outcome.Error(exc.error))
@@ -138,6 +154,13 @@ class Worker:
             logger.debug("worker %s: the exit hook raised %r", self.info.name, error)
         logger.debug("worker %s stopped", self.info.name)
         return error
+
+    @property
+    def stop_reason(self) -> StopReason:
+        """Why the worker stopped, as instruments are told (once its thread has ended)."""
+        if self.died:
+            return "killed" if self.killed else "died"
+        return "renewed" if self.slot.renewing else "stopped"
 
     def _renewal_due(self) -> str | None:
         """Why this worker should be renewed after the job it ran, or None."""

@@ -15,6 +15,7 @@ from ._exceptions import BrokenWorkerError, add_note, raise_combined
 from ._handoff import Handoff, Phase
 from ._hosts._base import HostFactory
 from ._in_worker import WorkerInfo
+from ._instruments import Instruments
 from ._interface import Operations
 from ._job import Job, LoopCall, cancelled_outcome
 from ._os_names import short_name
@@ -50,6 +51,8 @@ class WorkerSet:
         start_soon: Callable[..., object],
         route: Callable[[Job[Any], LoopCall], None],
         on_loaded: Callable[[list[Worker]], None],
+        complete: Callable[[Job[Any], outcome.Outcome[Any]], None],
+        instruments: Instruments,
         max_jobs: int | None = None,
     ) -> None:
         """``route`` serves the workers' from_loop() calls; ``on_loaded`` is offered the
@@ -64,6 +67,8 @@ class WorkerSet:
         self._route = route
         self._on_loaded = on_loaded
         self._max_jobs = max_jobs
+        self._complete = complete
+        self._instruments = instruments
         self._workers: dict[int, Worker] = {}
         self._ids = itertools.count()
         # The pool's own limiter: its threads never count against anyio's default one.
@@ -127,6 +132,7 @@ class WorkerSet:
                 route=self._route,
                 os_name=short_name(self._name, worker_id),
                 max_jobs=self._max_jobs,
+                instruments=self._instruments,
             )
             self._workers[worker_id] = worker
             self._loop_scopes[worker_id] = anyio.CancelScope()
@@ -235,7 +241,9 @@ class WorkerSet:
         """A worker thread's last report: its hook has run and it is leaving."""
         self._handoff.flush()  # deliver the outcomes it left behind
         for job in self._handoff.take_direct(worker.slot):  # it never served them
-            self._counters.record(job, _gone(worker) if worker.died else cancelled_outcome())
+            self._complete(job, _gone(worker) if worker.died else cancelled_outcome())
+        if self._instruments.worker_stopped and worker.served:
+            self._instruments.call("worker_stopped", self._record(worker), worker.stop_reason)
         del self._workers[worker.id], self._loop_scopes[worker.id]
         self._counters.worker_stopped(hook_failed=worker.hook_error is not None, died=worker.died)
         if worker.hook_error is not None and worker.id not in self._owned:
@@ -268,6 +276,8 @@ class WorkerSet:
         for worker in workers:
             if worker.load_error is None:
                 self._operations.learn(worker.host.operations)
+                if self._instruments.worker_started and worker.served:
+                    self._instruments.call("worker_started", self._record(worker))
         self._on_loaded(self.free_for_lease())
         errors = [w.load_error for w in workers if w.load_error is not None]
         if cancelled is not None and claimed:
@@ -378,19 +388,20 @@ class WorkerSet:
     def statistics(self) -> tuple[int, list[WorkerStatistics]]:
         """The queued jobs and each worker's record, in one look under the lock."""
         with self._handoff.lock:
-            return self._handoff.queued, [
-                WorkerStatistics(
-                    w.id,
-                    w.info.name,
-                    "busy" if w.slot.job is not None else w.slot.phase.value,
-                    w.slot.jobs_done,
-                    w.slot.leased,
-                    w.host.pid,
-                    w.host.actor_id,
-                    w.host.node_id,
-                )
-                for w in self._workers.values()
-            ]
+            return self._handoff.queued, [self._record(w) for w in self._workers.values()]
+
+    @staticmethod
+    def _record(w: Worker) -> WorkerStatistics:
+        return WorkerStatistics(
+            w.id,
+            w.info.name,
+            "busy" if w.slot.job is not None else w.slot.phase.value,
+            w.slot.jobs_done,
+            w.slot.leased,
+            w.host.pid,
+            w.host.actor_id,
+            w.host.node_id,
+        )
 
 
 def first_load_error(workers: list[Worker]) -> BaseException | None:
