@@ -29,6 +29,20 @@ EXPECTED = {
         "workers=2 workers_died=1",
         "all worker processes stopped",
     ],
+    "metrics_prometheus.py": [
+        'trio_pool_jobs_total{outcome="value",pool="scores"} 19.0',
+        'trio_pool_jobs_total{outcome="ValueError",pool="scores"} 1.0',
+        'trio_pool_queue_seconds_count{pool="scores"} 20.0',
+        'trio_pool_run_seconds_count{pool="scores"} 20.0',
+        'trio_pool_workers_stopped_total{pool="scores",reason="renewed"} 1.0',
+        'trio_pool_workers{pool="scores",state="idle"} 1.0',
+    ],
+    "tracing_opentelemetry.py": [
+        "3 job spans",
+        "each a child of the request's span: True",
+        "workers: [0, 0, 0]",
+        "outcomes: ['value', 'value', 'ValueError']",
+    ],
     "quickstart.py": ["digest: 2cf24dba5fb0a30e", "jobs: [0, 1, 4, 9, 16]", "all workers stopped"],
     "web_service.py": [
         "pool open: 4 workers",
