@@ -205,8 +205,8 @@ class Autoscaler:
             errors[0],
         )
         if self._workers.serving == 0:
-            failed = outcome.Error(errors[0])
-            self._complete_all((job, failed) for job in self._handoff.take_queued())
+            error = errors[0]  # an Outcome each: each is unwrapped by its own caller
+            self._complete_all((job, outcome.Error(error)) for job in self._handoff.take_queued())
             self._admission.release()
             self._leases.fail_waiters(errors[0])
 
