@@ -1176,3 +1176,26 @@ async def test_a_normal_exit_with_jobs_queued_renews_and_finishes_them_all(backe
 def test_max_jobs_per_worker_is_checked(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="max_jobs_per_worker"):
         trio_pool.Pool(max_jobs_per_worker=value)  # type: ignore[arg-type]
+
+
+async def test_jobs_queued_when_autoscaling_cannot_start_a_worker_each_get_their_own_outcome(
+    backend: str,
+) -> None:
+    class Unreachable:
+        def __init__(self) -> None:
+            raise ConnectionError("database unreachable")
+
+    raised: list[BaseException] = []
+
+    async def call(pool: trio_pool.Pool[Any]) -> None:
+        try:
+            await pool.run(int)
+        except ConnectionError as exc:
+            raised.append(exc)
+
+    with pytest.raises(ConnectionError):
+        async with trio_pool.Pool(Unreachable, min_workers=0, max_workers=1) as pool:
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):  # queued together, failed together
+                    tg.start_soon(call, pool)
+    assert len(raised) == 3
