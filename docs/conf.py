@@ -58,9 +58,11 @@ intersphinx_mapping = {
 nitpick_ignore_regex = [
     # Type variables and parameter specifications in signatures (R, T, P):
     # there is nothing to link them to.
-    ("py:class", r"(trio_pool\._\w+\.)?([PRTI]|Ts)(\.args|\.kwargs)?"),
+    ("py:class", r"(trio_pool\._\w+\.)?([PRTI]|T2|Ts)(\.args|\.kwargs)?"),
     # Pool's overloads: "a loader whose result has __enter__() -> I" (private).
     ("py:class", r"trio_pool\._pool\.SupportsEnter"),
+    # Instrument.worker_stopped's reason: a Literal of four strings, spelled out there.
+    ("py:class", r"(trio_pool\._instruments\.)?StopReason"),
 ]
 
 # --- HTML --------------------------------------------------------------------

@@ -95,7 +95,7 @@ class Instruments:
         """Stop calling ``instrument``.
 
         Raises:
-            KeyError: if it is not active (as :func:`trio.lowlevel.remove_instrument`).
+            KeyError: if it is not active (as ``trio.lowlevel.remove_instrument``).
         """
         if instrument not in self._all:
             raise KeyError(instrument)

@@ -83,11 +83,12 @@ class Job(Generic[T]):
     _cancel_requested: bool
     #: The id of the worker that ran the job, or None if none has (yet).
     worker_id: int | None
-    #: When a worker started and finished running the job, on
-    #: :func:`time.perf_counter`'s clock; None until then (written by _worker).
-    #: A job that never ran has no ``started_at``; its ``finished_at`` is when
-    #: it got its Outcome.
+    # Written by _worker (the worker's thread), and by _finish for a job that never ran.
+    #: When a worker started running the job, on :func:`time.perf_counter`'s
+    #: clock; None until then, and for a job that never ran.
     started_at: float | None
+    #: When the job finished running, on :func:`time.perf_counter`'s clock (for
+    #: a job that never ran, when it got its Outcome); None until then.
     finished_at: float | None
     # Written by _calls, in the loop thread: the caller's wake-up while a
     # caller waits (None otherwise), its from_loop() requests, and whether

@@ -1025,7 +1025,7 @@ class Pool(Generic[I]):
         """Stop calling ``instrument``.
 
         Raises:
-            KeyError: if it is not active (as :func:`trio.lowlevel.remove_instrument`).
+            KeyError: if it is not active (as ``trio.lowlevel.remove_instrument``).
             RuntimeError: if called from another thread or event loop than the pool's.
         """
         if self._parts is not None:

@@ -123,7 +123,7 @@ class ProcessHost:
         self.kill_on_cancel: bool = kill_on_cancel
         #: Seconds a child gets at exit to run its hook before it is killed.
         self.grace_period: float = check_grace_period(grace_period)
-        #: Bytes of resident memory a child may hold after a job (None: no limit).
+        #: The most resident memory, in bytes, a child may hold after a job, or None.
         self.max_memory: int | None = check_max_memory(max_memory)
         self._context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":  # children fork from a server with this loaded

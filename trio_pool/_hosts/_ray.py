@@ -132,7 +132,7 @@ class RayHost:
         self.kill_on_cancel: bool = kill_on_cancel
         #: Seconds an actor gets at exit to run its hook before it is killed.
         self.grace_period: float = check_grace_period(grace_period)
-        #: Bytes of resident memory an actor may hold after a job (None: no limit).
+        #: The most resident memory, in bytes, an actor may hold after a job, or None.
         self.max_memory: int | None = check_max_memory(max_memory, here=False)
         #: What each actor is created with (``.options(**actor_options)``).
         self.actor_options: dict[str, Any] = dict(actor_options)
