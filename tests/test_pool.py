@@ -1361,3 +1361,33 @@ def test_the_foreign_loop_error_names_what_works() -> None:
     assert "trio.from_thread.run(pool.run, fn, trio_token=token)" in str(error)
     assert "anyio.from_thread.run(pool.run, fn)" in str(error)
     assert "trio_pool.from_loop(pool.run, fn)" in str(error)
+
+
+def _slow_job(gate: Gate) -> object:
+    return gate.enter()
+
+
+@pytest.mark.trio
+async def test_an_exit_that_waits_long_for_running_jobs_says_which(
+    mock_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_pool")
+    gate = Gate()
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "exit has waited" in r.getMessage()]
+
+    async with trio.open_nursery() as nursery:
+        async with trio_pool.Pool(workers=1, name="p") as pool:
+            await pool.submit(_slow_job, gate)
+            await wait_in_thread(gate.entered)
+            nursery.start_soon(pool.aclose)
+            await poll_until(lambda: "closing" in repr(pool))
+            mock_clock.jump(9)
+            await trio.testing.wait_all_tasks_blocked()
+            assert warned() == []
+            mock_clock.jump(1)
+            await poll_until(lambda: bool(warned()))
+            gate.open()
+    (message,) = warned()
+    assert "waited 10 s for 1 running jobs: _slow_job on p-worker-0" in message

@@ -1199,3 +1199,25 @@ async def test_jobs_queued_when_autoscaling_cannot_start_a_worker_each_get_their
                 for _ in range(3):  # queued together, failed together
                     tg.start_soon(call, pool)
     assert len(raised) == 3
+
+
+async def test_a_resize_while_a_renewed_workers_successor_loads_stops_the_successor(
+    backend: str,
+) -> None:
+    gate = Gate()
+
+    class SlowSuccessors:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id >= 2:
+                gate.enter()
+
+    async with trio_pool.Pool(SlowSuccessors, workers=2, max_jobs_per_worker=1) as pool:
+        async with anyio.create_task_group() as tg:
+            await pool.run(int)  # its worker is renewed: a successor starts loading
+            await wait_in_thread(gate.entered)
+            assert pool.worker_count == 2
+            tg.start_soon(pool.resize, 1)  # the loaded worker stays; the successor stops
+            await poll_until(lambda: pool.worker_count == 1)
+            gate.open()
+        assert pool.worker_count == 1
+        assert await pool.run(int, "5") == 5

@@ -34,5 +34,5 @@ class Completion:
         for job, result in batch:
             count(job, result)
             job._finish(result)
-            if instruments.job_finished:
-                instruments.call("job_finished", job)
+            if instruments.job_finished or instruments.job_started:
+                instruments.finished(job)

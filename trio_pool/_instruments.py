@@ -7,6 +7,7 @@ thread. One that raises is logged and removed; the job goes on.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -77,6 +78,9 @@ class Instruments:
         self.worker_started: list[Instrument] = []
         self.worker_stopped: list[Instrument] = []
         self._all: list[Instrument] = []
+        # Jobs whose start the instruments were told of: a worker posts a start,
+        # which can come after the job's Outcome (delivered in an earlier batch).
+        self._told: weakref.WeakSet[Job[Any]] = weakref.WeakSet()
         for instrument in instruments:
             self.add(instrument)
 
@@ -104,6 +108,18 @@ class Instruments:
             hooked: list[Instrument] = getattr(self, hook)
             if instrument in hooked:
                 hooked.remove(instrument)
+
+    def started(self, job: Job[Any]) -> None:
+        """``job_started``, once per job (posted by its worker)."""
+        if job not in self._told:
+            self._told.add(job)
+            self.call("job_started", job)
+
+    def finished(self, job: Job[Any]) -> None:
+        """``job_finished``, after ``job_started`` if the job started and that is not told yet."""
+        if self.job_started and job.started_at is not None:
+            self.started(job)
+        self.call("job_finished", job)
 
     def call(self, hook: str, *args: Any) -> None:
         """Call ``hook(*args)`` on each instrument that has it; remove one that raises."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import anyio
 import anyio.abc
 
@@ -14,10 +17,19 @@ from ._handoff import Handoff
 from ._instruments import Instruments
 from ._intake import Intake
 from ._interface import Operations
+from ._job import Job
 from ._lease import LeaseQueue
 from ._options import Options
 from ._statistics import Counters
 from ._workers import WorkerSet
+
+logger = logging.getLogger("trio_pool")
+
+
+def describe(job: Job[Any]) -> str:
+    """What a running job runs, for a log line."""
+    fn = job._fn
+    return repr(fn) if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
 
 
 class Parts:
@@ -33,6 +45,7 @@ class Parts:
         backend: Backend = current_backend()
         self.backend = backend
         self._name = options.name
+        self._exit_watch = anyio.CancelScope()
         self.task_group: anyio.abc.TaskGroup = anyio.create_task_group()
         start_soon = self.task_group.start_soon
         completion = Completion(counters, instruments)
@@ -99,6 +112,31 @@ class Parts:
             completion,
             instruments,
         )
+
+    def watch_the_exit(self, patience: float) -> None:
+        """Once the exit has waited ``patience`` seconds, log the jobs that still run."""
+        self._exit_watch = anyio.CancelScope(shield=True)  # a cancelled exit still says it
+        deadline = self.backend.current_time() + patience
+        self.task_group.start_soon(
+            self._warn_of_a_slow_exit, deadline, patience, name=f"{self._name}-exit"
+        )
+
+    def stop_watching_the_exit(self) -> None:
+        self._exit_watch.cancel()
+
+    async def _warn_of_a_slow_exit(self, deadline: float, patience: float) -> None:
+        with self._exit_watch:
+            await anyio.sleep_until(deadline)
+            jobs = [(w, w.slot.job) for w in self.workers if w.slot.job is not None]
+            if jobs:
+                logger.warning(
+                    "pool %s: its exit has waited %g s for %d running jobs: %s (a job "
+                    "in a thread ends only when it returns, or notices check_cancelled())",
+                    self._name,
+                    patience,
+                    len(jobs),
+                    "; ".join(f"{describe(job)} on {w.info.name}" for w, job in jobs),
+                )
 
     def start(self) -> None:
         """Start the pool's own tasks (once its task group is entered)."""

@@ -54,6 +54,9 @@ class SupportsEnter(Protocol[I]):
 
 logger = logging.getLogger("trio_pool")
 
+#: Seconds an exit waits for running jobs before it logs which (at WARNING).
+EXIT_PATIENCE = 10.0
+
 
 class _State(enum.Enum):
     NEW = "new"
@@ -390,6 +393,7 @@ class Pool(Generic[I]):
                 if (job := self._queue_reset(worker)) is not None:
                     self._reset_jobs[worker] = job
             parts.close()
+            parts.watch_the_exit(EXIT_PATIENCE)
         errors: list[BaseException] = []
         if reason is None:
             try:
@@ -416,6 +420,7 @@ class Pool(Generic[I]):
             errors.extend(interruptions[:1])
         if self._state is not _State.CLOSED:
             self._move_to(_State.CLOSED)
+            parts.stop_watching_the_exit()
             parts.calls.close()
             self._unwatch_signals()
             logger.debug("pool %s stopped", self.name)

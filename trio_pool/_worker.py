@@ -129,8 +129,8 @@ class Worker:
         while (job := handoff.take(slot, done)) is not None:
             self._job = job
             job.started_at = perf_counter()
-            if instruments.job_started:  # posted before its outcome: the loop hears in order
-                self._post(functools.partial(instruments.call, "job_started", job))
+            if instruments.job_started:  # (told before its end, if the end comes first)
+                self._post(functools.partial(instruments.started, job))
             try:
                 done.append(job._context.run(self._execute, job))
                 job.finished_at = perf_counter()

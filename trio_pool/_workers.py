@@ -317,22 +317,29 @@ class WorkerSet:
             raise ValueError(
                 f"only {len(free)} workers are neither leased nor being added; cannot stop {count}"
             )
-        # The youngest first among equals.
+        # The youngest first among equals; loading ones last, as they may still
+        # fail, unless stopping loaded ones would leave too few (a renewed
+        # worker's successor still loading, say).
         free.sort(key=lambda w: (w.slot.phase is Phase.LOADING, w.slot.job is not None, -w.id))
         chosen = free[:count]
-        # A loading worker may still fail, and add_workers may still take back the
-        # ones it started: the ones that stay must include enough loaded, kept ones.
-        loaded_left = sum(
-            w.slot.serving and w.slot.phase is Phase.SERVING and w.id not in self._provisional
-            for w in self._workers.values()
-            if w not in chosen
-        )
-        if loaded_left < least:
+        if self._loaded_left(chosen) < least:
+            free.sort(key=lambda w: w.slot.phase is not Phase.LOADING)  # (stable)
+            chosen = free[:count]
+        if self._loaded_left(chosen) < least:
             raise ValueError(
                 f"cannot stop {count} of {serving} workers now: {least} loaded ones must "
                 "remain, and some of the others are still loading or being added"
             )
         return chosen
+
+    def _loaded_left(self, chosen: list[Worker]) -> int:
+        """Loaded, kept workers that stay if ``chosen`` stop (a loading one may still fail,
+        and add_workers may still take back the ones it started)."""
+        return sum(
+            w.slot.serving and w.slot.phase is Phase.SERVING and w.id not in self._provisional
+            for w in self._workers.values()
+            if w not in chosen
+        )
 
     def free_for_lease(self) -> list[Worker]:
         """Loaded, serving, unleased workers, idle ones first (a loading one might fail)."""
