@@ -244,14 +244,14 @@ async def stats(request: Request) -> JSONResponse:
 
 
 async def busy(request: Request, error: Exception) -> JSONResponse:
-    """A call found no room within the pool's ``max_wait``: shed the request."""
+    """No worker took the call within the pool's ``max_wait``: shed the request."""
     return JSONResponse({"error": "busy, try again"}, status_code=503)
 
 
 def create_app(
     path: str, *, workers: int = 4, queue_size: int | None = None, max_wait: float | None = None
 ) -> Starlette:
-    """The app; with ``max_wait``, a request that waits that long for the pool gets a 503."""
+    """The app; with ``max_wait``, a request no worker takes within that time gets a 503."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
