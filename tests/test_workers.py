@@ -1221,3 +1221,27 @@ async def test_a_resize_while_a_renewed_workers_successor_loads_stops_the_succes
             gate.open()
         assert pool.worker_count == 1
         assert await pool.run(int, "5") == 5
+
+
+async def test_a_fixed_pool_that_lost_its_workers_fails_queued_jobs_instead_of_hanging(
+    backend: str,
+) -> None:
+    # Its only worker is renewed, and no successor can load: each job then starts a
+    # worker again, and fails with the loader's error when that cannot load either.
+    class OnlyTheFirstLoads:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id > 0:
+                raise ConnectionError("database unreachable")
+
+    with pytest.raises(ConnectionError):
+        async with trio_pool.Pool(OnlyTheFirstLoads, workers=1, max_jobs_per_worker=1) as pool:
+            assert await pool.run(int, "1") == 1  # then it is renewed: the successor fails
+            with anyio.fail_after(TIMEOUT):
+                for _ in range(2):
+                    with pytest.raises(ConnectionError, match="database unreachable"):
+                        await pool.run(int, "2")
+                with pytest.raises(ConnectionError):  # a lessee too
+                    async with pool.lease():
+                        pass  # pragma: no cover
+            stats = pool.statistics()
+            assert (stats.workers, stats.queued, stats.failed) == (0, 0, 2)

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
 
 import anyio
-import outcome
 
 from ._admission import Admission
 from ._backend import Backend
 from ._handoff import Delivery, Handoff, Phase
-from ._job import Job
 from ._lease import LeaseQueue
 from ._options import Options
 from ._statistics import Counters
@@ -55,13 +52,22 @@ class Pressure:
 
 
 class FixedSize:
-    """The autoscaler of a pool with a fixed number of workers."""
+    """The autoscaler of a pool with a fixed number of workers.
+
+    It keeps one promise: a job queued while no worker is left (the one
+    started in place of the last failed to load) starts one again, so the
+    job runs, or fails with the loader's error, instead of waiting for ever.
+    """
+
+    def __init__(self, workers: WorkerSet | None = None) -> None:
+        self._workers = workers
 
     def start(self, start_soon: Callable[..., object]) -> None:
         pass
 
     def job_queued(self) -> None:
-        pass
+        if self._workers is not None:
+            self._workers.restore()
 
     def delivered(self, batch: Delivery) -> None:
         pass
@@ -103,7 +109,7 @@ class Autoscaler:
         counters: Counters,
         backend: Backend,
         pressure: Pressure,
-        complete_all: Callable[[Iterable[tuple[Job[Any], outcome.Outcome[Any]]]], None],
+        fail_queued: Callable[[BaseException], None],
     ) -> None:
         assert options.max_workers is not None
         self._name = options.name
@@ -115,7 +121,7 @@ class Autoscaler:
         self._admission = admission
         self._leases = leases
         self._counters = counters
-        self._complete_all = complete_all
+        self._fail_queued = fail_queued
         self._backend = backend
         self._pressure = pressure
         self._scope = anyio.CancelScope()
@@ -205,9 +211,7 @@ class Autoscaler:
             errors[0],
         )
         if self._workers.serving == 0:
-            error = errors[0]  # an Outcome each: each is unwrapped by its own caller
-            self._complete_all((job, outcome.Error(error)) for job in self._handoff.take_queued())
-            self._admission.release()
+            self._fail_queued(errors[0])
             self._leases.fail_waiters(errors[0])
 
     def _growth_step(self) -> int:

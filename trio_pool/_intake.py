@@ -12,6 +12,8 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
+from outcome import Error
+
 from ._admission import Admission, Shedder
 from ._autoscale import Autoscaler, FixedSize
 from ._backend import Backend, ki_protected
@@ -183,6 +185,13 @@ class Intake:
             if worker is not None:
                 worker.host.interrupt()
         return False
+
+    @ki_protected
+    def fail_queued(self, error: BaseException) -> None:
+        """No worker is left to serve the queue: every queued job fails with ``error``."""
+        # An Outcome each: each is unwrapped by its own caller.
+        self._completion.complete_all((job, Error(error)) for job in self._handoff.take_queued())
+        self._admission.release()
 
     @ki_protected
     def cancel_all(self, slots: list[Slot], exc_info: ExcInfo) -> None:

@@ -60,10 +60,15 @@ class Parts:
             backend, counters, start_soon, abandon_on_cancel=options.abandon_on_cancel
         )
         pressure = Pressure(backend)
+
+        def lessee_waits() -> None:
+            pressure.demand()  # autoscaling may start a worker
+            self.autoscaler.job_queued()  # a fixed pool with none left starts one
+
         self.leases = LeaseQueue(
             handoff,
             backend.event,
-            pressure.demand,
+            lessee_waits,
             pressure.poke,
             options.name,
             options.max_wait,
@@ -83,8 +88,9 @@ class Parts:
             complete=completion.complete,
             instruments=instruments,
             max_jobs=options.max_jobs_per_worker,
+            none_left=self._none_left,
         )
-        self.autoscaler: Autoscaler | FixedSize = FixedSize()
+        self.autoscaler: Autoscaler | FixedSize = FixedSize(self.workers)
         if options.autoscaling:
             self.autoscaler = Autoscaler(
                 options,
@@ -95,7 +101,7 @@ class Parts:
                 counters,
                 backend,
                 pressure,
-                completion.complete_all,
+                lambda error: intake.fail_queued(error),
             )
         self.intake = intake = Intake(
             options.name,
@@ -138,11 +144,18 @@ class Parts:
                     "; ".join(f"{describe(job)} on {w.info.name}" for w, job in jobs),
                 )
 
+    def _none_left(self, error: BaseException) -> None:
+        """No worker serves, and the one started in place of the last failed to load:
+        queued jobs and the tasks waiting for a lease fail with its error, rather than
+        wait for ever (autoscaling does the same when it cannot grow)."""
+        self.intake.fail_queued(error)
+        self.leases.fail_waiters(error)
+
     def start(self) -> None:
         """Start the pool's own tasks (once its task group is entered)."""
         start_soon, name = self.task_group.start_soon, self._name
         start_soon(self.calls.serve_pool_scope, name=f"{name}-from_loop")
-        start_soon(self.workers.serve_renewals, name=f"{name}-renewals")
+        start_soon(self.workers.serve_successors, name=f"{name}-successors")
         if self.shedder is not None:
             start_soon(self.shedder.run, name=f"{name}-shedder")
 

@@ -54,6 +54,7 @@ class WorkerSet:
         complete: Callable[[Job[Any], outcome.Outcome[Any]], None],
         instruments: Instruments,
         max_jobs: int | None = None,
+        none_left: Callable[[BaseException], None] = lambda error: None,
     ) -> None:
         """``route`` serves the workers' from_loop() calls; ``on_loaded`` is offered the
         workers free for a lease once new ones have loaded."""
@@ -69,6 +70,7 @@ class WorkerSet:
         self._max_jobs = max_jobs
         self._complete = complete
         self._instruments = instruments
+        self._none_left = none_left  # no worker serves, and its successor failed to load
         self._workers: dict[int, Worker] = {}
         self._ids = itertools.count()
         # The pool's own limiter: its threads never count against anyio's default one.
@@ -81,10 +83,11 @@ class WorkerSet:
         self._provisional: set[int] = set()
         # The scope of each worker's task (see _run).
         self._loop_scopes: dict[int, anyio.CancelScope] = {}
-        # Renewed workers whose successors serve_renewals() has not started yet
+        # Workers due in place of renewed or dead ones, that serve_successors() has
+        # not started yet
         # (they count as serving meanwhile, so the pool's size holds).
-        self._renewals = 0
-        self._renewal_posted = backend.event()
+        self._successors = 0
+        self._successor_posted = backend.event()
         self._errors: list[BaseException] = []
         # The first load error kept for the exit; later ones become its notes.
         self._load_error: BaseException | None = None
@@ -105,7 +108,9 @@ class WorkerSet:
     @property
     def serving(self) -> int:
         """Workers loading or serving (not those asked to stop), and successors to start."""
-        return sum(w.slot.serving for w in self._workers.values()) + self._renewals
+        # A worker that died counts until it has left: its successor is due then.
+        died = 0 if self._closing else sum(w.died for w in self._workers.values())
+        return sum(w.slot.serving for w in self._workers.values()) + died + self._successors
 
     def start(self, count: int, *, claimed: bool = True, provisional: bool = False) -> list[Worker]:
         """Start ``count`` workers.
@@ -172,8 +177,6 @@ class WorkerSet:
             self._never_started(worker, error)
         elif error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
             raise error
-        if worker.died and not self._closing:
-            await self._replace(worker)
         # Native asyncio cancellation (asyncio.run shutting down) can end this
         # task while the thread runs; the thread still reports when it is done.
 
@@ -181,33 +184,43 @@ class WorkerSet:
         """``worker`` stops to be renewed: a new worker is to start in its place.
 
         Posted by the worker's thread (or called as its lease ends); the
-        successor starts in :meth:`serve_renewals`, as anyio cannot start a
+        successor starts in :meth:`serve_successors`, as anyio cannot start a
         task from a loop callback, and counts as serving from now on, so the
         pool's size holds. The renewed worker's hook runs with no exception;
         its error, or the new loader's, is kept for the exit.
         """
         self._counters.worker_renewed()
         logger.info("worker %s: renewed, as %s", worker.info.name, worker.renewal)
-        if not self._closing:
-            self._renewals += 1
-            self._renewal_posted.set()
+        self._successor_due()
 
-    async def serve_renewals(self) -> None:
-        """The pool's task that starts a worker in place of each renewed one, until it closes."""
+    def _successor_due(self) -> None:
+        """A worker is to start in place of one renewed or dead (none while closing)."""
+        if not self._closing:
+            self._successors += 1
+            self._successor_posted.set()
+
+    async def serve_successors(self) -> None:
+        """The pool's task that starts the workers due in place of others, until it closes."""
         while not self._closing:
-            await self._renewal_posted.wait()
-            self._renewal_posted = self._backend.event()
-            count, self._renewals = self._renewals, 0
+            await self._successor_posted.wait()
+            self._successor_posted = self._backend.event()
+            count, self._successors = self._successors, 0
             if count and not self._closing:
                 self._start_soon(self._wait_replacements, self.start(count, claimed=False))
 
-    async def _wait_replacements(self, workers: list[Worker]) -> None:
-        await self.wait_loaded(workers, claimed=False)
+    def restore(self) -> None:
+        """A job is queued while no worker serves (a fixed pool lost them all): start one."""
+        if self.serving == 0 and not self._closing:
+            logger.warning(
+                "pool %s: no worker is left; starting one for the queued jobs", self._name
+            )
+            self._start_soon(self._wait_replacements, self.start(1, claimed=False))
 
-    async def _replace(self, dead: Worker) -> None:
-        """Start a worker in place of one whose host died (its load errors go to the exit)."""
-        logger.warning("worker %s: starting a replacement", dead.info.name)
-        await self.wait_loaded(self.start(1, claimed=False), claimed=False)
+    async def _wait_replacements(self, workers: list[Worker]) -> None:
+        """Wait for the workers started in place of others; if none is left, say so."""
+        errors = await self.wait_loaded(workers, claimed=False)
+        if errors and not self._closing and self.serving == 0:
+            self._none_left(errors[0])  # nothing queued would ever run
 
     def _never_started(self, worker: Worker, exc: BaseException | None) -> None:
         """The worker's thread could not start, or the pool stopped it first.
@@ -245,6 +258,9 @@ class WorkerSet:
         if self._instruments.worker_stopped and worker.served:
             self._instruments.call("worker_stopped", self._record(worker), worker.stop_reason)
         del self._workers[worker.id], self._loop_scopes[worker.id]
+        if worker.died and not self._closing:  # in the same step: the pool's size holds
+            logger.warning("worker %s: starting a replacement", worker.info.name)
+            self._successor_due()
         self._counters.worker_stopped(hook_failed=worker.hook_error is not None, died=worker.died)
         if worker.hook_error is not None and worker.id not in self._owned:
             self._keep_for_exit(worker, "exit hook", worker.hook_error)
@@ -387,8 +403,8 @@ class WorkerSet:
     def close(self) -> None:
         """The workers stop: ``all_stopped`` is set once no worker is left."""
         self._closing = True
-        self._renewals = 0
-        self._renewal_posted.set()
+        self._successors = 0
+        self._successor_posted.set()
         if not self._workers:
             self.all_stopped.set()
 
