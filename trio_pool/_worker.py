@@ -80,6 +80,13 @@ class Worker:
         self.killed: bool = False
         #: Why the worker is due for renewal, set by the thread (None: it is not).
         self.renewal: str | None = None
+        #: Set by the loop once a successor is due in its place (see WorkerSet.serving).
+        self.replaced: bool = False
+
+    @property
+    def leaving(self) -> bool:
+        """It died, or stops to be renewed: a successor is to take its place."""
+        return self.died or self.slot.renewing
 
     @property
     def id(self) -> int:

@@ -108,9 +108,11 @@ class WorkerSet:
     @property
     def serving(self) -> int:
         """Workers loading or serving (not those asked to stop), and successors to start."""
-        # A worker that died counts until it has left: its successor is due then.
-        died = 0 if self._closing else sum(w.died for w in self._workers.values())
-        return sum(w.slot.serving for w in self._workers.values()) + died + self._successors
+        # A worker that died, or stops to be renewed, counts until its successor
+        # is due (the loop hears of it a moment later than the thread knows).
+        workers = self._workers.values()
+        due = 0 if self._closing else sum(w.leaving and not w.replaced for w in workers)
+        return sum(w.slot.serving for w in workers) + due + self._successors
 
     def start(self, count: int, *, claimed: bool = True, provisional: bool = False) -> list[Worker]:
         """Start ``count`` workers.
@@ -191,10 +193,11 @@ class WorkerSet:
         """
         self._counters.worker_renewed()
         logger.info("worker %s: renewed, as %s", worker.info.name, worker.renewal)
-        self._successor_due()
+        self._successor_due(worker)
 
-    def _successor_due(self) -> None:
-        """A worker is to start in place of one renewed or dead (none while closing)."""
+    def _successor_due(self, worker: Worker) -> None:
+        """A worker is to start in place of ``worker``, renewed or dead (none while closing)."""
+        worker.replaced = True
         if not self._closing:
             self._successors += 1
             self._successor_posted.set()
@@ -260,7 +263,7 @@ class WorkerSet:
         del self._workers[worker.id], self._loop_scopes[worker.id]
         if worker.died and not self._closing:  # in the same step: the pool's size holds
             logger.warning("worker %s: starting a replacement", worker.info.name)
-            self._successor_due()
+            self._successor_due(worker)
         self._counters.worker_stopped(hook_failed=worker.hook_error is not None, died=worker.died)
         if worker.hook_error is not None and worker.id not in self._owned:
             self._keep_for_exit(worker, "exit hook", worker.hook_error)
