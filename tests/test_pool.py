@@ -12,6 +12,7 @@ import sys
 import threading
 import traceback
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -1158,25 +1159,33 @@ async def test_ctrl_c_at_each_await_of_entering_and_leaving(
             break
 
 
+async def refused_in_another_thread(*attempts: Callable[[], object]) -> list[RuntimeError]:
+    """Make each attempt in a thread with no event loop; return the RuntimeErrors raised."""
+    errors: list[RuntimeError] = []
+
+    def there() -> None:
+        for attempt in attempts:
+            try:
+                attempt()
+            except RuntimeError as exc:  # noqa: PERF203
+                errors.append(exc)
+
+    thread = threading.Thread(target=there)
+    thread.start()
+    await trio.to_thread.run_sync(thread.join, TIMEOUT)
+    return errors
+
+
 def test_undefine_from_another_thread_refuses_at_once() -> None:
-    errors: list[BaseException] = []
-
-    def from_another_thread(pool: trio_pool.Pool) -> None:
-        try:
-            pool.undefine("double")
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    async def main() -> int:
+    async def main() -> tuple[list[RuntimeError], int]:
         async with trio_pool.Pool(workers=1) as pool:
             pool.define("double", lambda n: 2 * n)
-            thread = threading.Thread(target=from_another_thread, args=(pool,))
-            thread.start()
-            await trio.to_thread.run_sync(thread.join, TIMEOUT)
-            result: int = await pool.interface.double(4)  # still defined
-            return result
+            errors = await refused_in_another_thread(lambda: pool.undefine("double"))
+            doubled: int = await pool.interface.double(4)  # still defined
+            return errors, doubled
 
-    assert trio.run(main) == 8
+    errors, doubled = trio.run(main)
+    assert doubled == 8
     assert len(errors) == 1
     assert "belongs to the event loop that entered it" in str(errors[0])
 
@@ -1258,25 +1267,14 @@ async def test_a_cancellation_once_the_workers_stop_normally_leaves_their_hooks_
 def test_resize_to_the_current_size_from_another_thread_refuses_at_once() -> None:
     import asyncio
 
-    errors: list[BaseException] = []
-
-    def from_another_thread(pool: trio_pool.Pool) -> None:
-        async def resize() -> None:
-            for attempt in (pool.resize(1), pool.ensure(at_least=1)):  # nothing to change
-                try:
-                    await attempt
-                except RuntimeError as exc:  # noqa: PERF203
-                    errors.append(exc)
-
-        asyncio.run(resize())
-
-    async def main() -> None:
+    async def main() -> list[RuntimeError]:
         async with trio_pool.Pool(workers=1) as pool:
-            thread = threading.Thread(target=from_another_thread, args=(pool,))
-            thread.start()
-            await trio.to_thread.run_sync(thread.join, TIMEOUT)
+            return await refused_in_another_thread(  # nothing to change, from a second loop
+                lambda: asyncio.run(pool.resize(1)),
+                lambda: asyncio.run(pool.ensure(at_least=1)),
+            )
 
-    trio.run(main)
+    errors = trio.run(main)
     assert len(errors) == 2
     assert all("belongs to the event loop that entered it" in str(e) for e in errors)
 
@@ -1342,21 +1340,11 @@ async def test_errors_that_point_the_way(backend: str) -> None:
 
 
 def test_the_foreign_loop_error_names_what_works() -> None:
-    errors: list[BaseException] = []
-
-    def from_another_thread(pool: trio_pool.Pool) -> None:
-        try:
-            pool.submit_nowait(int)
-        except RuntimeError as exc:
-            errors.append(exc)
-
-    async def main() -> None:
+    async def main() -> list[RuntimeError]:
         async with trio_pool.Pool(workers=1) as pool:
-            thread = threading.Thread(target=from_another_thread, args=(pool,))
-            thread.start()
-            await trio.to_thread.run_sync(thread.join, TIMEOUT)
+            return await refused_in_another_thread(lambda: pool.submit_nowait(int))
 
-    trio.run(main)
+    errors = trio.run(main)
     (error,) = errors
     assert "trio.from_thread.run(pool.run, fn, trio_token=token)" in str(error)
     assert "anyio.from_thread.run(pool.run, fn)" in str(error)
