@@ -145,15 +145,11 @@ class Intake:
         else:  # for submit(): nothing may raise once the job is accepted
             await self._backend.checkpoint()
         max_wait = self._max_wait if shed else None
-        if max_wait is None:
-            if not self._admission.has_room():
-                await self._admission.acquire()
-            return self.accept(fn, args, kwargs, with_interface)
-        deadline = self._backend.current_time() + max_wait
+        deadline = None if max_wait is None else self._backend.current_time() + max_wait
         if not self._admission.has_room():
             await self._admission.acquire(max_wait)
         job = self.accept(fn, args, kwargs, with_interface)
-        if waited and self._shedder is not None:
+        if deadline is not None and waited and self._shedder is not None:
             self._shedder.watch(job, deadline)
         return job
 
