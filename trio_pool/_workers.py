@@ -179,6 +179,9 @@ class WorkerSet:
             self._never_started(worker, error)
         elif error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
             raise error
+        # A dead worker's replacement, due since its thread's last report: start
+        # it now rather than a step later in serve_successors().
+        self._start_successors()
         # Native asyncio cancellation (asyncio.run shutting down) can end this
         # task while the thread runs; the thread still reports when it is done.
 
@@ -207,9 +210,13 @@ class WorkerSet:
         while not self._closing:
             await self._successor_posted.wait()
             self._successor_posted = self._backend.event()
-            count, self._successors = self._successors, 0
-            if count and not self._closing:
-                self._start_soon(self._wait_replacements, self.start(count, claimed=False))
+            self._start_successors()
+
+    def _start_successors(self) -> None:
+        """Start the workers due in place of others (in a task: anyio starts none elsewhere)."""
+        count, self._successors = self._successors, 0
+        if count and not self._closing:
+            self._start_soon(self._wait_replacements, self.start(count, claimed=False))
 
     def restore(self) -> None:
         """A job is queued while no worker serves (a fixed pool lost them all): start one."""
