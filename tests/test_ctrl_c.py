@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -68,8 +69,10 @@ def test_ctrl_c_while_jobs_run(backend: str) -> None:
 
 SECOND_CTRL_C = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import anyio, trio_pool
+
+    backend, gate, kind = sys.argv[1:]  # the job returns only once the gate file exists
 
     class Iface:
         def __exit__(self, exc_type, exc, tb):
@@ -77,47 +80,119 @@ SECOND_CTRL_C = textwrap.dedent(
 
     def job():
         print("running", flush=True)  # the test sends the first Ctrl-C
-        while True:
-            try:
-                trio_pool.check_cancelled()
-            except trio_pool.JobCancelled:
-                break
+        told = False
+        while not os.path.exists(gate):  # never returns by itself, never stops
+            if not told:
+                try:
+                    trio_pool.check_cancelled()
+                except trio_pool.JobCancelled:
+                    told = True
+                    print("told to stop", flush=True)  # the exit waits: the second Ctrl-C
             time.sleep(0.001)
-        print("stopping", flush=True)  # the test sends the second, while the exit waits
-        time.sleep(0.3)  # the job finishes its step before it stops
-        print("job finished its step", flush=True)
+        print("job returned", flush=True)
+
+    options = {
+        "thread": {},
+        "abandoning thread": {"abandon_on_cancel": True},
+        "process": {"host": trio_pool.ProcessHost()},
+    }[kind]
 
     async def main():
-        async with trio_pool.Pool(Iface, workers=1) as pool:
-            await pool.submit(job)
-            await anyio.sleep_forever()
+        try:
+            async with trio_pool.Pool(Iface, workers=1, **options) as pool:
+                await pool.submit(job)
+                await anyio.sleep_forever()
+        finally:
+            print("the pool's exit is over", flush=True)
 
-    anyio.run(main, backend=sys.argv[1])
+    if __name__ == "__main__":
+        anyio.run(main, backend=backend)
     """
 )
 
 
-@pytest.mark.parametrize("backend", ["trio", "asyncio"])
-def test_a_second_ctrl_c_still_joins_the_threads(backend: str) -> None:
+def ctrl_c_twice(backend: str, kind: str, gate: Path) -> subprocess.Popen[str]:
+    """Run SECOND_CTRL_C; Ctrl-C once its job runs, again once the exit asked it to stop."""
+    script = tmp_script = gate.with_suffix(".py")
+    tmp_script.write_text(SECOND_CTRL_C)  # a file: a process host's child imports its job
     process = subprocess.Popen(
-        python_with_ctrl_c(SECOND_CTRL_C, backend),
+        python_with_ctrl_c(
+            f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')",
+            backend,
+            str(gate),
+            kind,
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "running\n"
+    os.kill(process.pid, signal.SIGINT)
+    assert process.stdout.readline() == "told to stop\n"
+    os.kill(process.pid, signal.SIGINT)
+    return process
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_second_ctrl_c_leaves_an_abandoning_pools_thread_behind(
+    backend: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    process = ctrl_c_twice(backend, "abandoning thread", gate)
     try:
         assert process.stdout is not None
-        assert process.stdout.readline() == "running\n"
-        os.kill(process.pid, signal.SIGINT)
-        assert process.stdout.readline() == "stopping\n"
-        os.kill(process.pid, signal.SIGINT)
+        assert process.stdout.readline() == "the pool's exit is over\n"
+        if backend == "asyncio":  # anyio's thread is no daemon: the program waits for it
+            gate.touch()
         stdout, stderr = process.communicate(timeout=30)
     finally:
         process.kill()
         process.wait()
     assert process.returncode != 0
-    assert stdout.splitlines() == ["job finished its step", "hook True"]
-    assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr
+    assert_ended_by_ctrl_c(backend, stderr)
+    assert "left running the job job after a second Ctrl-C" in stderr
+    assert "TrioInternalError" not in stderr
+    # The thread was left in its job. On trio the program ended without it;
+    # on asyncio only once the job returned, and the thread then ran its hook.
+    expected = ["job returned", "hook True"] if backend == "asyncio" else []
+    assert stdout.splitlines() == expected
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_second_ctrl_c_names_a_thread_the_exit_still_waits_for(
+    backend: str, tmp_path: Path
+) -> None:
+    # A default pool joins its threads: trio.from_thread in its jobs runs in
+    # the pool's task, which a thread left behind would give up.
+    gate = tmp_path / "gate"
+    process = ctrl_c_twice(backend, "thread", gate)
+    try:
+        assert process.stderr is not None
+        while "still running the job job after a second Ctrl-C" not in process.stderr.readline():
+            pass
+        gate.touch()
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode != 0
+    assert_ended_by_ctrl_c(backend, stderr)
+    assert stdout.splitlines() == ["job returned", "hook True", "the pool's exit is over"]
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_a_second_ctrl_c_kills_a_process_worker_still_running(backend: str, tmp_path: Path) -> None:
+    process = ctrl_c_twice(backend, "process", tmp_path / "gate")  # the gate never opens
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode != 0
+    assert_ended_by_ctrl_c(backend, stderr)
+    # The child was killed in its job: its hook never ran.
+    assert stdout.splitlines() == ["the pool's exit is over"]
     assert "TrioInternalError" not in stderr
 
 

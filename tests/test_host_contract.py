@@ -259,6 +259,39 @@ def test_the_job_view_reaches_the_in_job_functions(make_host: MakeHost) -> None:
             )
 
 
+class CancelledOnceSent(View):
+    """Not cancelled when first asked (as the call is sent), cancelled ever after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    def cancel_requested(self) -> bool:
+        self.asked += 1
+        return self.asked > 1
+
+
+def sees_a_cancel_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds  # a bound against a hang, not a measurement
+    while time.monotonic() < deadline:
+        try:
+            trio_pool.check_cancelled()
+        except trio_pool.JobCancelled:
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def test_a_cancel_requested_just_after_the_call_was_sent_reaches_the_job(
+    make_host: MakeHost,
+) -> None:
+    # The process host once read the request again as it began to wait for the
+    # reply, took it for one already sent with the call, and never relayed it.
+    host = loaded(make_host(None))
+    view = CancelledOnceSent()
+    assert host.execute(sees_a_cancel_within, (TIMEOUT,), {}, False, view) == outcome.Value(True)
+
+
 def test_close_runs_the_hook_once_with_the_exception_info(make_host: MakeHost) -> None:
     host = loaded(make_host(Interface, 1, make_host.record.path))
     error = RuntimeError("why")

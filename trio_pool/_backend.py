@@ -282,9 +282,15 @@ async def wait_through_cancellation(event: Event) -> BaseException | None:
 
 
 async def wait_through(
-    event: Event, absorb: type[BaseException] | tuple[type[BaseException], ...]
+    event: Event,
+    absorb: type[BaseException] | tuple[type[BaseException], ...],
+    *,
+    once: bool = False,
 ) -> list[BaseException]:
-    """Wait for ``event``, absorbing exceptions of the ``absorb`` types; return them."""
+    """Wait for ``event``, absorbing exceptions of the ``absorb`` types; return them.
+
+    ``once``: return after the first one absorbed, before the event is set.
+    """
     interruptions: list[BaseException] = []
     while not event.is_set():
         try:
@@ -292,4 +298,6 @@ async def wait_through(
                 await event.wait()
         except absorb as exc:  # noqa: PERF203 (not a hot loop)
             interruptions.append(exc)
+            if once:
+                break
     return interruptions

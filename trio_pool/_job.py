@@ -231,6 +231,12 @@ class Job(Generic[T]):
         return self._event
 
 
+def describe(job: Job[Any]) -> str:
+    """What a running job runs, for a log line (loop thread)."""
+    fn = job._fn
+    return repr(fn) if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
+
+
 def value_of(result: Outcome[T]) -> T:
     """``result.unwrap()`` for an Outcome that only the pool has seen (a run's): not marked used."""
     if isinstance(result, Value):

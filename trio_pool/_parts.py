@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -17,19 +16,13 @@ from ._handoff import Handoff
 from ._instruments import Instruments
 from ._intake import Intake
 from ._interface import Operations
-from ._job import Job
+from ._job import describe
 from ._lease import LeaseQueue
 from ._options import Options
 from ._statistics import Counters
 from ._workers import WorkerSet
 
 logger = logging.getLogger("trio_pool")
-
-
-def describe(job: Job[Any]) -> str:
-    """What a running job runs, for a log line."""
-    fn = job._fn
-    return repr(fn) if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
 
 
 class Parts:
@@ -88,6 +81,7 @@ class Parts:
             complete=completion.complete,
             instruments=instruments,
             max_jobs=options.max_jobs_per_worker,
+            abandon=options.abandon_on_cancel,
             none_left=self._none_left,
         )
         self.autoscaler: Autoscaler | FixedSize = FixedSize(self.workers)

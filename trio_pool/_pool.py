@@ -118,9 +118,11 @@ class Pool(Generic[I]):
             on a free worker, or shed. ``map`` is never shed. Default None:
             wait as long as it takes.
         abandon_on_cancel: If True, a caller cancelled while its job runs
-            returns at once and the job's result is discarded; if False (the
-            default) the caller waits for the job, like
-            :func:`trio.to_thread.run_sync`.
+            returns at once and the job's result is discarded, and a second
+            Ctrl-C at the exit leaves thread workers still running behind;
+            if False (the default) the caller waits for the job, like
+            :func:`trio.to_thread.run_sync`, and the exit for every thread
+            (see "A second Ctrl-C" in the semantics page).
         name: The pool's name, used for its worker threads' names.
         host: Where each worker's interface lives: :class:`ThreadHost` (the
             default: in the worker thread), :class:`ProcessHost` (in a
@@ -407,10 +409,11 @@ class Pool(Generic[I]):
             # its job now closes with the reason, not as if nothing happened.
             parts.cancel_everything(reason)
         parts.stop_workers()
-        # From here what comes (a cancellation, a second Ctrl-C) changes nothing
-        # the hooks are told: the threads are joined whatever happens, then the
-        # first interruption is raised.
-        interruptions = await wait_through(workers.all_stopped, BaseException)
+        # From here what comes (a cancellation, a Ctrl-C) changes nothing the
+        # hooks are told, and the first interruption is raised once the workers
+        # have ended; but a second one (the exit's own reason, a Ctrl-C or a
+        # cancellation, being the first) stops waiting for what still runs.
+        interruptions = await self._join(reason)
         if not errors:
             if not interruptions:  # on trio, the shield held a cancellation back: look now
                 try:
@@ -426,6 +429,26 @@ class Pool(Generic[I]):
             logger.debug("pool %s stopped", self.name)
         errors.extend(e for e in workers.take_errors() if e is not reason)
         return errors
+
+    async def _join(self, reason: BaseException | None) -> list[BaseException]:
+        """Wait for every worker to end; return what interrupted the wait meanwhile.
+
+        Interrupted a second time (a second Ctrl-C, typically: on asyncio the
+        runner turns it into a cancellation of every task), it stops waiting
+        for the workers that still run (:meth:`WorkerSet.leave_behind`).
+        """
+        assert self._parts is not None
+        workers = self._parts.workers
+        stopped = workers.all_stopped
+        interrupted = reason is not None and not isinstance(reason, Exception)  # Ctrl-C, cancel
+        interruptions: list[BaseException] = []
+        while not stopped.is_set():
+            got = await wait_through(stopped, BaseException, once=True)
+            interruptions += got
+            if got and interrupted:
+                workers.leave_behind()
+            interrupted = interrupted or bool(got)
+        return interruptions
 
     def _live(self) -> Parts:
         """The parts of the open pool; RuntimeError or PoolClosedError if it is not."""

@@ -17,7 +17,7 @@ from ._hosts._base import HostFactory
 from ._in_worker import WorkerInfo
 from ._instruments import Instruments
 from ._interface import Operations
-from ._job import Job, LoopCall, cancelled_outcome
+from ._job import Job, LoopCall, cancelled_outcome, describe
 from ._os_names import short_name
 from ._statistics import Counters, WorkerStatistics
 from ._worker import Worker
@@ -54,10 +54,12 @@ class WorkerSet:
         complete: Callable[[Job[Any], outcome.Outcome[Any]], None],
         instruments: Instruments,
         max_jobs: int | None = None,
+        abandon: bool = False,
         none_left: Callable[[BaseException], None] = lambda error: None,
     ) -> None:
         """``route`` serves the workers' from_loop() calls; ``on_loaded`` is offered the
-        workers free for a lease once new ones have loaded."""
+        workers free for a lease once new ones have loaded; ``abandon``: a second
+        Ctrl-C at the exit may leave thread workers behind (see :meth:`_run`)."""
         self._name = name
         self._make_host = make_host
         self._handoff = handoff
@@ -68,6 +70,7 @@ class WorkerSet:
         self._route = route
         self._on_loaded = on_loaded
         self._max_jobs = max_jobs
+        self._abandon = abandon
         self._complete = complete
         self._instruments = instruments
         self._none_left = none_left  # no worker serves, and its successor failed to load
@@ -82,7 +85,11 @@ class WorkerSet:
         self._unclaimed_loads: set[int] = set()
         self._provisional: set[int] = set()
         # The scope of each worker's task (see _run).
-        self._loop_scopes: dict[int, anyio.CancelScope] = {}
+        self._thread_scopes: dict[int, anyio.CancelScope] = {}
+        # Workers a second Ctrl-C found still running, by id: warned about, and
+        # (if the pool abandons) no longer waited for.
+        self._warned: set[int] = set()
+        self._left: set[int] = set()
         # Workers due in place of renewed or dead ones, that serve_successors() has
         # not started yet
         # (they count as serving meanwhile, so the pool's size holds).
@@ -142,11 +149,11 @@ class WorkerSet:
                 instruments=self._instruments,
             )
             self._workers[worker_id] = worker
-            self._loop_scopes[worker_id] = anyio.CancelScope()
+            self._thread_scopes[worker_id] = anyio.CancelScope(shield=self._abandon)
             try:
                 self._start_soon(self._run, worker, name=info.name)
             except BaseException:  # Ctrl-C, say: it never starts, so nobody waits for it
-                del self._workers[worker_id], self._loop_scopes[worker_id]
+                del self._workers[worker_id], self._thread_scopes[worker_id]
                 raise
             self._counters.worker_started()
             if not claimed:
@@ -165,14 +172,19 @@ class WorkerSet:
 
     async def _run(self, worker: Worker) -> None:
         # The thread reports its own load and end; this task only lends it a
-        # thread, in a scope that the pool cancels when it stops on an error,
-        # and that the pool's own cancellation reaches: the thread goes on
-        # (to_thread waits for it), but what its jobs run on the loop through
-        # trio.from_thread or anyio.from_thread is cancelled.
+        # thread, in a scope of its own. By default the pool cancels that scope
+        # when it stops on an error, and the pool's own cancellation reaches it:
+        # the thread goes on (to_thread waits for it), but what its jobs run on
+        # the loop through trio.from_thread or anyio.from_thread is cancelled.
+        # A pool that abandons lends the thread abandonably, in a shielded scope
+        # that only leave_behind() cancels (a second Ctrl-C at the exit); trio
+        # then runs a job's trio.from_thread calls in its system nursery.
         error: BaseException | None = None
         try:
-            with self._loop_scopes[worker.id]:  # cancelled before the thread starts, it absorbs it
-                await anyio.to_thread.run_sync(worker.main, limiter=self._limiter)
+            with self._thread_scopes[worker.id]:  # cancelled before the thread starts: absorbed
+                await anyio.to_thread.run_sync(
+                    worker.main, limiter=self._limiter, abandon_on_cancel=self._abandon
+                )
         except BaseException as exc:
             error = exc
         if not worker.started:  # no thread ever ran: report its error as a loader's
@@ -256,9 +268,51 @@ class WorkerSet:
                 worker.host.interrupt()
 
     def cancel_loop_calls(self) -> None:
-        """Cancel what the workers' jobs run on the loop through from_thread (an error exit)."""
-        for scope in self._loop_scopes.values():
-            scope.cancel()
+        """Cancel what the workers' jobs run on the loop through from_thread (an error exit).
+
+        Not in a pool that abandons: there this would abandon the threads.
+        """
+        if not self._abandon:
+            for scope in self._thread_scopes.values():
+                scope.cancel()
+
+    def leave_behind(self) -> None:
+        """A second Ctrl-C at the exit: stop waiting for the workers that still run.
+
+        A process or an actor is killed (its thread then ends soon). A thread
+        cannot be stopped: it is named in a WARNING and, in a pool that
+        abandons, left running and no longer waited for (on trio it is a
+        daemon thread of trio's cache; anyio's on asyncio are not daemons,
+        and Python waits for them at its exit); otherwise the exit waits on.
+        """
+        for worker in list(self._workers.values()):
+            if worker.id in self._warned or worker.host.kill():
+                continue
+            self._warned.add(worker.id)
+            job = worker.slot.job
+            doing = "its exit hook, or its loader" if job is None else f"the job {describe(job)}"
+            if self._abandon:
+                self._left.add(worker.id)
+                self._thread_scopes[worker.id].cancel()
+                logger.warning(
+                    "worker %s: left running %s after a second Ctrl-C (a thread cannot be "
+                    "stopped; on trio the program ends without it, on asyncio when it returns)",
+                    worker.info.name,
+                    doing,
+                )
+            else:
+                logger.warning(
+                    "worker %s: still running %s after a second Ctrl-C; a thread cannot be "
+                    "stopped, so the exit waits for it (a pool made with "
+                    "abandon_on_cancel=True would leave it behind)",
+                    worker.info.name,
+                    doing,
+                )
+        self._check_all_stopped()
+
+    def _check_all_stopped(self) -> None:
+        if self._closing and self._workers.keys() <= self._left:
+            self.all_stopped.set()
 
     def _on_exit(self, worker: Worker) -> None:
         """A worker thread's last report: its hook has run and it is leaving."""
@@ -267,7 +321,9 @@ class WorkerSet:
             self._complete(job, _gone(worker) if worker.died else cancelled_outcome())
         if self._instruments.worker_stopped and worker.served:
             self._instruments.call("worker_stopped", self._record(worker), worker.stop_reason)
-        del self._workers[worker.id], self._loop_scopes[worker.id]
+        del self._workers[worker.id], self._thread_scopes[worker.id]
+        self._left.discard(worker.id)
+        self._warned.discard(worker.id)
         if worker.died and not self._closing:  # in the same step: the pool's size holds
             logger.warning("worker %s: starting a replacement", worker.info.name)
             self._successor_due(worker)
@@ -278,8 +334,7 @@ class WorkerSet:
             self._keep_for_exit(worker, "loader", worker.load_error)
         for ids in (self._owned, self._unclaimed_loads, self._provisional):
             ids.discard(worker.id)
-        if self._closing and not self._workers:
-            self.all_stopped.set()
+        self._check_all_stopped()
         worker.exited.set()
 
     async def wait_loaded(
@@ -415,8 +470,7 @@ class WorkerSet:
         self._closing = True
         self._successors = 0
         self._successor_posted.set()
-        if not self._workers:
-            self.all_stopped.set()
+        self._check_all_stopped()
 
     def statistics(self) -> tuple[int, list[WorkerStatistics]]:
         """The queued jobs and each worker's record, in one look under the lock."""

@@ -111,6 +111,15 @@ class Host(Protocol):
         """After a job: why the worker should be renewed (its process's memory), or None."""
         ...
 
+    def kill(self) -> bool:
+        """End the far side now, from the loop's thread (a second Ctrl-C at the exit).
+
+        Returns:
+            False if the host cannot (a thread); else True: the worker's
+            thread then ends soon, its job failed with BrokenWorkerError.
+        """
+        ...
+
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the exit hook, once, with ``exc_info``; return what it raised."""
         ...

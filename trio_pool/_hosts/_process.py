@@ -22,6 +22,7 @@ arguments and the child's traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
@@ -270,6 +271,7 @@ class InProcess:
         self._operations: frozenset[str] = frozenset()
         self._conn: Any = None
         self._process: Any = None
+        self._cancel_sent = False  # the running job's cancel request has reached the child
         # Made once: Connection.poll() builds a selector on every call (no poll on Windows).
         self._poller = select.poll() if hasattr(select, "poll") else None
         self._name = "trio_pool worker"
@@ -316,7 +318,8 @@ class InProcess:
         payload = pack_call(fn, args, kwargs, with_interface, "the worker process")
         if isinstance(payload, outcome.Error):
             return payload
-        self._send(("call", payload, job.cancel_requested()))
+        self._cancel_sent = job.cancel_requested()
+        self._send(("call", payload, self._cancel_sent))
         while True:
             message = self._receive(job, "running a job")
             kind = message[0]
@@ -334,6 +337,13 @@ class InProcess:
 
     def interrupt(self) -> None:
         """Nothing here: the worker thread relays the job's cancel request itself."""
+
+    def kill(self) -> bool:
+        process = self._process
+        if process is not None:
+            with contextlib.suppress(ValueError, OSError):  # closed or gone meanwhile
+                process.kill()
+        return True
 
     def renewal_due(self) -> str | None:
         pid, limit = self.pid, self._max_memory
@@ -384,11 +394,10 @@ class InProcess:
             HostDied: the child died (or was killed for ``kill_on_cancel``).
         """
         conn = self._conn
-        relayed = job is not None and job.cancel_requested()  # the call said so already
         try:
             while not self._ready(_POLL):
-                if job is not None and not relayed and job.cancel_requested():
-                    relayed = True
+                if job is not None and not self._cancel_sent and job.cancel_requested():
+                    self._cancel_sent = True
                     if self._kill_on_cancel:
                         # At once, even if the child's reply is on its way: the
                         # worker must not go on with a killed child.

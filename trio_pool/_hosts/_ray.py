@@ -21,6 +21,7 @@ Ray is imported only when a pool with this host opens.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
@@ -328,8 +329,9 @@ class InRay:
         if isinstance(payload, outcome.Error):
             return payload
         self._calls += 1
-        ref = self._actor.call.remote(self._calls, payload, job.cancel_requested())
-        reply = self._get(ref, job)
+        cancel_sent = job.cancel_requested()
+        ref = self._actor.call.remote(self._calls, payload, cancel_sent)
+        reply = self._get(ref, job, cancel_sent)
         try:
             return decode_outcome(pickle.loads(reply))
         except BaseException as exc:  # the result's class, say, is not importable here
@@ -341,6 +343,13 @@ class InRay:
         A running job's cancel request the worker thread relays itself.
         """
         self._interrupted = True
+
+    def kill(self) -> bool:
+        actor = self._actor
+        if actor is not None:
+            with contextlib.suppress(Exception):  # gone meanwhile
+                self._ray.kill(actor, no_restart=True)
+        return True
 
     def renewal_due(self) -> str | None:
         """Over ``max_memory`` after a job: the actor says what it holds (one more call)."""
@@ -377,15 +386,16 @@ class InRay:
         self._end(graceful=ready)
         return error
 
-    def _get(self, ref: Any, job: JobView | None) -> bytes:
-        """The pickled reply ``ref`` brings; meanwhile relay ``job``'s cancel request.
+    def _get(self, ref: Any, job: JobView | None, cancel_sent: bool = False) -> bytes:
+        """The pickled reply ``ref`` brings; meanwhile relay ``job``'s cancel request
+        (unless ``cancel_sent``: the call carried it).
 
         Raises:
             HostDied: the actor died, its node was lost, or it was killed for
                 ``kill_on_cancel``.
         """
         ray = self._ray
-        relayed = job is None or job.cancel_requested()  # the call said so already
+        relayed = job is None or cancel_sent
         try:
             while True:
                 try:

@@ -143,6 +143,10 @@ class InThread:
         """Never: the thread's memory is the whole program's."""
         return None
 
+    def kill(self) -> bool:
+        """Cannot: a thread cannot be stopped from outside."""
+        return False
+
     def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the exit hook once, if there is one; return what it raised."""
         hook, self._exit = self._exit, None
