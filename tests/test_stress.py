@@ -427,6 +427,8 @@ class Generator:
         options["abandon_on_cancel"] = rng.random() < 0.25
         if rng.random() < 0.25:  # shed load: waits for room or a lease end in WouldBlock
             options["max_wait"] = rng.choice([0, 0.0005, 0.002])
+        if rng.random() < 0.25:  # renewal: workers stop and are replaced as they serve
+            options["max_jobs_per_worker"] = rng.choice([1, 2, 5])
         # A loader of the first workers fails now and then (the block raises
         # on entry); later ones more often (while resizing or autoscaling).
         load_fail = {i for i in range(initial) if rng.random() < 0.02}
