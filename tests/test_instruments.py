@@ -8,11 +8,12 @@ import os
 import threading
 from typing import Any
 
+import anyio
 import pytest
 
 import trio_pool
 
-from helpers import Gate, poll_until, wait_in_thread
+from helpers import TIMEOUT, Gate, poll_until, wait_in_thread
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -141,3 +142,36 @@ async def test_a_worker_process_that_dies_is_reported_as_died(backend: str) -> N
         await poll_until(lambda: pool.statistics().workers_died == 1)
         await pool.run(int)  # the replacement
     assert [reason for _, reason in recorder.of("worker_stopped")] == ["died", "stopped"]
+
+
+async def test_a_worker_is_told_started_before_it_stops_while_its_batch_still_loads(
+    backend: str,
+) -> None:
+    # add_workers(2) waits for both loads; the first serves (and is renewed)
+    # meanwhile. worker_started once came only when the whole batch had loaded.
+    release = threading.Event()
+
+    class SlowSecond:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id == 2:
+                release.wait(TIMEOUT)
+
+    recorder = Recorder()
+
+    def first_renewed() -> bool:
+        return (1, "renewed") in recorder.of("worker_stopped")
+
+    pool = trio_pool.Pool(SlowSecond, workers=1, max_jobs_per_worker=1, instruments=[recorder])
+    async with pool, anyio.create_task_group() as tg:
+        tg.start_soon(pool.add_workers, 2)
+        await poll_until(
+            lambda: any(
+                w.id == 1 and w.state != "starting" for w in pool.statistics().worker_states
+            )
+        )
+        while not first_renewed():  # worker 1 serves a job, then stops to be renewed
+            await pool.run(int)
+        release.set()
+    for worker_id, reason in recorder.of("worker_stopped"):
+        stopped = recorder.events.index(("worker_stopped", worker_id, reason))
+        assert ("worker_started", worker_id) in recorder.events[:stopped], recorder.events

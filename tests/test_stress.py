@@ -429,6 +429,8 @@ class Generator:
             options["max_wait"] = rng.choice([0, 0.0005, 0.002])
         if rng.random() < 0.25:  # renewal: workers stop and are replaced as they serve
             options["max_jobs_per_worker"] = rng.choice([1, 2, 5])
+        if rng.random() < 0.5:  # an instrument that checks what it is told (see Watcher)
+            options["instruments"] = "watcher"
         # A loader of the first workers fails now and then (the block raises
         # on entry); later ones more often (while resizing or autoscaling).
         load_fail = {i for i in range(initial) if rng.random() < 0.02}
@@ -650,8 +652,14 @@ class Runner:
         self.program = program
         self.record = Record()
         self.iface: Any = make_interface(program, self.record)
+        options = dict(program.options)
+        self.watcher = Watcher() if options.pop("instruments", None) else None
         self.pool = trio_pool.Pool(
-            self.iface, "tag", name=f"stress{program.seed}", **program.options
+            self.iface,
+            "tag",
+            name=f"stress{program.seed}",
+            instruments=[self.watcher] if self.watcher else (),
+            **options,
         )
         self.seen: dict[int, Seen] = {}
         self.tracked: list[Tracked] = []
@@ -1266,6 +1274,71 @@ def check_errors(runner: Runner) -> Iterator[str]:
         yield f"a task raised TaskError, but the block raised {runner.exit_error!r}"
 
 
+class Watcher(trio_pool.Instrument):
+    """Checks what a pool tells its instruments; the problems found, in ``problems``."""
+
+    def __init__(self) -> None:
+        self.loop_thread = threading.get_ident()
+        self.problems: list[str] = []
+        # By id; the jobs are kept, so that no id is reused by another job.
+        self.jobs: list[trio_pool.Job[Any]] = []
+        self.submitted: set[int] = set()
+        self.started: set[int] = set()
+        self.finished: set[int] = set()
+        self.workers: dict[int, str] = {}  # worker id -> "started", or its stop reason
+        self.renewed = 0
+
+    def _in_loop(self, hook: str) -> None:
+        if threading.get_ident() != self.loop_thread:
+            self.problems.append(f"instrument: {hook} was called outside the loop's thread")
+
+    def job_submitted(self, job: trio_pool.Job[Any]) -> None:
+        self._in_loop("job_submitted")
+        self.jobs.append(job)
+        if id(job) in self.submitted or job.submitted_at is None:
+            self.problems.append(f"instrument: job_submitted twice, or with no time: {job!r}")
+        self.submitted.add(id(job))
+
+    def job_started(self, job: trio_pool.Job[Any]) -> None:
+        self._in_loop("job_started")
+        self.jobs.append(job)
+        if id(job) in self.started or id(job) in self.finished or job.started_at is None:
+            self.problems.append(f"instrument: job_started twice, late or with no time: {job!r}")
+        self.started.add(id(job))
+
+    def job_finished(self, job: trio_pool.Job[Any]) -> None:
+        self._in_loop("job_finished")
+        self.jobs.append(job)
+        if id(job) in self.finished or job.outcome is None or job.finished_at is None:
+            self.problems.append(f"instrument: job_finished twice, or unfinished: {job!r}")
+        if (job.started_at is None) == (id(job) in self.started):
+            self.problems.append(f"instrument: job_started disagrees with started_at: {job!r}")
+        self.finished.add(id(job))
+
+    def worker_started(self, worker: trio_pool.WorkerStatistics) -> None:
+        self._in_loop("worker_started")
+        if worker.id in self.workers:
+            self.problems.append(f"instrument: worker {worker.id} started twice")
+        self.workers[worker.id] = "started"
+
+    def worker_stopped(self, worker: trio_pool.WorkerStatistics, reason: str) -> None:
+        self._in_loop("worker_stopped")
+        if self.workers.get(worker.id) != "started" or reason not in ("stopped", "renewed"):
+            self.problems.append(f"instrument: worker {worker.id} stopped as {reason!r}")
+        self.workers[worker.id] = reason
+        self.renewed += reason == "renewed"
+
+    def check(self, pool: trio_pool.Pool[Any]) -> Iterator[str]:
+        """After the exit: every job told finished once, every worker stopped."""
+        yield from self.problems
+        if self.submitted - self.finished:
+            yield f"instrument: {len(self.submitted - self.finished)} jobs never finished"
+        if "started" in self.workers.values():
+            yield "instrument: a worker that started was never told stopped"
+        if self.renewed != pool.statistics().workers_renewed:
+            yield f"instrument: {self.renewed} renewals told, {pool.statistics()}"
+
+
 def check_leftovers(runner: Runner) -> Iterator[str]:
     """statistics() add up after the exit, and no worker thread is left."""
     s = runner.pool.statistics()
@@ -1292,6 +1365,7 @@ def check(runner: Runner, *, results_survive_cancellation: bool) -> list[str]:
         *check_resets(runner),
         *check_errors(runner),
         *check_leftovers(runner),
+        *(runner.watcher.check(runner.pool) if runner.watcher else ()),
     ]
     return [p for p in problems if p]
 

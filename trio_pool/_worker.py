@@ -44,6 +44,7 @@ class Worker:
         exited: Event,
         on_exit: Callable[[Worker], None],
         on_renew: Callable[[Worker], None],
+        on_served: Callable[[Worker], None] = lambda worker: None,
         route: Callable[[Job[Any], LoopCall], None],
         os_name: str,
         max_jobs: int | None = None,
@@ -52,7 +53,8 @@ class Worker:
         """``os_name``: the thread's name at the OS level while it is this worker.
 
         ``on_renew(worker)`` is posted once the worker stops to be renewed
-        (after ``max_jobs`` jobs, or when its host asks).
+        (after ``max_jobs`` jobs, or when its host asks); ``on_served(worker)``
+        once its interface has loaded, before anything else it reports.
         """
         self.info = info
         self._os_name = os_name
@@ -66,6 +68,7 @@ class Worker:
         self._post = post
         self._on_exit = on_exit
         self._on_renew = on_renew
+        self._on_served = on_served
         self._max_jobs = max_jobs
         self._instruments = Instruments() if instruments is None else instruments
         self._route = route
@@ -128,6 +131,7 @@ class Worker:
         logger.debug("worker %s started", self.info.name)
         self.served = True
         handoff.loaded(slot, ok=True)
+        self._post(functools.partial(self._on_served, self))
         self._post(self.loaded.set)
         # The Outcome of the job just run, which take() hands back (emptying
         # the list): so this thread holds no result while it waits.

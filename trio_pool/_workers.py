@@ -143,6 +143,7 @@ class WorkerSet:
                 exited=self._backend.event(),
                 on_exit=self._on_exit,
                 on_renew=self.renewing,
+                on_served=self._served,
                 route=self._route,
                 os_name=short_name(self._name, worker_id),
                 max_jobs=self._max_jobs,
@@ -314,6 +315,11 @@ class WorkerSet:
         if self._closing and self._workers.keys() <= self._left:
             self.all_stopped.set()
 
+    def _served(self, worker: Worker) -> None:
+        """A worker's interface has loaded (posted by its thread, before its end)."""
+        if self._instruments.worker_started:
+            self._instruments.call("worker_started", self._record(worker))
+
     def _on_exit(self, worker: Worker) -> None:
         """A worker thread's last report: its hook has run and it is leaving."""
         self._handoff.flush()  # deliver the outcomes it left behind
@@ -357,8 +363,6 @@ class WorkerSet:
         for worker in workers:
             if worker.load_error is None:
                 self._operations.learn(worker.host.operations)
-                if self._instruments.worker_started and worker.served:
-                    self._instruments.call("worker_started", self._record(worker))
         self._on_loaded(self.free_for_lease())
         errors = [w.load_error for w in workers if w.load_error is not None]
         if cancelled is not None and claimed:
