@@ -387,6 +387,119 @@ async def test_a_lease_whose_worker_dies_fails_its_next_calls_and_is_left_cleanl
         note_pids(pool, pids)
 
 
+def dead(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie not yet reaped counts)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:  # gone: no such file, or no such process while it is read
+        return True
+
+
+async def test_a_job_sent_to_a_worker_process_killed_while_idle_fails_and_is_replaced(
+    backend: str, pids: set[int]
+) -> None:
+    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+        note_pids(pool, pids)
+        [pid] = pids
+        os.kill(pid, signal.SIGKILL)  # from outside, while it waits for a job
+        await poll_until(lambda: dead(pid))
+        with anyio.fail_after(TIMEOUT):
+            with pytest.raises(trio_pool.BrokenWorkerError, match="SIGKILL"):
+                await pool.run(local_pid)
+            assert await pool.run(local_pid) not in (pid, os.getpid())  # its replacement
+        note_pids(pool, pids)
+        assert pool.statistics().workers_died == 1
+
+
+class ParentRefuses:
+    """Pickles in a worker process; unpickling it in the pool's process fails."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_not_in, (self.parent,))
+
+
+def _not_in(parent: int) -> ParentRefuses:
+    if os.getpid() == parent:
+        raise LookupError("this value cannot be rebuilt in the pool's process")
+    return ParentRefuses(parent)
+
+
+def refused_by_the_parent(parent: int, error: bool) -> ParentRefuses:
+    if error:
+        raise ValueError(ParentRefuses(parent))
+    return ParentRefuses(parent)
+
+
+async def test_a_result_that_cannot_be_unpickled_in_the_pool_fails_only_its_job(
+    backend: str, pids: set[int]
+) -> None:
+    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+        note_pids(pool, pids)
+        for error in (False, True):
+            with pytest.raises(TypeError, match="cannot be received") as info:
+                await pool.run(refused_by_the_parent, os.getpid(), error)
+            assert isinstance(info.value.__cause__, LookupError)
+        assert await pool.run(local_pid) in pids  # the same worker goes on
+        assert pool.statistics().workers_died == 0
+
+
+class ChildRefusesError(Exception):
+    """Pickles in the pool's process; unpickling it in a worker process fails."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_only_in, (self.args[0],))
+
+
+def _only_in(parent: int) -> ChildRefusesError:
+    if os.getpid() != parent:
+        raise LookupError("this cannot be rebuilt in a worker process")
+    return ChildRefusesError(parent)
+
+
+class UnpicklableError(Exception):
+    def __init__(self) -> None:
+        super().__init__("holds a lock", threading.Lock())
+
+
+@pytest.mark.parametrize("error", [ChildRefusesError, UnpicklableError])
+async def test_a_hook_is_told_of_a_block_error_that_cannot_reach_its_process(
+    backend: str, error: type[Exception], record: Path, pids: set[int]
+) -> None:
+    # Once, the child died unpickling it (its hook never ran), or the hook was
+    # told there had been no exception at all.
+    raised = ChildRefusesError(os.getpid()) if error is ChildRefusesError else UnpicklableError()
+    with pytest.raises(error):
+        async with trio_pool.Pool(Model, 1, str(record), workers=1, host=HOSTS["process"]) as pool:
+            note_pids(pool, pids)
+            raise raised
+    assert [line.split()[0::3] for line in lines(record)] == [["load"], ["exit", "RuntimeError"]]
+
+
+class ChildRefusesLoader:
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+
+    def __call__(self) -> None:
+        return None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_only_in, (self.parent,))
+
+
+async def test_a_loader_that_cannot_be_unpickled_in_its_process_raises_why(
+    backend: str, pids: set[int]
+) -> None:
+    with pytest.raises(LookupError, match="cannot be rebuilt in a worker process"):
+        async with trio_pool.Pool(
+            ChildRefusesLoader(os.getpid()), workers=1, host=HOSTS["process"]
+        ):
+            pass
+
+
 async def test_what_cannot_be_pickled_fails_only_its_job(backend: str, pids: set[int]) -> None:
     async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
         note_pids(pool, pids)
@@ -514,12 +627,17 @@ SCRIPT = textwrap.dedent(
             trio_pool.check_cancelled()
             time.sleep(0.005)
 
+    def sleep_on():
+        while True:  # a long job that never looks up
+            time.sleep(0.005)
+
     async def main():
         host = trio_pool.ProcessHost(grace_period=10)
+        job = sleep_on if sys.argv[2] == "kill-me" else spin
         async with trio_pool.Pool(Iface, workers=2, host=host) as pool:
             async with anyio.create_task_group() as tg:
                 for _ in range(2):
-                    tg.start_soon(pool.run, spin)
+                    tg.start_soon(pool.run, job)
                 while pool.statistics().busy < 2:
                     await anyio.sleep(0.01)
                 pids = " ".join(str(w.pid) for w in pool.statistics().worker_states)
@@ -578,6 +696,8 @@ def test_ctrl_c_with_a_process_pool(backend: str) -> None:
 def test_worker_processes_never_outlive_a_killed_parent() -> None:
     process, children = start_script("trio", "kill-me")
     process.kill()  # SIGKILL: no hook, no exit code of its own; the children must notice
+    # Before the parent is reaped: a zombie still answers os.kill(pid, 0), which
+    # the children once took for a parent alive.
+    wait_until_gone(children)
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    wait_until_gone(children)

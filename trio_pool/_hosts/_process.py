@@ -30,7 +30,6 @@ import pickle
 import select
 import signal
 import threading
-import time
 from collections.abc import Callable, Hashable
 from typing import Any, final
 
@@ -39,7 +38,6 @@ import outcome
 from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
 from ._base import (
-    NO_EXC,
     ExcInfo,
     HostDied,
     HostFactory,
@@ -53,10 +51,13 @@ from ._wire import (
     decode_outcome,
     dumps,
     encode_outcome,
+    is_outcome,
     pack_call,
+    pack_exc_info,
     pack_loader,
     portable,
     run_packed_call,
+    unpack_exc_info,
 )
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
@@ -186,20 +187,24 @@ class _ChildView:
         return message
 
 
-def _watch_parent(parent: int) -> None:
-    """End the child if the pool's process is gone (even mid-job)."""
-    while True:
-        time.sleep(1.0)
-        try:
-            os.kill(parent, 0)
-        except (ProcessLookupError, PermissionError):  # gone, or its pid reused by another
-            os._exit(70)
+def _watch_parent() -> None:
+    """End the child as soon as the pool's process is gone (even mid-job).
+
+    multiprocessing gives a spawned or forkserver child a sentinel of its
+    parent: a pipe whose other end the parent holds (a process handle on
+    Windows), so its end is seen at once, even while the parent is a zombie
+    not yet reaped (which ``os.kill(parent, 0)`` would take for alive).
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(70)
 
 
-def child_main(conn: Any, parent: int) -> None:
+def child_main(conn: Any) -> None:
     """The child process: load, serve calls, close, in turns with the worker thread."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_watch_parent, daemon=True).start()
     host: InThread | None = None
     try:
         while True:
@@ -209,9 +214,9 @@ def child_main(conn: Any, parent: int) -> None:
                 return  # the worker thread is gone
             kind = message[0]
             if kind == "load":
-                loader, args = pickle.loads(message[1])
-                host = InThread(loader, args)
                 try:
+                    loader, args = pickle.loads(message[1])
+                    host = InThread(loader, args)
                     host.load(WorkerInfo(message[2], message[3]))
                 except BaseException as exc:
                     conn.send_bytes(dumps(("failed", portable(exc))))
@@ -225,7 +230,7 @@ def child_main(conn: Any, parent: int) -> None:
                 conn.send_bytes(encode_outcome(result))
                 del result
             elif kind == "close":
-                error = host.close((message[1], message[2], None)) if host is not None else None
+                error = None if host is None else host.close(unpack_exc_info(message[1]))
                 conn.send_bytes(dumps(("closed", None if error is None else portable(error))))
                 return
             # ("cancel",) for a call that has already ended: nothing to do.
@@ -289,17 +294,15 @@ class InProcess:
         self._name = worker.name
         loader = pack_loader(self._loader, self._args, "a worker process")
         parent_end, child_end = self._context.Pipe()
-        process = self._context.Process(
-            target=child_main, args=(child_end, os.getpid()), name=worker.name
-        )
+        process = self._context.Process(target=child_main, args=(child_end,), name=worker.name)
         process.start()
         child_end.close()  # the child holds it now: its death shows as an end of file here
         self._conn, self._process = parent_end, process
         if self._poller is not None:
             self._poller.register(parent_end.fileno(), select.POLLIN)
-        parent_end.send_bytes(dumps(("load", loader, worker.id, worker.name)))
         try:
-            reply = self._receive(None, "loading its interface")
+            self._send(("load", loader, worker.id, worker.name), "loading its interface")
+            reply = self._message(self._receive(None, "loading its interface"), "the loader's")
         except HostDied as died:
             raise died.error from None
         if reply[0] == "failed":
@@ -319,21 +322,27 @@ class InProcess:
         if isinstance(payload, outcome.Error):
             return payload
         self._cancel_sent = job.cancel_requested()
-        self._send(("call", payload, self._cancel_sent))
+        self._send(("call", payload, self._cancel_sent), "being sent a job")
         while True:
-            message = self._receive(job, "running a job")
-            kind = message[0]
-            if kind == "done":
-                return decode_outcome(message)
+            frame = self._receive(job, "running a job")
+            if is_outcome(frame):
+                return decode_outcome(frame, "the worker process")
             answer: outcome.Outcome[Any]
-            if kind == "wait":
-                answer = outcome.capture(job.wait_for, message[1], message[2])
-            else:  # "loop"
-                answer = job.call_loop(message[1], message[2])
+            try:  # a request the job makes: ("wait", key, timeout) or ("loop", async_fn, args)
+                kind, *request = pickle.loads(frame)
+            except BaseException as exc:
+                answer = outcome.Error(TypeError(f"the job's request cannot be received: {exc!r}"))
+            else:
+                if kind == "wait":
+                    answer = outcome.capture(job.wait_for, *request)
+                else:  # "loop"
+                    answer = job.call_loop(*request)
             try:
-                self._send(("answer", answer))
+                encoded = dumps(("answer", answer))
             except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                self._send(("answer", outcome.Error(TypeError(f"cannot send the answer: {exc}"))))
+                failed = TypeError(f"cannot send the answer: {exc}")
+                encoded = dumps(("answer", outcome.Error(failed)))
+            self._send_bytes(encoded, "running a job")
 
     def interrupt(self) -> None:
         """Nothing here: the worker thread relays the job's cancel request itself."""
@@ -355,24 +364,19 @@ class InProcess:
         """Run the hook in the child, give it ``grace_period`` seconds, then end the child."""
         if self._conn is None:
             return None
-        exc_type, exc, _ = exc_info
+        doing = "running its exit hook"
         try:
-            self._send(("close", exc_type, exc))
-        except (pickle.PicklingError, TypeError, AttributeError):
-            self._send(("close", *NO_EXC[:2]))  # an exception that cannot travel: say none
-        except OSError:
-            pass  # it is gone already; _receive says so
-        error: BaseException | None = None
-        if self._ready(self._grace_period):
-            try:
-                error = self._receive(None, "running its exit hook")[1]
-            except HostDied as died:
-                error = died.error
-        else:
-            error = BrokenWorkerError(
-                f"worker {self._name}: its exit hook did not finish within grace_period="
-                f"{self._grace_period} s; its process was killed"
-            )
+            self._send(("close", pack_exc_info(exc_info)), doing)
+            if not self._ready(self._grace_period):
+                self._process.kill()  # now: _end() would give it grace_period again
+                self._end()
+                return BrokenWorkerError(
+                    f"worker {self._name}: its exit hook did not finish within grace_period="
+                    f"{self._grace_period} s; its process was killed"
+                )
+            error: BaseException | None = self._message(self._receive(None, doing), "hook's")[1]
+        except HostDied as died:
+            return died.error
         self._end()
         return error
 
@@ -384,11 +388,42 @@ class InProcess:
             return bool(self._conn.poll(timeout))
         return bool(self._poller.poll(timeout * 1000))
 
-    def _send(self, message: tuple[Any, ...]) -> None:
-        self._conn.send_bytes(dumps(message))
+    def _send(self, message: tuple[Any, ...], doing: str) -> None:
+        """Send ``message``; HostDied if the child is gone (its end of the pipe closed)."""
+        self._send_bytes(dumps(message), doing)
 
-    def _receive(self, job: JobView | None, doing: str) -> tuple[Any, ...]:
-        """The child's next message; meanwhile relay ``job``'s cancel request.
+    def _send_bytes(self, data: bytes, doing: str) -> None:
+        try:
+            self._conn.send_bytes(data)
+        except OSError as exc:
+            raise self._died(doing) from exc
+
+    def _died(self, doing: str) -> HostDied:
+        """The child has died: end what is left of it; the error for its job or load."""
+        error = BrokenWorkerError(
+            f"worker {self._name}'s process (pid {self.pid}) died while {doing}: "
+            f"{_how_it_ended(self._process)}"
+        )
+        self._end()
+        return HostDied(error)
+
+    def _message(self, frame: bytes, whose: str) -> tuple[Any, ...]:
+        """A reply of the child's, unpickled; ends the child if it cannot be.
+
+        Raises:
+            HostDied: with a TypeError naming ``whose`` (the "loader's", say) reply.
+        """
+        try:
+            message: tuple[Any, ...] = pickle.loads(frame)
+        except BaseException as exc:
+            self._end()
+            error = TypeError(f"worker {self._name}: the {whose} reply cannot be received: {exc!r}")
+            error.__cause__ = exc
+            raise HostDied(error) from exc
+        return message
+
+    def _receive(self, job: JobView | None, doing: str) -> bytes:
+        """The child's next frame; meanwhile relay ``job``'s cancel request.
 
         Raises:
             HostDied: the child died (or was killed for ``kill_on_cancel``).
@@ -404,16 +439,11 @@ class InProcess:
                         self._process.kill()
                         self._end()
                         raise HostDied(killed_for_cancel(self._name, "process"))
-                    self._send(("cancel",))
-            message: tuple[Any, ...] = pickle.loads(conn.recv_bytes())
-            return message
+                    self._send(("cancel",), doing)
+            frame: bytes = conn.recv_bytes()
         except (EOFError, OSError) as exc:
-            error = BrokenWorkerError(
-                f"worker {self._name}'s process (pid {self.pid}) died while {doing}: "
-                f"{_how_it_ended(self._process)}"
-            )
-            self._end()
-            raise HostDied(error) from exc
+            raise self._died(doing) from exc
+        return frame
 
     def _end(self) -> None:
         """The child is done with, or has to go: make sure it is gone, and reaped."""

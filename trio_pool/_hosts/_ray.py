@@ -35,7 +35,6 @@ import outcome
 from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
 from ._base import (
-    NO_EXC,
     ExcInfo,
     HostDied,
     HostFactory,
@@ -51,9 +50,11 @@ from ._wire import (
     dumps,
     encode_outcome,
     pack_call,
+    pack_exc_info,
     pack_loader,
     portable,
     run_packed_call,
+    unpack_exc_info,
 )
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
@@ -219,11 +220,7 @@ class RayWorker:
 
     def close(self, exc_info: bytes) -> bytes:
         host, self._host = self._host, None
-        try:
-            exc_type, exc = pickle.loads(exc_info)
-        except BaseException:  # the pool's exception's class is not importable here
-            exc_type, exc = NO_EXC[:2]
-        error = None if host is None else host.close((exc_type, exc, None))
+        error = None if host is None else host.close(unpack_exc_info(exc_info))
         return dumps(("closed", None if error is None else portable(error)))
 
 
@@ -331,11 +328,7 @@ class InRay:
         self._calls += 1
         cancel_sent = job.cancel_requested()
         ref = self._actor.call.remote(self._calls, payload, cancel_sent)
-        reply = self._get(ref, job, cancel_sent)
-        try:
-            return decode_outcome(pickle.loads(reply))
-        except BaseException as exc:  # the result's class, say, is not importable here
-            return outcome.Error(exc)
+        return decode_outcome(self._get(ref, job, cancel_sent), "a Ray actor")
 
     def interrupt(self) -> None:
         """Stop a load (an actor may wait long for room on the cluster): kill its actor.
@@ -366,11 +359,7 @@ class InRay:
         """Run the hook in the actor, give it ``grace_period`` seconds, then end the actor."""
         if self._actor is None:
             return None
-        try:
-            info = dumps(exc_info[:2])
-        except BaseException:
-            info = dumps(NO_EXC[:2])  # an exception that cannot travel: say none
-        ref = self._actor.close.remote(info)
+        ref = self._actor.close.remote(pack_exc_info(exc_info))
         ready, _ = self._ray.wait([ref], timeout=self._grace_period)
         error: BaseException | None
         if ready:

@@ -9,6 +9,7 @@ traceback comes along as the error's ``__cause__`` (a
 
 from __future__ import annotations
 
+import io
 import pickle
 import traceback
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import cloudpickle  # type: ignore[import-untyped]  # pyright: ignore[reportMiss
 import outcome
 
 from .._in_worker import JobView
-from ._base import Host
+from ._base import NO_EXC, ExcInfo, Host
 
 _cloudpickle_dumps: Callable[..., bytes] = cloudpickle.dumps  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
@@ -67,20 +68,81 @@ def portable(exc: BaseException) -> BaseException:
     return cast(BaseException, travelling)
 
 
+# A job's Outcome travels as a frame of its own: one flag byte (a value, or an
+# error), then the value or the error pickled. Other messages are pickled
+# tuples, whose first byte is pickle's PROTO opcode (0x80).
+_ERROR, _VALUE = b"\x00", b"\x01"
+
+
+def _frame(flag: bytes, body: object) -> bytes:
+    frame = io.BytesIO()
+    frame.write(flag)
+    cloudpickle.dump(body, frame, protocol=5)  # pyright: ignore[reportUnknownMemberType]
+    return frame.getvalue()
+
+
 def encode_outcome(result: outcome.Outcome[Any]) -> bytes:
-    """``("done", True, value)`` or ``("done", False, error)``, pickled."""
+    """A job's Outcome as a frame; a value that cannot be pickled becomes its TypeError."""
     if isinstance(result, outcome.Error):
-        return dumps(("done", False, portable(result.error)))
+        return _frame(_ERROR, portable(result.error))
     assert isinstance(result, outcome.Value)
     try:
-        return dumps(("done", True, result.value))
+        return _frame(_VALUE, result.value)
     except BaseException as exc:
         error = TypeError(f"the result cannot be sent back to the pool: {exc}")
-        return dumps(("done", False, portable(error)))
+        return _frame(_ERROR, portable(error))
 
 
-def decode_outcome(message: tuple[Any, ...]) -> outcome.Outcome[Any]:
-    return outcome.Value(message[2]) if message[1] else outcome.Error(message[2])
+def is_outcome(frame: bytes) -> bool:
+    """Whether ``frame`` is a job's Outcome (:func:`encode_outcome`), not a pickled message."""
+    return frame[:1] in (_ERROR, _VALUE)
+
+
+def decode_outcome(frame: bytes, where: str) -> outcome.Outcome[Any]:
+    """The Outcome in ``frame``; if it cannot be unpickled here, a TypeError saying so.
+
+    (A class the far side has and this process cannot import, say: the job
+    fails, and the worker, whose reply was whole, goes on.)
+    """
+    value = frame[:1] == _VALUE
+    try:
+        body = pickle.loads(memoryview(frame)[1:])
+    except BaseException as exc:
+        what = "result" if value else "error"
+        error = TypeError(f"the job's {what} cannot be received from {where}: {exc!r}")
+        error.__cause__ = exc
+        return outcome.Error(error)
+    return outcome.Value(body) if value else outcome.Error(body)
+
+
+def pack_exc_info(exc_info: ExcInfo) -> bytes:
+    """The pool's exception, for a far side's exit hook (:func:`unpack_exc_info`).
+
+    One that cannot be pickled here, or unpickled there, reaches the hook as
+    a RuntimeError naming it: a hook is never told that there was none.
+    """
+    exc = exc_info[1]
+    if exc is None:
+        return dumps(None)
+    text = f"{type(exc).__qualname__}: {exc}"
+    try:
+        return dumps((text, dumps(exc)))
+    except BaseException as failure:
+        stand_in = RuntimeError(f"{text} (the exception could not be pickled: {failure!r})")
+        return dumps((text, dumps(stand_in)))
+
+
+def unpack_exc_info(payload: bytes) -> ExcInfo:
+    """On the far side: the exception info :func:`pack_exc_info` packed."""
+    packed: tuple[str, bytes] | None = pickle.loads(payload)
+    if packed is None:
+        return NO_EXC
+    text, inner = packed
+    try:
+        exc: BaseException = pickle.loads(inner)
+    except BaseException as failure:
+        exc = RuntimeError(f"{text} (the exception could not be unpickled here: {failure!r})")
+    return (type(exc), exc, None)
 
 
 def describe_unpicklable(
