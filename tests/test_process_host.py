@@ -701,3 +701,62 @@ def test_worker_processes_never_outlive_a_killed_parent() -> None:
     wait_until_gone(children)
     process.communicate(timeout=30)
     assert process.returncode == -signal.SIGKILL
+
+
+STARTING_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+
+    if __name__ == "__mp_main__":  # a worker process importing this file as it starts
+        Path(os.environ["STARTING"]).touch()
+        time.sleep(1)  # the test sends Ctrl-C to the whole group now: a child still starting
+
+    import anyio, trio_pool
+
+    class Iface:
+        def __exit__(self, exc_type, exc, tb):
+            print("hook", exc_type is not None, flush=True)
+
+    async def main():
+        async with trio_pool.Pool(Iface, workers=1, host=trio_pool.ProcessHost()):
+            await anyio.sleep_forever()
+
+    if __name__ == "__main__":
+        anyio.run(main, backend=sys.argv[1])
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_ctrl_c_to_the_process_group_spares_a_worker_process_still_starting(
+    backend: str, tmp_path: Path
+) -> None:
+    script, starting = tmp_path / "starting_child.py", tmp_path / "starting"
+    script.write_text(STARTING_CHILD)
+    process = subprocess.Popen(
+        [
+            *python_with_ctrl_c(
+                "import runpy, sys; sys.argv[0] = sys.argv.pop(1); "
+                "runpy.run_path(sys.argv[0], run_name='__main__')"
+            ),
+            str(script),
+            backend,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "STARTING": str(starting)},
+        start_new_session=True,  # a group of its own, as a terminal's foreground job
+    )
+    try:
+        assert FileGate(starting).wait(), "no worker process started"
+        os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: to every process
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode != 0
+    assert_ended_by_ctrl_c(backend, stderr)
+    assert "BrokenWorkerError" not in stderr
+    assert stdout.splitlines() == ["hook True"]  # the child lived, loaded and closed

@@ -128,8 +128,8 @@ class ProcessHost:
         #: The most resident memory, in bytes, a child may hold after a job, or None.
         self.max_memory: int | None = check_max_memory(max_memory)
         self._context = multiprocessing.get_context(start_method)
-        if start_method == "forkserver":  # children fork from a server with this loaded
-            self._context.set_forkserver_preload([__name__])
+        if start_method == "forkserver":  # children fork from a server with these loaded
+            self._context.set_forkserver_preload([__name__, f"{__package__}._sigint_ignored"])
 
     def __repr__(self) -> str:
         return (
