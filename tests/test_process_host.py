@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -24,6 +25,9 @@ import pytest
 
 import trio_pool
 from trio_pool._hosts._base import HostChoice
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 from helpers import (
     TIMEOUT,
@@ -760,3 +764,69 @@ def test_ctrl_c_to_the_process_group_spares_a_worker_process_still_starting(
     assert_ended_by_ctrl_c(backend, stderr)
     assert "BrokenWorkerError" not in stderr
     assert stdout.splitlines() == ["hook True"]  # the child lived, loaded and closed
+
+
+class LoadsOnceThenWaits:
+    """Notes each load's pid; every load but the first waits for a gate first."""
+
+    def __init__(self, record: str, gate: str) -> None:
+        with open(record, "a") as file:
+            file.write(f"{os.getpid()}\n")
+        if len(lines(Path(record))) > 1:
+            assert FileGate(gate).wait(), "the test never opened the gate"
+
+
+async def test_a_replacement_killed_while_it_loads_is_retried(
+    backend: str, tmp_path: Path, pids: set[int]
+) -> None:
+    record, gate = tmp_path / "record", tmp_path / "gate"
+    host = HOSTS["process"]
+    async with trio_pool.Pool(
+        LoadsOnceThenWaits, str(record), str(gate), workers=1, host=host
+    ) as pool:
+        note_pids(pool, pids)
+        with pytest.raises(trio_pool.BrokenWorkerError):
+            await pool.run(die, 3)
+        await poll_until(lambda: len(lines(record)) == 2)  # the replacement loads
+        replacement = int(lines(record)[1])
+        pids.add(replacement)
+        os.kill(replacement, signal.SIGKILL)
+        FileGate(gate).open()
+        third = await pool.run(local_pid)  # no error kept for the exit, none raised here
+        pids.add(third)
+        assert [replacement, third] == [int(pid) for pid in lines(record)[1:]]
+
+
+class DiesAfterTheFirstLoad:
+    def __init__(self, record: str) -> None:
+        with open(record, "a") as file:
+            file.write(f"{os.getpid()}\n")
+        if len(lines(Path(record))) > 1:
+            os._exit(5)
+
+
+def flattened(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for e in error.exceptions for leaf in flattened(e)]
+    return [error]
+
+
+async def test_a_replacement_that_keeps_dying_as_it_loads_is_given_up_on(
+    backend: str, record: Path, pids: set[int]
+) -> None:
+    from trio_pool._workers import LOAD_RETRIES
+
+    with pytest.raises(BaseException) as info:  # noqa: PT011 (its leaves are checked below)
+        async with trio_pool.Pool(
+            DiesAfterTheFirstLoad, str(record), workers=1, host=HOSTS["process"]
+        ) as pool:
+            note_pids(pool, pids)
+            with pytest.raises(trio_pool.BrokenWorkerError, match="exited with code 3"):
+                await pool.run(die, 3)
+            with pytest.raises(trio_pool.BrokenWorkerError, match="exited with code 5"):
+                await pool.run(local_pid)  # it waited for a worker that never loaded
+    assert all(
+        isinstance(leaf, trio_pool.BrokenWorkerError) and "exited with code 5" in str(leaf)
+        for leaf in flattened(info.value)
+    )
+    assert len(lines(record)) >= 2 + LOAD_RETRIES  # the first, the replacement, its retries

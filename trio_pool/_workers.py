@@ -28,6 +28,11 @@ logger = logging.getLogger("trio_pool")
 MAX_KEPT = 10
 
 
+#: Workers started in place of others that may die in a row as they load (their
+#: process or actor killed, say) and be started again; the next one's error stands.
+LOAD_RETRIES = 3
+
+
 class WorkerSet:
     """The pool's live workers; loop thread only.
 
@@ -76,6 +81,7 @@ class WorkerSet:
         self._none_left = none_left  # no worker serves, and its successor failed to load
         self._workers: dict[int, Worker] = {}
         self._ids = itertools.count()
+        self._deaths_loading = 0  # in a row, of workers started in place of others
         # The pool's own limiter: its threads never count against anyio's default one.
         self._limiter = anyio.CapacityLimiter(max(1, initial))
         # By worker id: stopped by a resize, which collects their hook errors;
@@ -242,8 +248,11 @@ class WorkerSet:
     async def _wait_replacements(self, workers: list[Worker]) -> None:
         """Wait for the workers started in place of others; if none is left, say so."""
         errors = await self.wait_loaded(workers, claimed=False)
-        if errors and not self._closing and self.serving == 0:
-            self._none_left(errors[0])  # nothing queued would ever run
+        if errors:
+            for worker in workers:  # their ends decide whether others start (see _retried)
+                await worker.exited.wait()
+            if not self._closing and self.serving == 0:
+                self._none_left(errors[0])  # nothing queued would ever run
 
     def _never_started(self, worker: Worker, exc: BaseException | None) -> None:
         """The worker's thread could not start, or the pool stopped it first.
@@ -317,6 +326,7 @@ class WorkerSet:
 
     def _served(self, worker: Worker) -> None:
         """A worker's interface has loaded (posted by its thread, before its end)."""
+        self._deaths_loading = 0
         if self._instruments.worker_started:
             self._instruments.call("worker_started", self._record(worker))
 
@@ -336,12 +346,31 @@ class WorkerSet:
         self._counters.worker_stopped(hook_failed=worker.hook_error is not None, died=worker.died)
         if worker.hook_error is not None and worker.id not in self._owned:
             self._keep_for_exit(worker, "exit hook", worker.hook_error)
-        if worker.load_error is not None and worker.id in self._unclaimed_loads:
-            self._keep_for_exit(worker, "loader", worker.load_error)
+        error = worker.load_error
+        if error is not None and worker.id in self._unclaimed_loads and not self._retried(worker):
+            self._keep_for_exit(worker, "loader", error)
         for ids in (self._owned, self._unclaimed_loads, self._provisional):
             ids.discard(worker.id)
         self._check_all_stopped()
         worker.exited.set()
+
+    def _retried(self, worker: Worker) -> bool:
+        """A worker started in place of another died as it loaded: start one again.
+
+        Only for a death (BrokenWorkerError: its far side is gone), not for a
+        loader's own error, and :data:`LOAD_RETRIES` times in a row at most.
+        """
+        error = worker.load_error
+        if (
+            self._closing
+            or not isinstance(error, BrokenWorkerError)
+            or self._deaths_loading >= LOAD_RETRIES
+        ):
+            return False
+        self._deaths_loading += 1
+        logger.warning("%s; starting another worker in its place", error)
+        self._successor_due(worker)
+        return True
 
     async def wait_loaded(
         self, workers: list[Worker], *, claimed: bool = True
