@@ -8,6 +8,7 @@ is left: each pid a pool reported is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -830,3 +831,31 @@ async def test_a_replacement_that_keeps_dying_as_it_loads_is_given_up_on(
         for leaf in flattened(info.value)
     )
     assert len(lines(record)) >= 2 + LOAD_RETRIES  # the first, the replacement, its retries
+
+
+@pytest.mark.parametrize("exit_by", ["error", "cancellation"])
+async def test_an_error_exit_kills_a_job_that_does_not_stop_within_grace_period(
+    backend: str, exit_by: str, tmp_path: Path, pids: set[int]
+) -> None:
+    host = trio_pool.ProcessHost(grace_period=0.05)
+    await check_an_error_exit_kills_a_job_that_does_not_stop(host, exit_by, tmp_path, pids)
+
+
+async def check_an_error_exit_kills_a_job_that_does_not_stop(
+    host: HostChoice, exit_by: str, tmp_path: Path, pids: set[int]
+) -> None:
+    """Once told to stop, a running job has the host's grace_period, then is killed."""
+    started = FileGate(tmp_path / "started")
+    raises = pytest.raises(LookupError) if exit_by == "error" else contextlib.nullcontext()
+    with anyio.CancelScope() as scope, raises:
+        async with trio_pool.Pool(workers=1, host=host) as pool:
+            note_pids(pool, pids)
+            job = await pool.submit(sleep_a_long_time, started)  # never looks up
+            await wait_in_thread(started)
+            if exit_by == "error":
+                raise LookupError("the block fails")
+            scope.cancel()
+            await anyio.sleep_forever()
+    result = job.outcome
+    assert isinstance(result, outcome.Error)
+    assert isinstance(result.error, trio_pool.BrokenWorkerError)

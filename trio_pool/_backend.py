@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 import threading
@@ -286,18 +287,22 @@ async def wait_through(
     absorb: type[BaseException] | tuple[type[BaseException], ...],
     *,
     once: bool = False,
+    deadline: float = math.inf,
 ) -> list[BaseException]:
     """Wait for ``event``, absorbing exceptions of the ``absorb`` types; return them.
 
     ``once``: return after the first one absorbed, before the event is set.
+    ``deadline`` (on the loop's clock): return then, set or not.
     """
     interruptions: list[BaseException] = []
     while not event.is_set():
         try:
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True, deadline=deadline) as scope:
                 await event.wait()
-        except absorb as exc:  # noqa: PERF203 (not a hot loop)
+        except absorb as exc:
             interruptions.append(exc)
             if once:
                 break
+        if scope.cancelled_caught:
+            break
     return interruptions

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import math
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, final, overload
@@ -441,13 +442,19 @@ class Pool(Generic[I]):
         workers = self._parts.workers
         stopped = workers.all_stopped
         interrupted = reason is not None and not isinstance(reason, Exception)  # Ctrl-C, cancel
+        # Not a normal exit: a running job gets the host's grace to stop, then is killed.
+        grace = None if reason is None else self._options.host._kill_grace()
+        kill_at = math.inf if grace is None else anyio.current_time() + grace
         interruptions: list[BaseException] = []
         while not stopped.is_set():
-            got = await wait_through(stopped, BaseException, once=True)
+            got = await wait_through(stopped, BaseException, once=True, deadline=kill_at)
             interruptions += got
             if got and interrupted:
                 workers.leave_behind()
             interrupted = interrupted or bool(got)
+            if anyio.current_time() >= kill_at:
+                workers.kill_running(f"grace_period={grace}")
+                kill_at = math.inf
         return interruptions
 
     def _live(self) -> Parts:

@@ -286,6 +286,19 @@ class WorkerSet:
             for scope in self._thread_scopes.values():
                 scope.cancel()
 
+    def kill_running(self, why: str) -> None:
+        """Kill the far side of every worker still running a job (an error exit's grace is over)."""
+        for worker in list(self._workers.values()):
+            job = worker.slot.job
+            if job is not None and worker.host.kill():
+                logger.warning(
+                    "worker %s: its job %s did not stop within %s; its %s was killed",
+                    worker.info.name,
+                    describe(job),
+                    why,
+                    "process" if worker.host.actor_id is None else "actor",
+                )
+
     def leave_behind(self) -> None:
         """A second Ctrl-C at the exit: stop waiting for the workers that still run.
 

@@ -29,6 +29,7 @@ from test_process_host import (
     Model,
     SlowHook,
     check_a_cancelled_caller_stops_a_cooperative_job,
+    check_an_error_exit_kills_a_job_that_does_not_stop,
     check_broadcast_method_and_a_lease_reset,
     die,
     grow,
@@ -119,6 +120,14 @@ async def test_broadcast_method_and_a_lease_reset_on_ray(backend: str) -> None:
 
 async def test_a_cancelled_caller_stops_a_cooperative_job(backend: str, tmp_path: Path) -> None:
     await check_a_cancelled_caller_stops_a_cooperative_job(HOST, tmp_path, pids=set())
+
+
+@pytest.mark.parametrize("exit_by", ["error", "cancellation"])
+async def test_an_error_exit_kills_a_job_that_does_not_stop_within_grace_period(
+    backend: str, exit_by: str, tmp_path: Path
+) -> None:
+    host = trio_pool.RayHost(grace_period=0.05)
+    await check_an_error_exit_kills_a_job_that_does_not_stop(host, exit_by, tmp_path, pids=set())
 
 
 def notice_cancel(started: FileGate) -> str:

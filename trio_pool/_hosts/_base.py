@@ -134,6 +134,13 @@ class HostChoice(Protocol):
 
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory: ...
 
+    def _kill_grace(self) -> float | None:
+        """Seconds a running job gets at an error exit before its far side is killed.
+
+        None: the host cannot kill (a thread).
+        """
+        ...
+
 
 def private_name(name: str) -> str:
     """Why ``name`` is not an operation (the same words everywhere)."""

@@ -83,7 +83,9 @@ class ProcessHost:
             pool replaces the worker (the loader runs again). By default a
             running job is asked to stop, as on threads.
         grace_period: Seconds a child gets at the pool's exit to run its
-            exit hook before it is killed.
+            exit hook before it is killed; at an exit by an error, a
+            cancellation or Ctrl-C, also the seconds a running job gets to
+            notice ``check_cancelled()`` before its child is killed.
         max_memory: Bytes of resident memory (read from ``/proc``, on
             Linux) a child may hold after a job: above that, the worker is
             renewed (its hook runs, and a new child loads in its place).
@@ -137,6 +139,9 @@ class ProcessHost:
             f"kill_on_cancel={self.kill_on_cancel}, grace_period={self.grace_period}, "
             f"max_memory={self.max_memory})"
         )
+
+    def _kill_grace(self) -> float | None:
+        return self.grace_period
 
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
         return functools.partial(

@@ -99,7 +99,9 @@ class RayHost:
             its ``__exit__`` does not run, and the pool replaces the worker.
             By default a running job is asked to stop, as on threads.
         grace_period: Seconds an actor gets at the pool's exit to run its
-            exit hook before it is killed.
+            exit hook before it is killed; at an exit by an error, a
+            cancellation or Ctrl-C, also the seconds a running job gets to
+            notice ``check_cancelled()`` before its actor is killed.
         max_memory: Bytes of resident memory an actor's process may hold
             after a job (the actor reads its own, from ``/proc``): above
             that, the worker is renewed (its hook runs, and a new actor
@@ -145,6 +147,9 @@ class RayHost:
             f"trio_pool.RayHost(kill_on_cancel={self.kill_on_cancel}, "
             f"grace_period={self.grace_period}, max_memory={self.max_memory}{options})"
         )
+
+    def _kill_grace(self) -> float | None:
+        return self.grace_period
 
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
         try:

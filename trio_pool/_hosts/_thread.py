@@ -36,6 +36,9 @@ class ThreadHost:
     def __repr__(self) -> str:
         return "trio_pool.ThreadHost()"
 
+    def _kill_grace(self) -> float | None:
+        return None  # a thread cannot be killed
+
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
         return functools.partial(InThread, loader, args)
 
