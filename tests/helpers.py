@@ -6,13 +6,16 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
 
 import trio_pool
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 TIMEOUT = 10  # a bug fails fast; nothing here ever waits this long when it works
 
@@ -171,3 +174,12 @@ def python_with_ctrl_c(script: str, *args: str) -> list[str]:
     """
     enable = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
     return [sys.executable, "-c", enable + script, *args]
+
+
+def leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions in ``exc``, groups flattened."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from leaves(inner)
+    else:
+        yield exc

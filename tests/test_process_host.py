@@ -12,11 +12,10 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,12 @@ import pytest
 import trio_pool
 from trio_pool._hosts._base import HostChoice
 
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
-
 from helpers import (
     TIMEOUT,
     FileGate,
     assert_ended_by_ctrl_c,
     cancel_once_entered,
+    leaves,
     poll_until,
     python_with_ctrl_c,
     wait_in_thread,
@@ -280,6 +277,50 @@ async def test_kill_on_cancel_kills_the_job_and_replaces_the_worker(
         note_pids(pool, pids)
     kinds = [line.split()[0] for line in lines(record)]
     assert kinds == ["load", "load", "load", "exit"]  # killed workers ran no hook
+
+
+def notice_cancel(started: FileGate) -> str:
+    """Runs until asked to stop, then returns (instead of raising JobCancelled)."""
+    try:
+        spin_until_cancelled(started)
+    except trio_pool.JobCancelled:
+        return "noticed, and finished anyway"
+    return "never asked"
+
+
+async def test_kill_on_cancel_with_cancel_grace_asks_first_then_kills(
+    backend: str, tmp_path: Path, pids: set[int]
+) -> None:
+    await check_kill_on_cancel_with_cancel_grace(trio_pool.ProcessHost, tmp_path, pids)
+
+
+async def check_kill_on_cancel_with_cancel_grace(
+    make_host: Callable[..., HostChoice], tmp_path: Path, pids: set[int]
+) -> None:
+    """A job that stops when asked keeps its worker; one that does not is killed."""
+    patient = make_host(kill_on_cancel=True, cancel_grace=3 * TIMEOUT)
+    async with trio_pool.Pool(workers=1, host=patient) as pool:
+        note_pids(pool, pids)
+        started = FileGate(tmp_path / "started")
+        job = await pool.submit(notice_cancel, started)
+        await wait_in_thread(started)
+        assert not job.cancel()  # it runs: it is asked first
+        assert await job.wait() == outcome.Value("noticed, and finished anyway")
+        assert pool.statistics().workers_died == 0  # nothing was killed
+    hasty = make_host(kill_on_cancel=True, cancel_grace=0.05)
+    async with trio_pool.Pool(workers=1, host=hasty) as pool:
+        note_pids(pool, pids)
+        started = FileGate(tmp_path / "started again")
+        job = await pool.submit(sleep_a_long_time, started)  # never looks up
+        await wait_in_thread(started)
+        assert not job.cancel()
+        result = await job.wait()
+        assert isinstance(result, outcome.Error)
+        assert isinstance(result.error, trio_pool.JobCancelled)
+        assert "killed (kill_on_cancel=True)" in str(result.error)
+        assert await pool.run(int, "7") == 7  # on the replacement
+        note_pids(pool, pids)
+        assert pool.statistics().workers_died == 1
 
 
 async def test_a_worker_process_that_dies_fails_its_job_and_is_replaced(
@@ -614,6 +655,14 @@ def test_a_process_host_checks_its_arguments() -> None:
         trio_pool.ProcessHost(max_memory=0)
     with pytest.raises(TypeError):
         trio_pool.ThreadHost(max_memory=2**30)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match=r"cancel_grace=1\.0 needs kill_on_cancel=True"):
+        trio_pool.ProcessHost(cancel_grace=1)
+    with pytest.raises(ValueError, match="cancel_grace"):
+        trio_pool.ProcessHost(kill_on_cancel=True, cancel_grace=-1)
+    with pytest.raises(TypeError, match="cancel_grace"):
+        trio_pool.ProcessHost(kill_on_cancel=True, cancel_grace="1")  # type: ignore[arg-type]
+    host = trio_pool.ProcessHost(kill_on_cancel=True, cancel_grace=2)
+    assert (host.cancel_grace, "cancel_grace=2.0") == (2.0, repr(host).split(", ")[2])
 
 
 SCRIPT = textwrap.dedent(
@@ -806,12 +855,6 @@ class DiesAfterTheFirstLoad:
             os._exit(5)
 
 
-def flattened(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for e in error.exceptions for leaf in flattened(e)]
-    return [error]
-
-
 async def test_a_replacement_that_keeps_dying_as_it_loads_is_given_up_on(
     backend: str, record: Path, pids: set[int]
 ) -> None:
@@ -828,7 +871,7 @@ async def test_a_replacement_that_keeps_dying_as_it_loads_is_given_up_on(
                 await pool.run(local_pid)  # it waited for a worker that never loaded
     assert all(
         isinstance(leaf, trio_pool.BrokenWorkerError) and "exited with code 5" in str(leaf)
-        for leaf in flattened(info.value)
+        for leaf in leaves(info.value)
     )
     assert len(lines(record)) >= 2 + LOAD_RETRIES  # the first, the replacement, its retries
 

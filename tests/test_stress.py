@@ -48,7 +48,7 @@ import trio
 
 import trio_pool
 
-from helpers import TIMEOUT, wait_in_thread
+from helpers import TIMEOUT, leaves, wait_in_thread
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -625,14 +625,6 @@ def surfaced(error: LoaderError | HookError) -> Iterator[tuple[str, int]]:
         match = re.fullmatch(r"the loader of worker \S+-worker-(\d+) failed too(: .*)?", note)
         assert match is not None, note
         yield "LoaderError", int(match.group(1))
-
-
-def leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from leaves(inner)
-    else:
-        yield exc
 
 
 def loop_poster() -> Callable[[Callable[[], object]], object]:

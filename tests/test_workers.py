@@ -23,7 +23,15 @@ if sys.version_info < (3, 11):
 
 import trio_pool
 
-from helpers import TIMEOUT, Gate, Log, poll_until, recording_interface, wait_in_thread
+from helpers import (
+    TIMEOUT,
+    Gate,
+    Log,
+    leaves,
+    poll_until,
+    recording_interface,
+    wait_in_thread,
+)
 
 
 def worker_id() -> int:
@@ -1245,3 +1253,47 @@ async def test_a_fixed_pool_that_lost_its_workers_fails_queued_jobs_instead_of_h
                         pass  # pragma: no cover
             stats = pool.statistics()  # (workers that failed to load may still be leaving)
             assert (stats.queued, stats.failed) == (0, 2)
+
+
+class HookError(Exception):
+    pass
+
+
+@pytest.mark.trio
+async def test_a_hook_error_is_raised_once_when_add_workers_stops_a_worker_already_retired(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    # add_workers(2): worker 0 loads, serves and is retired by autoscaling (its
+    # hook fails: kept for the exit) while worker 1 loads; worker 1's loader
+    # then fails, and add_workers stops the workers that loaded, worker 0
+    # included: its hook's error was raised a second time (a random program).
+    release = threading.Event()
+
+    class Iface:
+        def __init__(self) -> None:
+            if trio_pool.current_worker().id == 1:
+                release.wait(TIMEOUT)
+                raise LookupError("worker 1 cannot load")
+
+        def __exit__(self, *exc_info: object) -> None:
+            raise HookError(trio_pool.current_worker().id)
+
+    raised: list[BaseException] = []
+
+    async def add_two() -> None:
+        try:
+            await pool.add_workers(2)
+        except BaseException as exc:
+            raised.append(exc)
+
+    pool = trio_pool.Pool(Iface, min_workers=0, max_workers=2, idle_timeout=1)
+    with pytest.raises(BaseException) as at_exit:  # noqa: PT011 (counted below)
+        async with pool, trio.open_nursery() as nursery:
+            nursery.start_soon(add_two)
+            await poll_until(lambda: pool.statistics().idle == 1)  # worker 0 has loaded
+            assert await pool.run(int, "3") == 3  # it serves, then idles
+            mock_clock.jump(2)  # past its idle_timeout: retired
+            await poll_until(lambda: pool.statistics().scaled_down == 1)
+            release.set()
+    hooks = [e for e in [*leaves(raised[0]), *leaves(at_exit.value)] if isinstance(e, HookError)]
+    assert [e.args for e in hooks] == [(0,)]

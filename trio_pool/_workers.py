@@ -417,11 +417,14 @@ class WorkerSet:
         Returns what their hooks raised, after the cancellation that arrived
         meanwhile, if one did: the change always completes.
         """
-        for worker in workers:
+        # Not one stopping already (autoscaling retired it meanwhile): its hook's
+        # error is someone else's to raise.
+        mine = [w for w in workers if w.slot.serving]
+        for worker in mine:
             self._owned.add(worker.id)
             self._handoff.stop_worker(worker.slot)
         cancelled = await _wait_all(self._backend, (w.exited for w in workers))
-        errors = [w.hook_error for w in workers if w.hook_error is not None]
+        errors = [w.hook_error for w in mine if w.hook_error is not None]
         return [cancelled, *errors] if cancelled is not None else errors
 
     def choose_to_stop(self, count: int, least: int) -> list[Worker]:

@@ -31,14 +31,15 @@ from test_process_host import (
     check_a_cancelled_caller_stops_a_cooperative_job,
     check_an_error_exit_kills_a_job_that_does_not_stop,
     check_broadcast_method_and_a_lease_reset,
+    check_kill_on_cancel_with_cancel_grace,
     die,
     grow,
     interface_scale,
     lines,
     local_pid,
+    notice_cancel,
     scaled,
     sleep_a_long_time,
-    spin_until_cancelled,
 )
 
 if sys.version_info < (3, 11):
@@ -130,13 +131,10 @@ async def test_an_error_exit_kills_a_job_that_does_not_stop_within_grace_period(
     await check_an_error_exit_kills_a_job_that_does_not_stop(host, exit_by, tmp_path, pids=set())
 
 
-def notice_cancel(started: FileGate) -> str:
-    """Runs until asked to stop, then returns (instead of raising JobCancelled)."""
-    try:
-        spin_until_cancelled(started)
-    except trio_pool.JobCancelled:
-        return "noticed, and finished anyway"
-    return "never asked"
+async def test_kill_on_cancel_with_cancel_grace_asks_first_then_kills(
+    backend: str, tmp_path: Path
+) -> None:
+    await check_kill_on_cancel_with_cancel_grace(trio_pool.RayHost, tmp_path, pids=set())
 
 
 async def test_a_job_that_finishes_after_its_cancel_keeps_its_outcome(

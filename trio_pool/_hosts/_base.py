@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from types import CoroutineType, TracebackType
 from typing import Any, Protocol, TypeGuard
@@ -152,12 +153,62 @@ def no_operation(name: str) -> str:
     return f"the interface has no operation {name!r}"
 
 
-def check_grace_period(grace_period: object) -> float:
-    if isinstance(grace_period, bool) or not isinstance(grace_period, (int, float)):
-        raise TypeError(f"grace_period must be a number of seconds, not {grace_period!r}")
-    if not (grace_period >= 0 and math.isfinite(grace_period)):
-        raise ValueError(f"grace_period must be zero or more seconds, not {grace_period}")
-    return float(grace_period)
+def check_seconds(name: str, seconds: object) -> float:
+    """``seconds`` as a float, if it is a finite number, zero or more."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {seconds!r}")
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise ValueError(f"{name} must be zero or more seconds, not {seconds}")
+    return float(seconds)
+
+
+def check_kill_on_cancel(kill_on_cancel: object, cancel_grace: object) -> float:
+    """Check both; return ``cancel_grace`` (seconds), which needs ``kill_on_cancel``."""
+    if not isinstance(kill_on_cancel, bool):
+        raise TypeError(f"kill_on_cancel must be a bool, not {kill_on_cancel!r}")
+    grace = check_seconds("cancel_grace", cancel_grace)
+    if grace and not kill_on_cancel:
+        raise ValueError(
+            f"cancel_grace={grace} needs kill_on_cancel=True (without it, a running job "
+            "is only asked to stop, for as long as it takes)"
+        )
+    return grace
+
+
+class CancelRelay:
+    """How a host passes a running job's cancel request on to its far side.
+
+    The far side is asked once; with ``kill_on_cancel`` it is killed
+    ``cancel_grace`` seconds after the request (at once if 0), unless the
+    reply has come. Used from the worker's thread while it awaits a reply.
+    """
+
+    def __init__(self, kill_on_cancel: bool, cancel_grace: float) -> None:
+        self._kill_on_cancel = kill_on_cancel
+        self._cancel_grace = cancel_grace
+        self._asks_first = not (kill_on_cancel and cancel_grace == 0)
+        self._job: JobView | None = None
+        self._asked = False
+        self._kill_at = math.inf
+
+    def start(self, job: JobView) -> bool:
+        """A call of ``job`` is sent now; whether it goes already cancelled."""
+        self._job, self._asked, self._kill_at = job, False, math.inf
+        return self._noticed()
+
+    def step(self) -> str | None:
+        """Still no reply: ``"ask"`` the far side to stop now, ``"kill"`` it now, or None."""
+        if not self._asked and self._noticed() and self._asks_first:
+            return "ask"
+        return "kill" if time.monotonic() >= self._kill_at else None
+
+    def _noticed(self) -> bool:
+        assert self._job is not None
+        if self._job.cancel_requested():
+            self._asked = True
+            if self._kill_on_cancel:
+                self._kill_at = time.monotonic() + self._cancel_grace
+        return self._asked
 
 
 def check_max_memory(max_memory: object, *, here: bool = True) -> int | None:

@@ -38,11 +38,13 @@ import outcome
 from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
 from ._base import (
+    CancelRelay,
     ExcInfo,
     HostDied,
     HostFactory,
-    check_grace_period,
+    check_kill_on_cancel,
     check_max_memory,
+    check_seconds,
     over_memory,
     resident_memory,
 )
@@ -82,6 +84,10 @@ class ProcessHost:
             :class:`JobCancelled`, its ``__exit__`` does not run, and the
             pool replaces the worker (the loader runs again). By default a
             running job is asked to stop, as on threads.
+        cancel_grace: With ``kill_on_cancel``: ask the job to stop first
+            (``check_cancelled()`` raises in it), and kill it only if it
+            still runs this many seconds later (its Outcome is then its own,
+            if it returned in time). Default 0: kill at once.
         grace_period: Seconds a child gets at the pool's exit to run its
             exit hook before it is killed; at an exit by an error, a
             cancellation or Ctrl-C, also the seconds a running job gets to
@@ -95,13 +101,21 @@ class ProcessHost:
         TypeError, ValueError: for a wrong argument.
     """
 
-    __slots__ = ("_context", "grace_period", "kill_on_cancel", "max_memory", "start_method")
+    __slots__ = (
+        "_context",
+        "cancel_grace",
+        "grace_period",
+        "kill_on_cancel",
+        "max_memory",
+        "start_method",
+    )
 
     def __init__(
         self,
         *,
         start_method: str | None = None,
         kill_on_cancel: bool = False,
+        cancel_grace: float = 0.0,
         grace_period: float = 5.0,
         max_memory: int | None = None,
     ) -> None:
@@ -119,14 +133,14 @@ class ProcessHost:
                 f"start_method must be one of {multiprocessing.get_all_start_methods()}, "
                 f"not {start_method!r}"
             )
-        if not isinstance(kill_on_cancel, bool):
-            raise TypeError(f"kill_on_cancel must be a bool, not {kill_on_cancel!r}")
+        #: Seconds a job whose caller is cancelled may take to stop before it is killed.
+        self.cancel_grace: float = check_kill_on_cancel(kill_on_cancel, cancel_grace)
         #: The :mod:`multiprocessing` start method of the children.
         self.start_method: str = start_method
         #: Whether a running job whose caller is cancelled is killed.
         self.kill_on_cancel: bool = kill_on_cancel
         #: Seconds a child gets at exit to run its hook before it is killed.
-        self.grace_period: float = check_grace_period(grace_period)
+        self.grace_period: float = check_seconds("grace_period", grace_period)
         #: The most resident memory, in bytes, a child may hold after a job, or None.
         self.max_memory: int | None = check_max_memory(max_memory)
         self._context = multiprocessing.get_context(start_method)
@@ -136,7 +150,8 @@ class ProcessHost:
     def __repr__(self) -> str:
         return (
             f"trio_pool.ProcessHost(start_method={self.start_method!r}, "
-            f"kill_on_cancel={self.kill_on_cancel}, grace_period={self.grace_period}, "
+            f"kill_on_cancel={self.kill_on_cancel}, cancel_grace={self.cancel_grace}, "
+            f"grace_period={self.grace_period}, "
             f"max_memory={self.max_memory})"
         )
 
@@ -150,6 +165,7 @@ class ProcessHost:
             args,
             context=self._context,
             kill_on_cancel=self.kill_on_cancel,
+            cancel_grace=self.cancel_grace,
             grace_period=self.grace_period,
             max_memory=self.max_memory,
         )
@@ -270,18 +286,18 @@ class InProcess:
         context: Any,
         kill_on_cancel: bool,
         grace_period: float,
+        cancel_grace: float = 0.0,
         max_memory: int | None = None,
     ) -> None:
         self._loader = loader
         self._max_memory = max_memory
         self._args = args
         self._context = context
-        self._kill_on_cancel = kill_on_cancel
+        self._relay = CancelRelay(kill_on_cancel, cancel_grace)
         self._grace_period = grace_period
         self._operations: frozenset[str] = frozenset()
         self._conn: Any = None
         self._process: Any = None
-        self._cancel_sent = False  # the running job's cancel request has reached the child
         # Made once: Connection.poll() builds a selector on every call (no poll on Windows).
         self._poller = select.poll() if hasattr(select, "poll") else None
         self._name = "trio_pool worker"
@@ -326,8 +342,7 @@ class InProcess:
         payload = pack_call(fn, args, kwargs, with_interface, "the worker process")
         if isinstance(payload, outcome.Error):
             return payload
-        self._cancel_sent = job.cancel_requested()
-        self._send(("call", payload, self._cancel_sent), "being sent a job")
+        self._send(("call", payload, self._relay.start(job)), "being sent a job")
         while True:
             frame = self._receive(job, "running a job")
             if is_outcome(frame):
@@ -436,15 +451,15 @@ class InProcess:
         conn = self._conn
         try:
             while not self._ready(_POLL):
-                if job is not None and not self._cancel_sent and job.cancel_requested():
-                    self._cancel_sent = True
-                    if self._kill_on_cancel:
-                        # At once, even if the child's reply is on its way: the
-                        # worker must not go on with a killed child.
-                        self._process.kill()
-                        self._end()
-                        raise HostDied(killed_for_cancel(self._name, "process"))
+                step = None if job is None else self._relay.step()
+                if step == "ask":
                     self._send(("cancel",), doing)
+                elif step == "kill":
+                    # Even if the child's reply is on its way: the worker must
+                    # not go on with a killed child.
+                    self._process.kill()
+                    self._end()
+                    raise HostDied(killed_for_cancel(self._name, "process"))
             frame: bytes = conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise self._died(doing) from exc

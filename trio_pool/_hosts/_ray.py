@@ -35,12 +35,14 @@ import outcome
 from .._exceptions import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
 from ._base import (
+    CancelRelay,
     ExcInfo,
     HostDied,
     HostFactory,
     LoadInterrupted,
-    check_grace_period,
+    check_kill_on_cancel,
     check_max_memory,
+    check_seconds,
     over_memory,
     resident_memory,
 )
@@ -117,25 +119,26 @@ class RayHost:
             options when the pool opens).
     """
 
-    __slots__ = ("actor_options", "grace_period", "kill_on_cancel", "max_memory")
+    __slots__ = ("actor_options", "cancel_grace", "grace_period", "kill_on_cancel", "max_memory")
 
     def __init__(
         self,
         *,
         kill_on_cancel: bool = False,
+        cancel_grace: float = 0.0,
         grace_period: float = 5.0,
         max_memory: int | None = None,
         **actor_options: Any,
     ) -> None:
-        if not isinstance(kill_on_cancel, bool):
-            raise TypeError(f"kill_on_cancel must be a bool, not {kill_on_cancel!r}")
+        #: Seconds a job whose caller is cancelled may take to stop before it is killed.
+        self.cancel_grace: float = check_kill_on_cancel(kill_on_cancel, cancel_grace)
         for option, why in _RESERVED.items():
             if option in actor_options:
                 raise ValueError(f"RayHost does not take {option}=: {why}")
         #: Whether a running job whose caller is cancelled is killed.
         self.kill_on_cancel: bool = kill_on_cancel
         #: Seconds an actor gets at exit to run its hook before it is killed.
-        self.grace_period: float = check_grace_period(grace_period)
+        self.grace_period: float = check_seconds("grace_period", grace_period)
         #: The most resident memory, in bytes, an actor may hold after a job, or None.
         self.max_memory: int | None = check_max_memory(max_memory, here=False)
         #: What each actor is created with (``.options(**actor_options)``).
@@ -145,6 +148,7 @@ class RayHost:
         options = "".join(f", {k}={v!r}" for k, v in self.actor_options.items())
         return (
             f"trio_pool.RayHost(kill_on_cancel={self.kill_on_cancel}, "
+            f"cancel_grace={self.cancel_grace}, "
             f"grace_period={self.grace_period}, max_memory={self.max_memory}{options})"
         )
 
@@ -173,6 +177,7 @@ class RayHost:
             args,
             actor_class=actor_class,
             kill_on_cancel=self.kill_on_cancel,
+            cancel_grace=self.cancel_grace,
             grace_period=self.grace_period,
             max_memory=self.max_memory,
         )
@@ -269,6 +274,7 @@ class InRay:
         actor_class: Any,
         kill_on_cancel: bool,
         grace_period: float,
+        cancel_grace: float = 0.0,
         max_memory: int | None = None,
     ) -> None:
         self._ray = _ray()
@@ -276,7 +282,7 @@ class InRay:
         self._loader = loader
         self._args = args
         self._actor_class = actor_class
-        self._kill_on_cancel = kill_on_cancel
+        self._relay = CancelRelay(kill_on_cancel, cancel_grace)
         self._grace_period = grace_period
         self._actor: Any = None
         self._calls = 0
@@ -331,9 +337,8 @@ class InRay:
         if isinstance(payload, outcome.Error):
             return payload
         self._calls += 1
-        cancel_sent = job.cancel_requested()
-        ref = self._actor.call.remote(self._calls, payload, cancel_sent)
-        return decode_outcome(self._get(ref, job, cancel_sent), "a Ray actor")
+        ref = self._actor.call.remote(self._calls, payload, self._relay.start(job))
+        return decode_outcome(self._get(ref, job), "a Ray actor")
 
     def interrupt(self) -> None:
         """Stop a load (an actor may wait long for room on the cluster): kill its actor.
@@ -380,16 +385,14 @@ class InRay:
         self._end(graceful=ready)
         return error
 
-    def _get(self, ref: Any, job: JobView | None, cancel_sent: bool = False) -> bytes:
-        """The pickled reply ``ref`` brings; meanwhile relay ``job``'s cancel request
-        (unless ``cancel_sent``: the call carried it).
+    def _get(self, ref: Any, job: JobView | None) -> bytes:
+        """The pickled reply ``ref`` brings; meanwhile relay ``job``'s cancel request.
 
         Raises:
             HostDied: the actor died, its node was lost, or it was killed for
                 ``kill_on_cancel``.
         """
         ray = self._ray
-        relayed = job is None or cancel_sent
         try:
             while True:
                 try:
@@ -401,15 +404,15 @@ class InRay:
                 if self._loading and self._interrupted:
                     self._end(graceful=False)
                     raise LoadInterrupted
-                if not relayed and job is not None and job.cancel_requested():
-                    relayed = True
-                    if self._kill_on_cancel:
-                        # At once, even if the reply is on its way: the worker
-                        # must not go on with a killed actor.
-                        self._end(graceful=False)
-                        raise HostDied(killed_for_cancel(self._name, "actor"))
+                step = None if job is None else self._relay.step()
+                if step == "ask":
                     cancel = self._actor.cancel.options(concurrency_group="control")
                     cancel.remote(self._calls)
+                elif step == "kill":
+                    # Even if the reply is on its way: the worker must not go
+                    # on with a killed actor.
+                    self._end(graceful=False)
+                    raise HostDied(killed_for_cancel(self._name, "actor"))
         except ray.exceptions.RayError as exc:
             where = "" if self.actor_id is None else f" {self.actor_id} on node {self.node_id}"
             error = BrokenWorkerError(
