@@ -6,13 +6,15 @@ runs :func:`child_main`, a plain blocking loop (no event loop) around a
 one duplex pipe, one message at a time, in turns:
 
 parent -> child: ``("load", loader_and_args, id, name)``,
-``("call", payload, cancelled)``, ``("close", exc_type, exc)``, and
+``("call", payload, cancelled)``, ``("close", exc_info)``, and
 ``("cancel",)`` while a call runs; also ``("answer", outcome)`` to a child's
-request. The loader and the call travel pickled inside the message, so the
-child can fail that one call if they do not unpickle there.
+request. The loader, the call and the pool's exception travel pickled
+inside the message, so the child can fail that one step (or tell the hook
+what it could not rebuild) if they do not unpickle there.
 
-child -> parent: ``("loaded", operations)`` or ``("failed", error)``;
-``("done", ok, value_or_error)``; ``("wait", key, timeout)`` and
+child -> parent: ``("loaded", operations)`` or ``("failed", error)``; a
+job's Outcome, a frame of its own that the parent may fail to unpickle
+without losing the worker; ``("wait", key, timeout)`` and
 ``("loop", async_fn, args)`` (requests relayed to the job's view in the
 parent); ``("closed", error)``.
 
@@ -323,7 +325,7 @@ class InProcess:
             self._poller.register(parent_end.fileno(), select.POLLIN)
         try:
             self._send(("load", loader, worker.id, worker.name), "loading its interface")
-            reply = self._message(self._receive(None, "loading its interface"), "the loader's")
+            reply = self._message(self._receive(None, "loading its interface"), "loader's")
         except HostDied as died:
             raise died.error from None
         if reply[0] == "failed":
