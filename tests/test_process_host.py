@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -902,3 +903,13 @@ async def check_an_error_exit_kills_a_job_that_does_not_stop(
     result = job.outcome
     assert isinstance(result, outcome.Error)
     assert isinstance(result.error, trio_pool.BrokenWorkerError)
+
+
+async def test_a_worker_process_loads_neither_trio_nor_anyio(backend: str, pids: set[int]) -> None:
+    # (A lambda travels by value: the child imports no test module for it.)
+    frameworks = lambda: sorted({m.partition(".")[0] for m in sys.modules} & {"trio", "anyio"})  # noqa: E731
+    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+        note_pids(pool, pids)
+        assert await pool.run(frameworks) == []
+        assert await pool.run(trio_pool.check_cancelled) is None  # the in-job functions too
+        assert await pool.run(frameworks) == []

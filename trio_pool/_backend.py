@@ -296,8 +296,9 @@ async def wait_through(
     """
     interruptions: list[BaseException] = []
     while not event.is_set():
+        scope = anyio.CancelScope(shield=True, deadline=deadline)
         try:
-            with anyio.CancelScope(shield=True, deadline=deadline) as scope:
+            with scope:
                 await event.wait()
         except absorb as exc:
             interruptions.append(exc)

@@ -9,6 +9,10 @@ import sys
 import anyio
 import trio
 
+from ._errors import BrokenWorkerError as BrokenWorkerError
+from ._errors import JobCancelled as JobCancelled
+from ._errors import killed_for_cancel as killed_for_cancel
+
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
@@ -19,25 +23,6 @@ class PoolClosedError(trio.ClosedResourceError, anyio.ClosedResourceError):
     It is a :class:`trio.ClosedResourceError` and an
     :class:`anyio.ClosedResourceError`, so code written for either framework
     catches it under the name it already uses.
-    """
-
-
-class JobCancelled(BaseException):
-    """A job was cancelled: removed before it started, or told to stop.
-
-    It is the error inside the Outcome of a job removed before it started,
-    and what :func:`trio_pool.check_cancelled` raises inside a job whose
-    caller has gone. Like :class:`trio.Cancelled` it derives from
-    :class:`BaseException`, so a job's own ``except Exception:`` does not
-    swallow it.
-    """
-
-
-class BrokenWorkerError(RuntimeError):
-    """A worker's process died under a job (a crash, ``os._exit``, the OOM killer).
-
-    It is the error inside that job's Outcome. The pool replaces the worker;
-    the jobs queued behind it are run by the others.
     """
 
 
@@ -100,11 +85,3 @@ def raise_combined(errors: list[BaseException]) -> None:
     error = combine(errors)
     if error is not None:
         raise error
-
-
-def killed_for_cancel(worker: str, what: str) -> JobCancelled:
-    """The Outcome's error of a job whose ``what`` (process, actor) ``kill_on_cancel`` killed."""
-    return JobCancelled(
-        f"the job was cancelled: worker {worker}'s {what} was killed (kill_on_cancel=True); "
-        "its exit hook did not run"
-    )

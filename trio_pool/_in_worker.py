@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar, final, overload
 
 from outcome import Outcome
 
-from ._exceptions import JobCancelled
+from ._errors import JobCancelled
 
 R = TypeVar("R")
 I = TypeVar("I")  # noqa: E741

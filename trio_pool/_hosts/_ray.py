@@ -32,7 +32,7 @@ from typing import Any, final
 
 import outcome
 
-from .._exceptions import BrokenWorkerError, killed_for_cancel
+from .._errors import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
 from ._base import (
     CancelRelay,
