@@ -1,8 +1,8 @@
 """ProcessHost: each worker thread drives one child process holding its interface.
 
 The parent side (:class:`InProcess`) runs in the worker's thread; the child
-runs :func:`child_main`, a plain blocking loop (no event loop) around a
-:class:`~trio_pool._hosts._thread.InThread` host of its own. They speak over
+runs :func:`child_main`, a plain blocking loop (no event loop) that carries
+the messages of the one far side (:class:`._far.FarSide`). They speak over
 one duplex pipe, one message at a time, in turns:
 
 parent -> child: ``("load", loader_and_args, id, name)``,
@@ -50,18 +50,14 @@ from ._base import (
     over_memory,
     resident_memory,
 )
-from ._thread import InThread
+from ._far import FarSide
 from ._wire import (
     decode_outcome,
     dumps,
-    encode_outcome,
     is_outcome,
     pack_call,
     pack_exc_info,
     pack_loader,
-    portable,
-    run_packed_call,
-    unpack_exc_info,
 )
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
@@ -228,7 +224,7 @@ def child_main(conn: Any) -> None:
     """The child process: load, serve calls, close, in turns with the worker thread."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     threading.Thread(target=_watch_parent, daemon=True).start()
-    host: InThread | None = None
+    far = FarSide()
     try:
         while True:
             try:
@@ -237,24 +233,11 @@ def child_main(conn: Any) -> None:
                 return  # the worker thread is gone
             kind = message[0]
             if kind == "load":
-                try:
-                    loader, args = pickle.loads(message[1])
-                    host = InThread(loader, args)
-                    host.load(WorkerInfo(message[2], message[3]))
-                except BaseException as exc:
-                    conn.send_bytes(dumps(("failed", portable(exc))))
-                    host = None
-                    continue
-                conn.send_bytes(dumps(("loaded", host.operations)))
+                conn.send_bytes(dumps(far.load(*message[1:])))
             elif kind == "call":
-                assert host is not None
-                view = _ChildView(conn, cancelled=message[2])
-                result = run_packed_call(host, message[1], view)
-                conn.send_bytes(encode_outcome(result))
-                del result
+                conn.send_bytes(far.call(message[1], _ChildView(conn, cancelled=message[2])))
             elif kind == "close":
-                error = None if host is None else host.close(unpack_exc_info(message[1]))
-                conn.send_bytes(dumps(("closed", None if error is None else portable(error))))
+                conn.send_bytes(dumps(far.close(message[1])))
                 return
             # ("cancel",) for a call that has already ended: nothing to do.
     finally:

@@ -2,8 +2,8 @@
 
 The pool side (:class:`InRay`) runs in the worker's thread and waits on one
 ``ObjectRef`` at a time, so trio and asyncio share it. The actor
-(:class:`RayWorker`) holds a :class:`~trio_pool._hosts._thread.InThread` host
-of its own, as a child process does; what crosses is pickled as
+(:class:`RayWorker`) carries the messages of the one far side
+(:class:`._far.FarSide`), as a child process does; what crosses is pickled as
 :mod:`._wire` says, inside ``bytes``, so Ray never wraps an Outcome's error
 in a ``RayTaskError`` and a call that cannot travel fails alone.
 
@@ -46,17 +46,13 @@ from ._base import (
     over_memory,
     resident_memory,
 )
-from ._thread import InThread
+from ._far import FarSide
 from ._wire import (
     decode_outcome,
     dumps,
-    encode_outcome,
     pack_call,
     pack_exc_info,
     pack_loader,
-    portable,
-    run_packed_call,
-    unpack_exc_info,
 )
 
 _POLL = 0.05  # seconds between looks at the job's cancel request while it runs
@@ -200,26 +196,18 @@ class RayWorker:
     """The actor: one interface, its calls in turn, and ``cancel`` beside them."""
 
     def __init__(self) -> None:
-        self._host: InThread | None = None
+        self._far = FarSide()
         self._cancelled = 0  # the number of the last call asked to stop
 
     def load(self, loader: bytes, worker_id: int, name: str) -> bytes:
-        try:
-            function, args = pickle.loads(loader)
-            host = InThread(function, args)
-            host.load(WorkerInfo(worker_id, name))
-        except BaseException as exc:
-            return dumps(("failed", portable(exc)))
-        self._host = host
-        context = _ray().get_runtime_context()
-        return dumps(
-            ("loaded", host.operations, os.getpid(), context.get_actor_id(), context.get_node_id())
-        )
+        reply = self._far.load(loader, worker_id, name)
+        if reply[0] == "loaded":  # and where: the pool's statistics name it
+            context = _ray().get_runtime_context()
+            reply = (*reply, os.getpid(), context.get_actor_id(), context.get_node_id())
+        return dumps(reply)
 
     def call(self, number: int, payload: bytes, cancelled: bool) -> bytes:
-        assert self._host is not None
-        view = _ActorView(self, number, cancelled=cancelled)
-        return encode_outcome(run_packed_call(self._host, payload, view))
+        return self._far.call(payload, _ActorView(self, number, cancelled=cancelled))
 
     def cancel(self, number: int) -> None:
         self._cancelled = max(self._cancelled, number)
@@ -229,9 +217,7 @@ class RayWorker:
         return resident_memory(os.getpid())
 
     def close(self, exc_info: bytes) -> bytes:
-        host, self._host = self._host, None
-        error = None if host is None else host.close(unpack_exc_info(exc_info))
-        return dumps(("closed", None if error is None else portable(error)))
+        return dumps(self._far.close(exc_info))
 
 
 class _ActorView:
