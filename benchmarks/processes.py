@@ -2,9 +2,12 @@
 
     python -m benchmarks.processes [--rounds 3] [--out benchmarks/processes.md]
 
-Peers (each on trio unless named): the pool with ``ProcessHost``,
-``trio_parallel.run_sync``, ``anyio.to_process.run_sync`` and a
-``ProcessPoolExecutor`` through ``run_in_executor`` (asyncio). Scenarios:
+Peers (each on trio unless named): the pool with ``ProcessHost`` (on trio
+and on asyncio), ``trio_parallel.run_sync``, ``anyio.to_process.run_sync``
+and a ``ProcessPoolExecutor`` through ``run_in_executor`` (asyncio); and the
+floor, on trio and on asyncio: the fastest honest minimal loop-driven process
+worker (:func:`_floor`), to say how far the pool is from what the machine
+allows. Scenarios:
 
 - tiny: round trips of a trivial call, 16 outstanding, 2 workers (calls/s);
 - latency: one call at a time, 1 worker (p50, µs);
@@ -17,6 +20,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import multiprocessing
+import pickle
+import signal
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +32,7 @@ from typing import Any
 
 import anyio
 import anyio.to_process
+import sniffio
 import trio
 import trio_parallel
 
@@ -86,12 +93,89 @@ async def _executor(workers: int) -> AsyncIterator[Call]:
         yield call
 
 
+# --- the floor: one long-lived child per worker, length-prefixed pickle frames over
+# a pipe, the calling task writes its frame and waits for the reply on the loop
+# itself, one call in flight per worker, a cancelled caller's reply read and dropped.
+
+
+def _floor_child(conn: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            fn, args = pickle.loads(conn.recv_bytes())
+        except EOFError:
+            return
+        try:
+            reply = (True, fn(*args))
+        except BaseException as exc:
+            reply = (False, exc)
+        conn.send_bytes(pickle.dumps(reply, protocol=5))
+
+
+async def _readable(fd: int) -> None:
+    if sniffio.current_async_library() == "trio":
+        await trio.lowlevel.wait_readable(fd)
+        return
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, ready.set_result, None)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+@contextlib.asynccontextmanager
+async def _floor(workers: int) -> AsyncIterator[Call]:
+    context = multiprocessing.get_context("forkserver")
+    pipes = [context.Pipe() for _ in range(workers)]
+    children = [context.Process(target=_floor_child, args=(end,)) for _, end in pipes]
+    for child in children:
+        child.start()
+    for _, end in pipes:
+        end.close()
+    free = [conn for conn, _ in pipes]
+    room = anyio.Semaphore(workers)
+
+    async def call(fn: Callable[..., Any], *args: Any) -> Any:
+        async with room:
+            conn = free.pop()
+            try:
+                conn.send_bytes(pickle.dumps((fn, args), protocol=5))
+                try:
+                    await _readable(conn.fileno())
+                except BaseException:
+                    with anyio.CancelScope(shield=True):  # the reply is read, and dropped
+                        await _readable(conn.fileno())
+                        conn.recv_bytes()
+                    raise
+                ok, value = pickle.loads(conn.recv_bytes())
+            finally:
+                free.append(conn)
+        if not ok:
+            raise value
+        return value
+
+    try:
+        yield call
+    finally:
+        for conn, _ in pipes:
+            conn.close()
+        for child in children:
+            child.join()
+
+
 PEERS: dict[str, tuple[str, Opener]] = {
     "trio_pool ProcessHost": ("trio", _pool),
+    "trio_pool ProcessHost (asyncio)": ("asyncio", _pool),
     "trio_parallel": ("trio", _trio_parallel),
     "anyio.to_process": ("trio", _anyio_to_process),
     "ProcessPoolExecutor (asyncio)": ("asyncio", _executor),
+    "floor": ("trio", _floor),
+    "floor (asyncio)": ("asyncio", _floor),
 }
+#: The pool itself, and the floors: not peers to beat.
+OURS = ("trio_pool ProcessHost", "trio_pool ProcessHost (asyncio)", "floor", "floor (asyncio)")
 
 
 def run_on(loop: str, async_fn: Callable[[], Awaitable[float]]) -> float:
@@ -200,15 +284,19 @@ def main(argv: list[str] | None = None) -> None:
         f"Worker processes, medians of {args.rounds} interleaved rounds "
         "(`python -m benchmarks.processes`).",
         "",
-        "| scenario | " + " | ".join(PEERS) + " | pool / best peer |",
-        "|---|" + "---|" * (len(PEERS) + 1),
+        "| scenario | " + " | ".join(PEERS) + " | pool / best peer | pool / floor |",
+        "|---|" + "---|" * (len(PEERS) + 2),
     ]
     for scenario, (better, _) in SCENARIOS.items():
         medians = {p: statistics.median(v) for p, v in figures[scenario].items()}
-        pool, peers = medians["trio_pool ProcessHost"], list(medians.values())[1:]
+        pool, floor = medians["trio_pool ProcessHost"], medians["floor"]
+        peers = [v for p, v in medians.items() if p not in OURS]
         best = max(peers) if better == "higher" else min(peers)
         cells = " | ".join(f"{v:,.2f}" if v < 100 else f"{v:,.0f}" for v in medians.values())
-        lines.append(f"| {scenario} | {cells} | {pool / best:.2f}x ({better} is better) |")
+        lines.append(
+            f"| {scenario} | {cells} | {pool / best:.2f}x | {pool / floor:.2f}x "
+            f"({better} is better; both on trio) |"
+        )
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)
     print(text)
