@@ -11,6 +11,7 @@ if _typing.TYPE_CHECKING:
     from ._errors import BrokenWorkerError as BrokenWorkerError
     from ._errors import JobCancelled as JobCancelled
     from ._exceptions import PoolClosedError as PoolClosedError
+    from ._hosts._interpreter import InterpreterHost as InterpreterHost
     from ._hosts._process import ProcessHost as ProcessHost
     from ._hosts._ray import RayHost as RayHost
     from ._hosts._thread import ThreadHost as ThreadHost
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BrokenWorkerError",
     "Instrument",
+    "InterpreterHost",
     "Job",
     "JobCancelled",
     "MapResults",
@@ -64,6 +66,7 @@ __all__ = [
 _WHERE = {
     "BrokenWorkerError": "._errors",
     "Instrument": "._instruments",
+    "InterpreterHost": "._hosts._interpreter",
     "Job": "._job",
     "JobCancelled": "._errors",
     "MapResults": "._map",

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._checks import check_count
 from ._hosts._base import HostChoice
+from ._hosts._interpreter import InterpreterHost
 from ._hosts._process import ProcessHost
 from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
@@ -85,10 +86,10 @@ def build_options(
         raise TypeError(f"name must be a str, not {name!r}")
     if host is None:
         host = ThreadHost()
-    elif not isinstance(host, (ThreadHost, ProcessHost, RayHost)):
+    elif not isinstance(host, (ThreadHost, ProcessHost, RayHost, InterpreterHost)):
         raise TypeError(
-            "host must be trio_pool.ThreadHost(), trio_pool.ProcessHost(...) or "
-            f"trio_pool.RayHost(...), not {host!r}"
+            "host must be trio_pool.ThreadHost(), trio_pool.ProcessHost(...), "
+            f"trio_pool.InterpreterHost() or trio_pool.RayHost(...), not {host!r}"
         )
     return Options(
         interface=interface,

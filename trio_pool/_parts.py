@@ -187,4 +187,4 @@ class Parts:
         self.intake.cancel_all([w.slot for w in self.workers], exc_info)
         self.calls.cancel_pool_scope()
         self.workers.cancel_loop_calls()
-        self.workers.interrupt_loading()
+        self.workers.interrupt()

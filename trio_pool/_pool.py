@@ -24,6 +24,7 @@ from ._backend import ki_protected, wait_through, wait_through_cancellation
 from ._checks import check_count, check_sync_callable, check_target
 from ._exceptions import BrokenWorkerError, PoolClosedError, combine, raise_combined
 from ._handoff import Phase
+from ._hosts._interpreter import InterpreterHost
 from ._hosts._process import ProcessHost
 from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
@@ -127,8 +128,10 @@ class Pool(Generic[I]):
         name: The pool's name, used for its worker threads' names.
         host: Where each worker's interface lives: :class:`ThreadHost` (the
             default: in the worker thread), :class:`ProcessHost` (in a
-            child process driven by the worker thread) or :class:`RayHost`
-            (in a Ray actor driven by the worker thread).
+            child process driven by the worker thread),
+            :class:`InterpreterHost` (in a subinterpreter the worker thread
+            runs, CPython 3.13+) or :class:`RayHost` (in a Ray actor driven
+            by the worker thread).
         instruments: :class:`Instrument` objects whose methods the pool
             calls as jobs and workers come and go (metrics, tracing); see
             :meth:`add_instrument`.
@@ -175,7 +178,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | RayHost | None = None,
+        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
         instruments: Iterable[Instrument] = (),
     ) -> None: ...
@@ -193,7 +196,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | RayHost | None = None,
+        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
         instruments: Iterable[Instrument] = (),
     ) -> None: ...
@@ -211,7 +214,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | RayHost | None = None,
+        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
         instruments: Iterable[Instrument] = (),
     ) -> None: ...
@@ -229,7 +232,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | RayHost | None = None,
+        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
         instruments: Iterable[Instrument] = (),
     ) -> None: ...
@@ -246,7 +249,7 @@ class Pool(Generic[I]):
         max_wait: float | None = None,
         abandon_on_cancel: bool = False,
         name: str | None = None,
-        host: ThreadHost | ProcessHost | RayHost | None = None,
+        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
         max_jobs_per_worker: int | None = None,
         instruments: Iterable[Instrument] = (),
         **unknown: Any,

@@ -267,15 +267,17 @@ class WorkerSet:
         worker.loaded.set()
         self._on_exit(worker)
 
-    def interrupt_loading(self, workers: Iterable[Worker] | None = None) -> None:
-        """Ask the hosts of ``workers`` (or all) that are still loading to stop.
+    def interrupt(self, workers: Iterable[Worker] | None = None) -> None:
+        """Pass on to the hosts of ``workers`` (or all) that their loads and jobs should stop.
 
-        Only a host whose load can wait a long time heeds it (a Ray actor
-        waiting for the cluster's resources); a thread's loader runs on.
+        Only a host whose load can wait a long time heeds it for a load (a
+        Ray actor waiting for the cluster's resources); a thread's loader
+        runs on. A host that can reach a running job at once does (a
+        subinterpreter's); the others relay the job's cancel request
+        themselves.
         """
         for worker in list(self._workers.values()) if workers is None else workers:
-            if not worker.loaded.is_set():
-                worker.host.interrupt()
+            worker.host.interrupt()
 
     def cancel_loop_calls(self) -> None:
         """Cancel what the workers' jobs run on the loop through from_thread (an error exit).
@@ -400,7 +402,7 @@ class WorkerSet:
                 await worker.loaded.wait()
         except anyio.get_cancelled_exc_class() as exc:
             cancelled = exc
-            self.interrupt_loading(workers)  # the loads that can stop, stop
+            self.interrupt(workers)  # the loads that can stop, stop
         cancelled = await _wait_all(self._backend, (w.loaded for w in workers)) or cancelled
         for worker in workers:
             if worker.load_error is None:
