@@ -1,4 +1,4 @@
-"""Sessions: tests (Python x dependency matrix), lint, typing, examples, docs, ray.
+"""Sessions: tests (Python x dependency matrix), lint, typing, examples, interpreters, docs, ray.
 
 `nox` runs them all; `nox -s "tests-3.12(deps='lowest')"` runs one cell;
 `nox -l` lists them. Interpreters installed with pyenv are found without
@@ -18,7 +18,7 @@ PACKAGE = "trio_pool"
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["tests", "lint", "typing", "examples", "docs", "ray"]
+nox.options.sessions = ["tests", "lint", "typing", "examples", "interpreters", "docs", "ray"]
 
 
 def _find_pyenv_pythons() -> None:
@@ -75,11 +75,20 @@ def examples(session: nox.Session) -> None:
     """Run every example as a user would."""
     session.install(".[examples]")
     for path in sorted(glob.glob("examples/*.py")):
-        if os.path.basename(path) not in RAY_EXAMPLES:
+        if os.path.basename(path) not in RAY_EXAMPLES | INTERPRETER_EXAMPLES:
             session.run("python", path)
 
 
 RAY_EXAMPLES = {"ray_cluster.py"}  # run by the ray session, which installs Ray
+INTERPRETER_EXAMPLES = {"interpreters.py"}  # run by the interpreters session: CPython 3.13+
+
+
+@nox.session(python="3.13")
+def interpreters(session: nox.Session) -> None:
+    """InterpreterHost's example, on CPython 3.13 (its tests run in the tests-3.13 cells)."""
+    session.install(".[examples]")
+    for name in sorted(INTERPRETER_EXAMPLES):
+        session.run("python", f"examples/{name}")
 
 
 @nox.session(python="3.11")
@@ -111,3 +120,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "-m", "benchmarks", *session.posargs)
     session.run("python", "-m", "benchmarks.processes")
     session.run("python", "-m", "benchmarks.on_ray")
+
+
+@nox.session(name="bench-interpreters", python="3.13")
+def bench_interpreters(session: nox.Session) -> None:
+    """InterpreterHost against its peers (interpreters.md), on CPython 3.13."""
+    session.install(".")
+    session.run("python", "-m", "benchmarks.interpreters", *session.posargs)

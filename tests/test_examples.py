@@ -59,7 +59,15 @@ EXPECTED = {
         "home: 40 visits",
         "4 connections, one per worker thread",
     ],
+    "interpreters.py": [
+        "scores: [1090940, 1131380, 1157360, 1189620, 1199280, 1201280, 1203280, 1170020]",
+        "workers: [0, 1] | all in this process: True",
+        "the endless job was cancelled; the pool goes on: 4920",
+        "a parser closed in its own subinterpreter",
+    ],
 }
+#: Examples that need CPython 3.13 (its subinterpreters): before, they say so and exit.
+NEEDS_3_13 = {"interpreters.py"}
 
 
 #: Examples that need Ray: tests/on_ray/test_ray_example.py checks them.
@@ -87,6 +95,10 @@ def test_example(name: str, tmp_path: Path) -> None:
         cwd=tmp_path,
         check=False,
     )
+    if name in NEEDS_3_13 and sys.version_info < (3, 13):
+        assert result.returncode == 1
+        assert result.stderr == "subinterpreter workers need CPython 3.13 or later\n"
+        return
     assert result.returncode == 0, result.stderr
     if name == "hash_files.py":
         assert "200/200" in result.stderr  # the progress bar reached the end
