@@ -192,7 +192,9 @@ def main(argv: list[str] | None = None) -> None:
         f"Subinterpreter workers, medians of {args.rounds} interleaved rounds "
         "(`python -m benchmarks.interpreters`, on trio).",
         "",
-        "| scenario | " + " | ".join(columns) + " | pool / ProcessHost | pool / anyio | pool / floor |",
+        "| scenario | "
+        + " | ".join(columns)
+        + " | pool / ProcessHost | pool / anyio | pool / floor |",
         "|---|" + "---|" * (len(columns) + 3),
     ]
     for scenario, (better, _, _) in SCENARIOS.items():

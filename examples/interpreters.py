@@ -55,7 +55,8 @@ async def main() -> None:
         print("workers:", sorted(w for _, w in places), "| all in this process:", one_process)
         with trio.move_on_after(0.1):
             await pool.run(parse_until_cancelled)
-        print("the endless job was cancelled; the pool goes on:", await pool.interface.score("w1 w2"))
+        after = await pool.interface.score("w1 w2")
+        print("the endless job was cancelled; the pool goes on:", after)
 
 
 def score(text: str) -> int:
