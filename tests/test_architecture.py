@@ -93,7 +93,7 @@ FAR_SIDE = [
     "trio_pool._hosts._thread",
     "trio_pool._hosts._wire",
     "trio_pool._hosts._far",
-    "trio_pool._hosts._interpreter",
+    "trio_pool._hosts._sub",
     "trio_pool._hosts._process",
     "trio_pool._hosts._ray",
     "trio_pool._hosts._sigint_ignored",

@@ -13,11 +13,12 @@ import inspect
 import threading
 import types
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, Protocol, TypeVar, final, overload
-
-from outcome import Outcome
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, final, overload
 
 from ._errors import JobCancelled
+
+if TYPE_CHECKING:  # (a far side never loads outcome)
+    from outcome import Outcome
 
 R = TypeVar("R")
 I = TypeVar("I")  # noqa: E741

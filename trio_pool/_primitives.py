@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, final
 
+import outcome
 import sniffio
 from outcome import Outcome
 
@@ -85,7 +86,7 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome[Any]:
     sniffio.current_async_library_cvar.set(None)  # no event loop in this thread
-    return call_sync(fn, args, kwargs)
+    return call_sync(fn, args, kwargs, outcome.Value, outcome.Error)
 
 
 @final

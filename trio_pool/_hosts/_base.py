@@ -21,11 +21,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from types import CoroutineType, TracebackType
-from typing import Any, Protocol, TypeGuard
-
-import outcome
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar
 
 from .._in_worker import JobView, WorkerInfo
+
+if TYPE_CHECKING:  # (a far side never loads outcome: it costs a subinterpreter 60 ms)
+    import outcome
+
+R = TypeVar("R")
 
 ExcInfo = tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
 NO_EXC: ExcInfo = (None, None, None)
@@ -262,9 +265,17 @@ def operations_of(interface: object) -> frozenset[str]:
 
 
 def call_sync(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> outcome.Outcome[Any]:
-    """``fn(*args, **kwargs)`` as an Outcome, whatever it raises; a coroutine is an error."""
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    value: Callable[[Any], R],
+    error: Callable[[BaseException], R],
+) -> R:
+    """``fn(*args, **kwargs)`` captured, whatever it raises; a coroutine is an error.
+
+    ``value`` and ``error`` capture it: ``outcome.Value`` and ``outcome.Error``
+    in the pool, a frame's encoders on a far side.
+    """
     try:
         result = fn(*args, **kwargs)
         if type(result) is CoroutineType:
@@ -274,5 +285,5 @@ def call_sync(
                 "await async ones on the event loop instead"
             )
     except BaseException as exc:
-        return outcome.Error(exc)
-    return outcome.Value(result)
+        return error(exc)
+    return value(result)

@@ -15,20 +15,20 @@ from typing import Any
 
 from .._in_worker import JobView, WorkerInfo
 from ._thread import InThread
-from ._wire import encode_outcome, portable, run_packed_call, unpack_exc_info
+from ._wire import encode_error, encode_value, portable, unpack_exc_info
 
 
 class FarSide:
     """One worker's interface, far from the pool: load, calls in turn, close."""
 
     def __init__(self) -> None:
-        self._host: InThread | None = None
+        self._host: InThread[bytes] | None = None
 
     def load(self, loader: bytes, worker_id: int, name: str) -> tuple[Any, ...]:
         """``("loaded", operations)``, or ``("failed", error)`` with the loader's own error."""
         try:
             function, args = pickle.loads(loader)
-            host = InThread(function, args)
+            host = InThread(function, args, value=encode_value, error=encode_error)
             host.load(WorkerInfo(worker_id, name))
         except BaseException as exc:
             return ("failed", portable(exc))
@@ -36,9 +36,17 @@ class FarSide:
         return ("loaded", host.operations)
 
     def call(self, payload: bytes, job: JobView) -> bytes:
-        """One call's Outcome, as the frame :func:`._wire.encode_outcome` makes."""
+        """One call's Outcome, as a frame :func:`._wire.decode_outcome` reads.
+
+        A call that does not unpickle here (a module the far side cannot
+        import) fails alone; nothing of the call is held once it returns.
+        """
         assert self._host is not None
-        return encode_outcome(run_packed_call(self._host, payload, job))
+        try:
+            fn, args, kwargs, with_interface = pickle.loads(payload)
+        except BaseException as exc:
+            return encode_error(exc)
+        return self._host.execute(fn, args, kwargs, with_interface, job)
 
     def close(self, exc_info: bytes) -> tuple[Any, ...]:
         """Run the exit hook once, told the pool's exception: ``("closed", error or None)``."""

@@ -12,8 +12,8 @@ loop's thread when the job is cancelled) sets it, ``check_cancelled()`` in
 the subinterpreter reads it. ``wait()`` and ``from_loop()`` have no relay:
 the worker's only thread is inside the subinterpreter while the job runs.
 
-The part below ``# --- in the subinterpreter`` runs there, with neither trio
-nor anyio imported.
+What runs in the subinterpreter is :mod:`._sub` (without trio, anyio or
+outcome).
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ import pickle
 import sys
 import threading
 import types
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, Literal, final
 
 import outcome
 
 from .._errors import BrokenWorkerError
-from .._in_worker import JobView, WorkerInfo, context
+from .._in_worker import JobView, WorkerInfo
 from ._base import ExcInfo, HostDied, HostFactory
-from ._far import FarSide
-from ._wire import decode_outcome, dumps, pack_call, pack_exc_info, pack_loader
+from ._sub import serve
+from ._wire import decode_outcome, pack_call, pack_exc_info, pack_loader
 
 WHERE = "the worker's subinterpreter"
 #: 3.14 made them public as concurrent.interpreters (not installable here: that branch is untested).
@@ -170,7 +170,7 @@ class _Sub:
 _SETUP = f"""
 import sys
 sys.path[:] = _trio_pool_path
-from {__name__} import serve as _trio_pool_serve, set_flag
+from {serve.__module__} import serve as _trio_pool_serve, set_flag
 set_flag(_trio_pool_flag)
 """
 _STEP = compile(  # compiled once: a string would be compiled at every step
@@ -283,58 +283,3 @@ class InInterpreter:
         sub, self._sub = self._sub, None
         if sub is not None:
             sub.destroy()
-
-
-# --- in the subinterpreter -------------------------------------------------------
-
-_far = FarSide()
-_flag: memoryview | None = None
-_context: dict[str, Any] = {}  # what the far side put in context, kept from one step to the next
-
-
-def set_flag(shared: Any) -> None:
-    """Keep the cancel flag the pool shared (each subinterpreter has its own copy of this)."""
-    global _flag
-    _flag = memoryview(shared)
-
-
-class _JobView:
-    """The job's view in the subinterpreter."""
-
-    def cancel_requested(self) -> bool:
-        assert _flag is not None
-        return bool(_flag[0])
-
-    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
-        raise RuntimeError(
-            "trio_pool.wait() does not work on an InterpreterHost: the worker's thread is "
-            "inside the subinterpreter while the job runs; pass what the job needs as "
-            "arguments, or use threads or processes"
-        )
-
-    def call_loop(
-        self, async_fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> outcome.Outcome[Any]:
-        raise RuntimeError(
-            "trio_pool.from_loop() does not work on an InterpreterHost: the subinterpreter "
-            "has no way back to the pool's event loop; return what the loop should do, "
-            "or use threads or processes"
-        )
-
-
-_VIEW = _JobView()
-
-
-def serve(request: tuple[Any, ...]) -> bytes:
-    """One step of the far side, in the subinterpreter: a job's Outcome frame, or a reply."""
-    # Each entry may be under a new thread state, with a thread-local context of its own.
-    vars(context).update(_context)
-    try:
-        kind = request[0]
-        if kind == "call":
-            return _far.call(request[1], _VIEW)
-        if kind == "load":
-            return dumps(_far.load(request[1], request[2], request[3]))
-        return dumps(_far.close(request[1]))  # "close"
-    finally:
-        _context.update(vars(context))

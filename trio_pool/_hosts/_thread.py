@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Any, final
-
-import outcome
+from typing import Any, Generic, TypeVar, final
 
 from .._in_worker import JobView, WorkerInfo, context
 from ._base import (
@@ -21,6 +19,7 @@ from ._base import (
 )
 
 _MISSING = object()
+R = TypeVar("R")
 
 
 @final
@@ -40,18 +39,34 @@ class ThreadHost:
         return None  # a thread cannot be killed
 
     def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
-        return functools.partial(InThread, loader, args)
+        import outcome  # (here: a far side uses InThread without it)
+
+        return functools.partial(InThread, loader, args, value=outcome.Value, error=outcome.Error)
 
 
-class InThread:
-    """Builds, uses and closes one interface, all in the calling thread."""
+class InThread(Generic[R]):
+    """Builds, uses and closes one interface, all in the calling thread.
+
+    A call's result is captured by ``value`` or its error by ``error``:
+    ``outcome.Value`` and ``outcome.Error`` for a thread host, the frame's
+    encoders on a far side (which never builds an Outcome).
+    """
 
     actor_id: str | None = None
     node_id: str | None = None
 
-    def __init__(self, loader: object, args: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        loader: object,
+        args: tuple[Any, ...],
+        *,
+        value: Callable[[Any], R],
+        error: Callable[[BaseException], R],
+    ) -> None:
         self._loader = loader
         self._args = args
+        self._value = value
+        self._error = error
         self._interface: Any = None
         self._operations: frozenset[str] = frozenset()
         self._exit: Callable[..., object] | None = None
@@ -124,7 +139,7 @@ class InThread:
         kwargs: dict[str, Any],
         with_interface: bool,
         job: JobView,
-    ) -> outcome.Outcome[Any]:
+    ) -> R:
         """Run one call in this thread and capture its result, whatever it raises."""
         try:
             if isinstance(fn, str):
@@ -132,10 +147,10 @@ class InThread:
             elif with_interface:
                 args = (self._interface, *args)
         except BaseException as exc:
-            return outcome.Error(exc)
+            return self._error(exc)
         context.job = job
         try:
-            return call_sync(fn, args, kwargs)
+            return call_sync(fn, args, kwargs, self._value, self._error)
         finally:
             context.job = None
 

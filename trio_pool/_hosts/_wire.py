@@ -4,7 +4,9 @@ Everything travels pickled with cloudpickle, protocol 5: functions (lambdas
 and closures too) by value where plain pickle could not, everything else as
 pickle would. Errors keep their type and arguments; the far side's
 traceback comes along as the error's ``__cause__`` (a
-:class:`RemoteTraceback`). Imports neither trio nor ray.
+:class:`RemoteTraceback`). Imports neither trio nor ray, nor outcome (the
+far side encodes a call's result straight into its frame; the pool side
+decodes it into an Outcome).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import io
 import pickle
 import traceback
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import cloudpickle  # type: ignore[import-untyped]  # pyright: ignore[reportMissingTypeStubs]
-import outcome
 
-from .._in_worker import JobView
-from ._base import NO_EXC, ExcInfo, Host
+from ._base import NO_EXC, ExcInfo
+
+if TYPE_CHECKING:
+    import outcome
 
 _cloudpickle_dumps: Callable[..., bytes] = cloudpickle.dumps  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
 
@@ -81,16 +84,17 @@ def _frame(flag: bytes, body: object) -> bytes:
     return frame.getvalue()
 
 
-def encode_outcome(result: outcome.Outcome[Any]) -> bytes:
-    """A job's Outcome as a frame; a value that cannot be pickled becomes its TypeError."""
-    if isinstance(result, outcome.Error):
-        return _frame(_ERROR, portable(result.error))
-    assert isinstance(result, outcome.Value)
+def encode_value(value: object) -> bytes:
+    """A job's result as its Outcome's frame; one that cannot be pickled becomes its TypeError."""
     try:
-        return _frame(_VALUE, result.value)
+        return _frame(_VALUE, value)
     except BaseException as exc:
-        error = TypeError(f"the result cannot be sent back to the pool: {exc}")
-        return _frame(_ERROR, portable(error))
+        return encode_error(TypeError(f"the result cannot be sent back to the pool: {exc}"))
+
+
+def encode_error(error: BaseException) -> bytes:
+    """A job's error as its Outcome's frame."""
+    return _frame(_ERROR, portable(error))
 
 
 def is_outcome(frame: bytes) -> bool:
@@ -104,6 +108,8 @@ def decode_outcome(frame: bytes, where: str) -> outcome.Outcome[Any]:
     (A class the far side has and this process cannot import, say: the job
     fails, and the worker, whose reply was whole, goes on.)
     """
+    import outcome  # (the pool side's: loaded long before)
+
     value = frame[:1] == _VALUE
     try:
         body = pickle.loads(memoryview(frame)[1:])
@@ -185,17 +191,6 @@ def pack_call(
     try:
         return dumps((fn, args, kwargs, with_interface))
     except BaseException:
+        import outcome  # (the pool side's: loaded long before)
+
         return outcome.Error(TypeError(describe_unpicklable(fn, args, kwargs, where)))
-
-
-def run_packed_call(host: Host, payload: bytes, job: JobView) -> outcome.Outcome[Any]:
-    """On the far side: the call :func:`pack_call` made, run by ``host``, as an Outcome.
-
-    A call that does not unpickle there (a module the far side cannot
-    import) fails alone; nothing of the call is held once it returns.
-    """
-    try:
-        fn, args, kwargs, with_interface = pickle.loads(payload)
-    except BaseException as exc:
-        return outcome.Error(exc)
-    return host.execute(fn, args, kwargs, with_interface, job)
