@@ -8,9 +8,14 @@ refusal runs: the rest needs the subinterpreters of 3.13.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ import pytest
 
 import trio_pool
 
-from helpers import TIMEOUT, FileGate, wait_in_thread
+from helpers import TIMEOUT, FileGate, assert_ended_by_ctrl_c, wait_in_thread
 from test_process_host import (
     check_a_cancelled_caller_stops_a_cooperative_job,
     check_broadcast_method_and_a_lease_reset,
@@ -272,3 +277,126 @@ async def test_a_renewed_worker_gets_a_new_interpreter(backend: str, tmp_path: P
         seen = [(await pool.interface.where())[2] for _ in range(3)]
     assert seen[0] == seen[1] != seen[2]
     assert sorted(line.split()[0] for line in lines(record)) == ["exit", "exit", "load", "load"]
+
+
+CTRL_C_SCRIPT = """
+import os, sys
+import anyio, trio_pool
+
+class Iface:
+    def __exit__(self, exc_type, exc, tb):  # one write: the two hooks run at once
+        os.write(1, f"hook {exc_type is not None}\\n".encode())
+
+def spin():
+    print("running", flush=True)  # from the subinterpreter, to the same stdout
+    while True:  # a long job that stops when asked
+        trio_pool.check_cancelled()
+
+async def main():
+    async with trio_pool.Pool(Iface, workers=2, host=trio_pool.InterpreterHost()) as pool:
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):  # two run, two wait in the queue
+                tg.start_soon(pool.run, spin)
+            await anyio.sleep_forever()
+
+if __name__ == "__main__":
+    anyio.run(main, backend=sys.argv[1])
+"""
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_ctrl_c_while_jobs_run_in_subinterpreters(loop: str, tmp_path: Path) -> None:
+    script = tmp_path / "ctrl_c.py"  # a file: the subinterpreters import its classes
+    script.write_text(CTRL_C_SCRIPT)
+    process = subprocess.Popen(
+        [sys.executable, str(script), loop],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert [process.stdout.readline() for _ in range(2)] == ["running\n"] * 2
+        os.kill(process.pid, signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode != 0
+    assert_ended_by_ctrl_c(loop, stderr)
+    assert stdout.splitlines() == ["hook True", "hook True"]
+
+
+# --- random programs: many callers, cancellations, errors, resizes and renewals ------
+
+
+def job(i: int, kind: str) -> object:
+    if kind == "error":
+        raise ValueError(i)
+    if kind == "unpicklable":
+        return threading.Lock()
+    if kind == "spin":
+        deadline = time.monotonic() + TIMEOUT  # a bound against a hang, not a measurement
+        while time.monotonic() < deadline:
+            trio_pool.check_cancelled()
+        return "never cancelled"
+    return i * i
+
+
+@needs_subinterpreters
+@pytest.mark.parametrize("seed", range(int(os.environ.get("SEEDS", "8"))))
+async def test_random_programs_keep_every_promise(backend: str, seed: int, tmp_path: Path) -> None:
+    rng = random.Random(seed)
+    record = tmp_path / "record"
+    renew = rng.choice([None, 3])
+    got: dict[int, object] = {}
+
+    async def caller(pool: trio_pool.Pool[Model], i: int, kind: str, cancel: bool) -> None:
+        with anyio.CancelScope() as scope:
+            if cancel:  # cancelled at once, or while it waits, or while it runs
+                scope.cancel() if rng.random() < 0.3 else tg.start_soon(cancel_soon, scope)
+            try:
+                got[i] = await pool.run(job, i, kind)
+            except (ValueError, TypeError) as exc:
+                got[i] = exc
+        if scope.cancelled_caught:
+            got[i] = "cancelled"
+
+    async def cancel_soon(scope: anyio.CancelScope) -> None:
+        for _ in range(rng.randrange(5)):
+            await anyio.lowlevel.checkpoint()
+        scope.cancel()
+
+    kinds = {}
+    host = trio_pool.InterpreterHost()
+    async with trio_pool.Pool(
+        Model, 2, str(record), workers=rng.randint(1, 3), host=host, max_jobs_per_worker=renew
+    ) as pool:
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                kind = rng.choice(["value", "value", "value", "error", "unpicklable", "spin"])
+                kinds[i] = kind
+                tg.start_soon(caller, pool, i, kind, kind == "spin" or rng.random() < 0.2)
+                if rng.random() < 0.1:  # one at a time (resizes that overlap may refuse)
+                    with contextlib.suppress(ValueError):  # "cannot stop ... now": loading
+                        await pool.resize(rng.randint(1, 3))
+                if rng.random() < 0.3:
+                    await anyio.lowlevel.checkpoint()
+    assert sorted(got) == list(range(40))  # every caller heard back, once
+    for i, kind in kinds.items():
+        result = got[i]
+        if result == "cancelled":
+            continue
+        if kind == "value":
+            assert result == i * i  # its own result, never another caller's
+        elif kind == "error":
+            assert isinstance(result, ValueError)
+            assert result.args == (i,)
+        elif kind == "unpicklable":
+            assert isinstance(result, TypeError)
+        else:
+            raise AssertionError(f"a spinning job was never cancelled: {result!r}")
+    loads = [line for line in lines(record) if line.startswith("load")]
+    exits = [line for line in lines(record) if line.startswith("exit")]
+    assert sorted(e.rsplit(" ", 1)[0].replace("exit", "load") for e in exits) == sorted(loads)
