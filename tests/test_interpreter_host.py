@@ -26,7 +26,7 @@ import pytest
 
 import trio_pool
 
-from helpers import TIMEOUT, FileGate, assert_ended_by_ctrl_c, wait_in_thread
+from helpers import TIMEOUT, FileGate, assert_ended_by_ctrl_c, poll_until, wait_in_thread
 from test_process_host import (
     check_a_cancelled_caller_stops_a_cooperative_job,
     check_broadcast_method_and_a_lease_reset,
@@ -167,6 +167,28 @@ async def test_a_cancelled_caller_stops_a_cooperative_job(backend: str, tmp_path
 @needs_subinterpreters
 async def test_broadcast_method_and_a_lease_reset(backend: str) -> None:
     await check_broadcast_method_and_a_lease_reset(trio_pool.InterpreterHost(), set())
+
+
+def interface_scale() -> int:
+    model: Model = trio_pool.current_interface()
+    return model.scale
+
+
+@needs_subinterpreters
+async def test_define_and_autoscaling(backend: str, tmp_path: Path) -> None:
+    record = tmp_path / "record"
+    options: dict[str, Any] = {"min_workers": 0, "max_workers": 2, "idle_timeout": 0.01}
+    host = trio_pool.InterpreterHost()
+    async with trio_pool.Pool(Model, 4, str(record), host=host, **options) as pool:
+        assert pool.worker_count == 0
+        scale_of = pool.define("scale_of", interface_scale)
+        assert await scale_of() == 4  # the first job started a worker, and its interpreter
+        pool.undefine("scale_of")
+        with pytest.raises(AttributeError):
+            await pool.interface.scale_of()
+        await poll_until(lambda: pool.worker_count == 0)  # idle workers retire
+        assert pool.statistics().scaled_down >= 1
+    assert len([line for line in lines(record) if line.startswith("exit")]) >= 1
 
 
 @needs_subinterpreters

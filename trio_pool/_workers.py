@@ -321,7 +321,8 @@ class WorkerSet:
                 self._thread_scopes[worker.id].cancel()
                 logger.warning(
                     "worker %s: left running %s after a second Ctrl-C (a thread cannot be "
-                    "stopped; on trio the program ends without it, on asyncio when it returns)",
+                    "stopped; on trio the program ends without it, on asyncio or in a "
+                    "subinterpreter when it returns)",
                     worker.info.name,
                     doing,
                 )
