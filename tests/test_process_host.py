@@ -774,7 +774,8 @@ STARTING_CHILD = textwrap.dedent(
             print("hook", exc_type is not None, flush=True)
 
     async def main():
-        async with trio_pool.Pool(Iface, workers=1, host=trio_pool.ProcessHost()):
+        host = trio_pool.ProcessHost(start_method=sys.argv[2])
+        async with trio_pool.Pool(Iface, workers=1, host=host):
             await anyio.sleep_forever()
 
     if __name__ == "__main__":
@@ -783,9 +784,10 @@ STARTING_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_ctrl_c_to_the_process_group_spares_a_worker_process_still_starting(
-    backend: str, tmp_path: Path
+    backend: str, start_method: str, tmp_path: Path
 ) -> None:
     script, starting = tmp_path / "starting_child.py", tmp_path / "starting"
     script.write_text(STARTING_CHILD)
@@ -797,6 +799,7 @@ def test_ctrl_c_to_the_process_group_spares_a_worker_process_still_starting(
             ),
             str(script),
             backend,
+            start_method,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

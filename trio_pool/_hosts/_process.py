@@ -27,12 +27,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import multiprocessing.resource_tracker
 import os
 import pickle
 import select
 import signal
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, final
 
 import outcome
@@ -220,9 +221,34 @@ def _watch_parent() -> None:
         os._exit(70)
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Block SIGINT in this thread meanwhile (where signal masks exist).
+
+    A child made meanwhile inherits the mask, across exec too: a spawned
+    child holds a Ctrl-C pending from its first instruction, through
+    Python's start and multiprocessing's bootstrap, until :func:`child_main`
+    ignores it, which drops it. (A forkserver's children ignore SIGINT from
+    the start anyway: see ``_sigint_ignored``.)
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # Started first: starting it unblocks SIGINT in the calling thread, whatever
+    # was blocked before (multiprocessing.resource_tracker.ensure_running).
+    multiprocessing.resource_tracker.ensure_running()
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def child_main(conn: Any) -> None:
     """The child process: load, serve calls, close, in turns with the worker thread."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if hasattr(signal, "pthread_sigmask"):  # a pending one is dropped: it is ignored now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_watch_parent, daemon=True).start()
     far = FarSide()
     try:
@@ -301,7 +327,8 @@ class InProcess:
         loader = pack_loader(self._loader, self._args, "a worker process")
         parent_end, child_end = self._context.Pipe()
         process = self._context.Process(target=child_main, args=(child_end,), name=worker.name)
-        process.start()
+        with _sigint_blocked():  # a spawned child starts with it blocked: see child_main
+            process.start()
         child_end.close()  # the child holds it now: its death shows as an end of file here
         self._conn, self._process = parent_end, process
         if self._poller is not None:
