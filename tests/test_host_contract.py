@@ -12,6 +12,7 @@ from their own test module, with their own ``make_host`` fixture.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -42,9 +43,6 @@ INTERRUPTS = {"thread": False, "process": False, "interpreter": False, "ray": Fa
 RELAYS = {"thread": True, "process": True, "interpreter": False, "ray": False}
 #: Whether interrupt() stops a load (else the loader runs to its end).
 STOPS_LOADS = {"thread": False, "process": False, "interpreter": False, "ray": True}
-#: Whether a job sees its cancel request only once interrupt() passes it on
-#: (the pool calls it as it cancels a running job), else the host relays it.
-NEEDS_INTERRUPT = {"thread": False, "process": False, "interpreter": True, "ray": False}
 
 
 class Record:
@@ -292,22 +290,30 @@ def test_a_cancel_requested_just_after_the_call_was_sent_reaches_the_job(
     # reply, took it for one already sent with the call, and never relayed it.
     host = loaded(make_host(None))
     view = CancelledOnceSent()
+    with interrupting(host):
+        result = host.execute(sees_a_cancel_within, (TIMEOUT,), {}, False, view)
+    assert result == outcome.Value(True)
+
+
+@contextlib.contextmanager
+def interrupting(host: Host, after: FileGate | None = None) -> Iterator[None]:
+    """Call ``host.interrupt()`` over and over meanwhile (once ``after`` opens), as the pool
+    does once it has asked a running job to stop."""
     done = threading.Event()
 
-    def interrupt_until_done() -> None:  # as the pool does once it has asked the job
+    def interrupt_until_done() -> None:
+        if after is not None:
+            assert after.wait(), "the job never started"
         while not done.wait(0.001):
             host.interrupt()
 
     thread = threading.Thread(target=interrupt_until_done)
-    if NEEDS_INTERRUPT[make_host.kind]:
-        thread.start()
+    thread.start()
     try:
-        result = host.execute(sees_a_cancel_within, (TIMEOUT,), {}, False, view)
+        yield
     finally:
         done.set()
-        if thread.is_alive():
-            thread.join()
-    assert result == outcome.Value(True)
+        thread.join()
 
 
 def test_close_runs_the_hook_once_with_the_exception_info(make_host: MakeHost) -> None:
@@ -444,7 +450,7 @@ def check_a_kill_that_races_the_reply(choice: HostChoice, tmp_path: Path) -> Non
     started, finished = FileGate(tmp_path / "started"), FileGate(tmp_path / "finished")
     view = LateCancel(started, finished)
     try:
-        with pytest.raises(HostDied) as info:
+        with pytest.raises(HostDied) as info, interrupting(host, after=started):
             host.execute(finish_after_a_while, (started, finished), {}, False, view)
         assert isinstance(info.value.error, trio_pool.JobCancelled)
         assert "kill_on_cancel=True" in str(info.value.error)

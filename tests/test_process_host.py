@@ -25,6 +25,7 @@ import outcome
 import pytest
 
 import trio_pool
+import trio_pool._hosts._process
 from trio_pool._hosts._base import HostChoice
 
 from helpers import (
@@ -249,6 +250,15 @@ async def check_a_cancelled_caller_stops_a_cooperative_job(
         assert pool.statistics().cancelled == 1
         assert await pool.run(trio_pool.check_cancelled) is None  # not the next job's cancel
         assert await pool.run(int, "5") == 5  # the worker keeps serving
+
+
+async def test_a_cancel_request_reaches_the_child_without_waiting_for_a_poll(
+    backend: str, tmp_path: Path, pids: set[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker thread once looked at the request every 50 ms; now the pool's
+    # interrupt() wakes it, and the look every _POLL seconds is only a fallback.
+    monkeypatch.setattr(trio_pool._hosts._process, "_POLL", 3600.0)
+    await check_a_cancelled_caller_stops_a_cooperative_job(HOSTS["process"], tmp_path, pids)
 
 
 async def test_kill_on_cancel_kills_the_job_and_replaces_the_worker(

@@ -199,6 +199,12 @@ class CancelRelay:
         self._job, self._asked, self._kill_at = job, False, math.inf
         return self._noticed()
 
+    def seconds_left(self) -> float | None:
+        """Seconds until the far side is due to be killed (None: it is not)."""
+        if self._kill_at == math.inf:
+            return None
+        return max(0.0, self._kill_at - time.monotonic())
+
     def step(self) -> str | None:
         """Still no reply: ``"ask"`` the far side to stop now, ``"kill"`` it now, or None."""
         if not self._asked and self._noticed() and self._asks_first:

@@ -33,6 +33,7 @@ import pickle
 import select
 import signal
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any, final
 
@@ -61,7 +62,10 @@ from ._wire import (
     pack_loader,
 )
 
-_POLL = 0.05  # seconds between looks at the job's cancel request while it runs
+# Seconds between looks at the job's cancel request while it runs: a fallback
+# (interrupt() wakes the worker thread at once where select.poll exists), and
+# the only way where it does not (Windows).
+_POLL = 0.5 if hasattr(select, "poll") else 0.05
 
 
 @final
@@ -311,6 +315,11 @@ class InProcess:
         self._process: Any = None
         # Made once: Connection.poll() builds a selector on every call (no poll on Windows).
         self._poller = select.poll() if hasattr(select, "poll") else None
+        # A pipe interrupt() writes to, which the poller also watches: the worker
+        # thread relays a cancel request at once. The lock: interrupt() never
+        # writes to it once _end() has closed it (its number may be reused).
+        self._wake: tuple[int, int] | None = None
+        self._wake_lock = threading.Lock()
         self._name = "trio_pool worker"
 
     @property
@@ -333,6 +342,11 @@ class InProcess:
         self._conn, self._process = parent_end, process
         if self._poller is not None:
             self._poller.register(parent_end.fileno(), select.POLLIN)
+            read, write = os.pipe()
+            os.set_blocking(read, False)
+            os.set_blocking(write, False)
+            self._poller.register(read, select.POLLIN)
+            self._wake = (read, write)
         try:
             self._send(("load", loader, worker.id, worker.name), "loading its interface")
             reply = self._message(self._receive(None, "loading its interface"), "loader's")
@@ -377,7 +391,11 @@ class InProcess:
             self._send_bytes(encoded, "running a job")
 
     def interrupt(self) -> None:
-        """Nothing here: the worker thread relays the job's cancel request itself."""
+        """Wake the worker thread, which relays the job's cancel request (any thread)."""
+        with self._wake_lock:
+            if self._wake is not None:
+                with contextlib.suppress(BlockingIOError):  # full: a wake-up is on its way
+                    os.write(self._wake[1], b"\0")
 
     def kill(self) -> bool:
         process = self._process
@@ -399,7 +417,10 @@ class InProcess:
         doing = "running its exit hook"
         try:
             self._send(("close", pack_exc_info(exc_info)), doing)
-            if not self._ready(self._grace_period):
+            deadline = time.monotonic() + self._grace_period
+            while not self._ready(max(0.0, deadline - time.monotonic())):
+                if time.monotonic() < deadline:
+                    continue  # woken by interrupt(): the hook still has time
                 self._process.kill()  # now: _end() would give it grace_period again
                 self._end()
                 return BrokenWorkerError(
@@ -414,11 +435,21 @@ class InProcess:
 
     # --- the pipe ----------------------------------------------------------
 
-    def _ready(self, timeout: float) -> bool:
-        """Whether the child has written (or closed its end) within ``timeout`` seconds."""
+    def _ready(self, timeout: float | None) -> bool:
+        """Whether the child has written (or closed its end) within ``timeout`` seconds.
+
+        False also when :meth:`interrupt` woke the thread first.
+        """
         if self._poller is None:
             return bool(self._conn.poll(timeout))
-        return bool(self._poller.poll(timeout * 1000))
+        ready = False
+        for fd, _ in self._poller.poll(None if timeout is None else timeout * 1000):
+            if self._wake is not None and fd == self._wake[0]:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(fd, 512)  # the wake-ups so far: one look serves them all
+            else:
+                ready = True
+        return ready
 
     def _send(self, message: tuple[Any, ...], doing: str) -> None:
         """Send ``message``; HostDied if the child is gone (its end of the pipe closed)."""
@@ -462,7 +493,7 @@ class InProcess:
         """
         conn = self._conn
         try:
-            while not self._ready(_POLL):
+            while not self._ready(self._wait_time(job)):
                 step = None if job is None else self._relay.step()
                 if step == "ask":
                     self._send(("cancel",), doing)
@@ -477,8 +508,20 @@ class InProcess:
             raise self._died(doing) from exc
         return frame
 
+    def _wait_time(self, job: JobView | None) -> float | None:
+        """How long to wait for the child before looking at ``job``'s cancel request again."""
+        if job is None:
+            return None  # a load or a hook: nothing to relay (a dead child ends the wait)
+        left = self._relay.seconds_left()
+        return _POLL if left is None else min(left, _POLL)
+
     def _end(self) -> None:
         """The child is done with, or has to go: make sure it is gone, and reaped."""
+        with self._wake_lock:
+            wake, self._wake = self._wake, None
+        if wake is not None:
+            for fd in wake:
+                os.close(fd)
         process, self._process = self._process, None
         conn, self._conn = self._conn, None
         if conn is not None:
