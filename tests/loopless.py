@@ -61,7 +61,7 @@ class Loop:
         return count
 
     def job(self, fn: Callable[..., Any] = int, *args: Any) -> Job[Any]:
-        return Job(
+        return Job[Any]._create(
             fn,
             args,
             {},

@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Hashable, Iterator
+from collections.abc import Generator, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -296,7 +296,7 @@ def test_a_cancel_requested_just_after_the_call_was_sent_reaches_the_job(
 
 
 @contextlib.contextmanager
-def interrupting(host: Host, after: FileGate | None = None) -> Iterator[None]:
+def interrupting(host: Host, after: FileGate | None = None) -> Generator[None, None, None]:
     """Call ``host.interrupt()`` over and over meanwhile (once ``after`` opens), as the pool
     does once it has asked a running job to stop."""
     done = threading.Event()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import pytest
 import trio
 
 import trio_pool
@@ -58,3 +59,8 @@ def test_a_job_used_from_another_thread_or_loop_refuses_at_once() -> None:
     assert trio.run(main) == (5, 7)
     assert len(errors) == 7
     assert all("belongs to the event loop that entered it" in str(e) for e in errors), errors
+
+
+def test_a_job_has_no_public_constructor() -> None:
+    with pytest.raises(TypeError, match=r"trio_pool.Job has no public constructor"):
+        trio_pool.Job(int, (), {}, False, None, None)  # type: ignore[arg-type]

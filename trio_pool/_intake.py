@@ -97,7 +97,7 @@ class Intake:
         """
         if not self._open and not closing:
             raise PoolClosedError(f"the pool {self._name!r} is closed")
-        job: Job[Any] = Job(
+        job: Job[Any] = Job[Any]._create(
             self._operations.resolve(fn) if type(fn) is str else fn,
             args,
             kwargs,

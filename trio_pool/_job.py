@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar, final
 
 import anyio
 from outcome import Error, Outcome, Value
@@ -44,11 +44,21 @@ class Owner(Protocol):
 
 
 @final
-class Job(Generic[T]):
+class _NoPublicConstructor(type):
+    """``Job(...)`` raises TypeError: the pool makes jobs, with ``Job._create(...)``."""
+
+    def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            f"{cls.__module__.split('.')[0]}.{cls.__qualname__} has no public constructor: "
+            "a pool makes jobs (pool.submit(...))"
+        )
+
+
+class Job(Generic[T], metaclass=_NoPublicConstructor):
     """Work accepted by a pool, collected later with :meth:`wait`.
 
     Returned by :meth:`Pool.submit` and :meth:`Pool.submit_nowait`; there is
-    no public constructor.
+    no public constructor (calling ``Job(...)`` raises :exc:`TypeError`).
     """
 
     __slots__ = (
@@ -97,6 +107,21 @@ class Job(Generic[T]):
     _requests: list[Any] | None
     _abandoned: bool
 
+    @classmethod
+    def _create(
+        cls,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+        context: contextvars.Context,
+        owner: Owner,
+    ) -> Job[T]:
+        """The pool's way to make a job (positional only, as it is made once per call)."""
+        job: Job[T] = cls.__new__(cls)
+        job.__init__(fn, args, kwargs, with_interface, context, owner)  # type: ignore[misc]
+        return job
+
     def __init__(
         self,
         fn: Callable[..., Any] | str,
@@ -106,7 +131,6 @@ class Job(Generic[T]):
         context: contextvars.Context,
         owner: Owner,
     ) -> None:
-        """Positional only, as it is made once per call."""
         # What to run; dropped once the job is done (the pool keeps nothing).
         self._fn: Callable[..., Any] | str | None = fn
         self._args: tuple[Any, ...] = args

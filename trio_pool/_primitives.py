@@ -52,7 +52,7 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     check_sync_callable(fn)
     backend = current_backend()
     await backend.cancellation_point()
-    job: Job[R] = Job(
+    job: Job[R] = Job[R]._create(
         fn,
         args,
         kwargs,

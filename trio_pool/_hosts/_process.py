@@ -34,7 +34,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Generator, Hashable
 from typing import Any, final
 
 import outcome
@@ -226,7 +226,7 @@ def _watch_parent() -> None:
 
 
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
+def _sigint_blocked() -> Generator[None, None, None]:
     """Block SIGINT in this thread meanwhile (where signal masks exist).
 
     A child made meanwhile inherits the mask, across exec too: a spawned
