@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -174,6 +176,23 @@ def python_with_ctrl_c(script: str, *args: str) -> list[str]:
     """
     enable = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
     return [sys.executable, "-c", enable + script, *args]
+
+
+@contextlib.contextmanager
+def started(command: list[str], **options: Any) -> Iterator[subprocess.Popen[str]]:
+    """Run ``command`` (text, its stdout and stderr piped); on the way out, kill and reap it.
+
+    The test reads what it needs, then ``process.communicate(timeout=30)``;
+    whatever fails meanwhile, nothing is left running.
+    """
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
+    )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
 
 
 def leaves(exc: BaseException) -> Iterator[BaseException]:

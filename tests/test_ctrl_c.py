@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import assert_ended_by_ctrl_c, python_with_ctrl_c
+from helpers import assert_ended_by_ctrl_c, python_with_ctrl_c, started
 
 SCRIPT = textwrap.dedent(
     """
@@ -48,20 +50,11 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_ctrl_c_while_jobs_run(backend: str) -> None:
-    process = subprocess.Popen(
-        python_with_ctrl_c(SCRIPT, backend),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with started(python_with_ctrl_c(SCRIPT, backend)) as process:
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n"
         os.kill(process.pid, signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode != 0
     assert_ended_by_ctrl_c(backend, stderr)
     assert stdout.splitlines() == ["hook True", "hook True"]
@@ -111,27 +104,19 @@ SECOND_CTRL_C = textwrap.dedent(
 )
 
 
-def ctrl_c_twice(backend: str, kind: str, gate: Path) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def ctrl_c_twice(backend: str, kind: str, gate: Path) -> Iterator[subprocess.Popen[str]]:
     """Run SECOND_CTRL_C; Ctrl-C once its job runs, again once the exit asked it to stop."""
-    script = tmp_script = gate.with_suffix(".py")
-    tmp_script.write_text(SECOND_CTRL_C)  # a file: a process host's child imports its job
-    process = subprocess.Popen(
-        python_with_ctrl_c(
-            f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')",
-            backend,
-            str(gate),
-            kind,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "running\n"
-    os.kill(process.pid, signal.SIGINT)
-    assert process.stdout.readline() == "told to stop\n"
-    os.kill(process.pid, signal.SIGINT)
-    return process
+    script = gate.with_suffix(".py")
+    script.write_text(SECOND_CTRL_C)  # a file: a process host's child imports its job
+    run = f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')"
+    with started(python_with_ctrl_c(run, backend, str(gate), kind)) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "running\n"
+        os.kill(process.pid, signal.SIGINT)
+        assert process.stdout.readline() == "told to stop\n"
+        os.kill(process.pid, signal.SIGINT)
+        yield process
 
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
@@ -139,16 +124,12 @@ def test_a_second_ctrl_c_leaves_an_abandoning_pools_thread_behind(
     backend: str, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
-    process = ctrl_c_twice(backend, "abandoning thread", gate)
-    try:
+    with ctrl_c_twice(backend, "abandoning thread", gate) as process:
         assert process.stdout is not None
         assert process.stdout.readline() == "the pool's exit is over\n"
         if backend == "asyncio":  # anyio's thread is no daemon: the program waits for it
             gate.touch()
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode != 0
     assert_ended_by_ctrl_c(backend, stderr)
     assert "left running the job job after a second Ctrl-C" in stderr
@@ -166,16 +147,12 @@ def test_a_second_ctrl_c_names_a_thread_the_exit_still_waits_for(
     # A default pool joins its threads: trio.from_thread in its jobs runs in
     # the pool's task, which a thread left behind would give up.
     gate = tmp_path / "gate"
-    process = ctrl_c_twice(backend, "thread", gate)
-    try:
+    with ctrl_c_twice(backend, "thread", gate) as process:
         assert process.stderr is not None
         while "still running the job job after a second Ctrl-C" not in process.stderr.readline():
             pass
         gate.touch()
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode != 0
     assert_ended_by_ctrl_c(backend, stderr)
     assert stdout.splitlines() == ["job returned", "hook True", "the pool's exit is over"]
@@ -183,12 +160,8 @@ def test_a_second_ctrl_c_names_a_thread_the_exit_still_waits_for(
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_a_second_ctrl_c_kills_a_process_worker_still_running(backend: str, tmp_path: Path) -> None:
-    process = ctrl_c_twice(backend, "process", tmp_path / "gate")  # the gate never opens
-    try:
+    with ctrl_c_twice(backend, "process", tmp_path / "gate") as process:  # it never opens
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode != 0
     assert_ended_by_ctrl_c(backend, stderr)
     # The child was killed in its job: its hook never ran.
@@ -224,17 +197,8 @@ SIGNAL_IN_A_WORKER = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["trio", "asyncio"])
 def test_a_ctrl_c_that_lands_in_a_worker_thread_is_seen(backend: str) -> None:
-    process = subprocess.Popen(
-        python_with_ctrl_c(SIGNAL_IN_A_WORKER, backend),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with started(python_with_ctrl_c(SIGNAL_IN_A_WORKER, backend)) as process:
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode != 0
     assert "KeyboardInterrupt" in stderr or "CancelledError" in stderr
     assert stdout.splitlines() == ["hook True"]

@@ -12,7 +12,6 @@ import contextlib
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,15 @@ import pytest
 
 import trio_pool
 
-from helpers import TIMEOUT, FileGate, assert_ended_by_ctrl_c, poll_until, wait_in_thread
+from helpers import (
+    TIMEOUT,
+    FileGate,
+    assert_ended_by_ctrl_c,
+    poll_until,
+    python_with_ctrl_c,
+    started,
+    wait_in_thread,
+)
 from test_process_host import (
     check_a_cancelled_caller_stops_a_cooperative_job,
     check_broadcast_method_and_a_lease_reset,
@@ -329,22 +336,14 @@ if __name__ == "__main__":
 @needs_subinterpreters
 @pytest.mark.parametrize("loop", ["trio", "asyncio"])
 def test_ctrl_c_while_jobs_run_in_subinterpreters(loop: str, tmp_path: Path) -> None:
-    script = tmp_path / "ctrl_c.py"  # a file: the subinterpreters import its classes
+    script = tmp_path / "ctrl_c.py"
     script.write_text(CTRL_C_SCRIPT)
-    process = subprocess.Popen(
-        [sys.executable, str(script), loop],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    run = f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')"
+    with started(python_with_ctrl_c(run, loop)) as process:
         assert process.stdout is not None
         assert [process.stdout.readline() for _ in range(2)] == ["running\n"] * 2
         os.kill(process.pid, signal.SIGINT)
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode != 0
     assert_ended_by_ctrl_c(loop, stderr)
     assert stdout.splitlines() == ["hook True", "hook True"]

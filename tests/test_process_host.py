@@ -36,6 +36,7 @@ from helpers import (
     leaves,
     poll_until,
     python_with_ctrl_c,
+    started,
     wait_in_thread,
 )
 from test_host_contract import check_a_kill_that_races_the_reply
@@ -801,29 +802,18 @@ def test_ctrl_c_to_the_process_group_spares_a_worker_process_still_starting(
 ) -> None:
     script, starting = tmp_path / "starting_child.py", tmp_path / "starting"
     script.write_text(STARTING_CHILD)
-    process = subprocess.Popen(
-        [
-            *python_with_ctrl_c(
-                "import runpy, sys; sys.argv[0] = sys.argv.pop(1); "
-                "runpy.run_path(sys.argv[0], run_name='__main__')"
-            ),
-            str(script),
-            backend,
-            start_method,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    run = (
+        "import runpy, sys; sys.argv[0] = sys.argv.pop(1); "
+        "runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    with started(
+        python_with_ctrl_c(run, str(script), backend, start_method),
         env={**os.environ, "STARTING": str(starting)},
         start_new_session=True,  # a group of its own, as a terminal's foreground job
-    )
-    try:
+    ) as process:
         assert FileGate(starting).wait(), "no worker process started"
         os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: to every process
         stdout, stderr = process.communicate(timeout=30)
-    finally:
-        process.kill()
-        process.wait()
     assert process.returncode != 0
     assert_ended_by_ctrl_c(backend, stderr)
     assert "BrokenWorkerError" not in stderr
