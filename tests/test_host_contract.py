@@ -70,7 +70,7 @@ class MakeHost:
         self.made: list[Host] = []
 
     def __call__(self, loader: object = None, *args: Any) -> Host:
-        host = self.choice._factory(loader, args)()
+        host = self.choice.worker_hosts(loader, args)()
         self.made.append(host)
         return host
 
@@ -446,7 +446,7 @@ def check_a_kill_that_races_the_reply(choice: HostChoice, tmp_path: Path) -> Non
     (The host used to read the reply and go on with a killed process or
     actor: the worker's next job then failed with BrokenWorkerError.)
     """
-    host = loaded(choice._factory(None, ())())
+    host = loaded(choice.worker_hosts(None, ())())
     started, finished = FileGate(tmp_path / "started"), FileGate(tmp_path / "finished")
     view = LateCancel(started, finished)
     try:

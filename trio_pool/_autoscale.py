@@ -15,7 +15,6 @@ import anyio
 from ._admission import Admission
 from ._backend import Backend
 from ._handoff import Delivery, Handoff, Phase
-from ._lease import LeaseQueue
 from ._options import Options
 from ._statistics import Counters
 from ._worker import Worker
@@ -105,12 +104,15 @@ class Autoscaler:
         workers: WorkerSet,
         handoff: Handoff,
         admission: Admission,
-        leases: LeaseQueue,
         counters: Counters,
         backend: Backend,
         pressure: Pressure,
-        fail_queued: Callable[[BaseException], None],
+        *,
+        lessees: Callable[[], int],
+        none_left: Callable[[BaseException], None],
     ) -> None:
+        """``lessees()``: the tasks waiting for a lease; ``none_left(error)``: fail
+        the queued jobs and those tasks (no worker can come)."""
         assert options.max_workers is not None
         self._name = options.name
         self._min = options.min_workers
@@ -119,9 +121,9 @@ class Autoscaler:
         self._workers = workers
         self._handoff = handoff
         self._admission = admission
-        self._leases = leases
+        self._lessees = lessees
         self._counters = counters
-        self._fail_queued = fail_queued
+        self._none_left = none_left
         self._backend = backend
         self._pressure = pressure
         self._scope = anyio.CancelScope()
@@ -211,8 +213,7 @@ class Autoscaler:
             errors[0],
         )
         if self._workers.serving == 0:
-            self._fail_queued(errors[0])
-            self._leases.fail_waiters(errors[0])
+            self._none_left(errors[0])
 
     def _growth_step(self) -> int:
         """How many workers to start now: one per job no free worker will take."""
@@ -221,7 +222,7 @@ class Autoscaler:
         free = sum(
             w.slot.serving and w.slot.job is None and not w.slot.leased for w in self._workers
         )
-        wanted = self._handoff.queued + self._leases.waiting
+        wanted = self._handoff.queued + self._lessees()
         return max(0, min(self._max - self._workers.serving, wanted - free))
 
     def _retire_idle(self) -> float:

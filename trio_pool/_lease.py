@@ -1,9 +1,14 @@
-"""Leases: exclusive use of one worker for a sequence of calls, and the tasks waiting for one."""
+"""Leases: exclusive use of one worker for a sequence of calls; all of it.
+
+:class:`LeaseQueue` is the line of tasks waiting for a worker;
+:class:`Leases` hands workers out and back (running each lease's reset
+first); :class:`Lease` and :class:`WorkerLease` are what a user holds.
+"""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, final
 
@@ -11,21 +16,22 @@ import outcome
 from typing_extensions import TypeVar
 
 from ._admission import wait_or_shed
-from ._backend import Event, ki_protected
+from ._backend import Backend, Event, ki_protected, wait_through_cancellation
+from ._calls import Calls
 from ._checks import check_sync_callable
-from ._exceptions import PoolClosedError
+from ._exceptions import BrokenWorkerError, PoolClosedError
 from ._handoff import Handoff
-from ._interface import InterfaceProxy
+from ._intake import Intake
+from ._interface import InterfaceProxy, Operations
+from ._job import Job, is_cancellation
 from ._worker import Worker
+from ._workers import WorkerSet
 
 P = ParamSpec("P")
 R = TypeVar("R")
 I = TypeVar("I", covariant=True, default=Any)  # the interface (as in _pool)  # noqa: E741
 
-CallOn = Callable[
-    [Worker, "Callable[..., Any] | str", tuple[Any, ...], dict[str, Any], bool],
-    Awaitable[outcome.Outcome[Any]],
-]
+Reset = Callable[[Any], object]
 
 
 class _Waiter:
@@ -71,7 +77,8 @@ class LeaseQueue:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """Raise PoolClosedError if the pool has closed its leases."""
         if self._closed:
             raise PoolClosedError(f"the pool {self._name!r} is closed")
 
@@ -81,7 +88,7 @@ class LeaseQueue:
         Raises:
             QueueFull: if ``max_wait`` seconds passed first (the pool sheds load).
         """
-        self._check_open()
+        self.check_open()
         if not self._waiters:
             worker = next(iter(free), None)
             if worker is not None:
@@ -101,7 +108,7 @@ class LeaseQueue:
         if waiter.error is not None:
             raise waiter.error
         if waiter.worker is None:
-            self._check_open()
+            self.check_open()
         assert waiter.worker is not None
         return waiter.worker
 
@@ -151,6 +158,116 @@ class LeaseQueue:
         self._waiters.clear()
 
 
+class Leases:
+    """An open pool's leases: the line, each lease's reset, the worker's hand-over.
+
+    Loop thread only. A worker handed out is always handed back (by
+    :meth:`release`) or kept by the line's next task.
+    """
+
+    def __init__(
+        self,
+        line: LeaseQueue,
+        workers: WorkerSet,
+        intake: Intake,
+        calls: Calls,
+        operations: Operations,
+        backend: Backend,
+    ) -> None:
+        self.line = line
+        self._workers = workers
+        self._intake = intake
+        self._calls = calls
+        self._operations = operations
+        self._backend = backend
+        self._resets: dict[Worker, Reset] = {}  # the reset steps of the leases held
+        self._reset_jobs: dict[Worker, Job[Any]] = {}  # queued as the pool began closing
+
+    @ki_protected  # a worker handed over is always given back or kept
+    async def acquire(self, reset: Reset | None) -> Worker:
+        """A worker of the caller's own: an idle one, or the next in line."""
+        line = self.line
+        await self._backend.checkpoint()  # a schedule point: no task keeps the line to itself
+        while True:
+            worker = await line.acquire(self._workers.free_for_lease())
+            try:
+                finishing = worker.slot.job  # a busy worker was leased: its shared job ends first
+                if finishing is not None:
+                    await finishing._get_event().wait()
+                line.check_open()  # if the pool began closing meanwhile, its leases ended
+            except BaseException:
+                line.release(worker)
+                raise
+            if worker.slot.serving:
+                break
+            line.release(worker)  # its process died under that job: take another
+        if reset is not None:
+            self._resets[worker] = reset
+        return worker
+
+    @ki_protected
+    def end_all(self) -> None:
+        """The pool begins closing: each lease's reset goes first in its worker's queue."""
+        for worker in list(self._resets):
+            if (job := self._queue_reset(worker)) is not None:
+                self._reset_jobs[worker] = job
+
+    def _queue_reset(self, worker: Worker) -> Job[Any] | None:
+        """Put the lease's reset first in its worker's own queue (even if the pool is closing)."""
+        reset = self._resets.pop(worker, None)
+        if reset is None or not worker.slot.serving:
+            return None
+        return self._intake.accept(
+            reset, (), {}, with_interface=True, slot=worker.slot, closing=True
+        )
+
+    @ki_protected
+    async def release(self, worker: Worker) -> outcome.Outcome[object] | None:
+        """The lease ends: run its reset, whatever cancels the task meanwhile; hand the worker on.
+
+        The reset is in the worker's own queue, ahead of anything later for
+        that worker, so it runs first even if a Ctrl-C ends this wait early.
+        """
+        job = self._reset_jobs.pop(worker, None) or self._queue_reset(worker)
+        if job is None:
+            self.line.release(worker)
+            return None
+        try:
+            interruption = await wait_through_cancellation(job._get_event())
+        finally:
+            self.line.release(worker)
+        result = job.outcome
+        # Cancelled only when the pool stopped by an error first: its hook runs instead.
+        if result is None or is_cancellation(result):
+            result = None
+        # A native asyncio Task.cancel() came meanwhile: delivered now, unless the
+        # reset failed, whose error wins (as in an asyncio.TaskGroup).
+        if interruption is not None and not isinstance(result, outcome.Error):
+            raise interruption
+        return result
+
+    async def call_on(
+        self,
+        worker: Worker,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+    ) -> outcome.Outcome[Any]:
+        """Run a call of a lease on its worker."""
+        if with_interface:  # a lease's call_method
+            self._operations.check_method(fn)
+        self._intake.check_loop()
+        await self._backend.cancellation_point()
+        self.line.check_open()
+        if not worker.slot.serving:  # its process died: the lease cannot go on
+            raise BrokenWorkerError(
+                f"the leased worker {worker.info.name} died; leave the lease and take a new one"
+            )
+        job = self._intake.accept(fn, args, kwargs, with_interface=with_interface, slot=worker.slot)
+        return await self._calls.outcome_of(job)
+
+
 @final
 class WorkerLease(Generic[I]):
     """One worker, leased with ``async with pool.lease() as worker:``.
@@ -163,19 +280,23 @@ class WorkerLease(Generic[I]):
         id: The leased worker's id.
     """
 
-    __slots__ = ("_active", "_call_on", "_names", "_worker", "id")
+    __slots__ = ("_ended", "_leases", "_names", "_worker", "id")
 
     def __init__(
-        self, worker: Worker, call_on: CallOn, names: Callable[[], frozenset[str]]
+        self,
+        worker: Worker,
+        leases: Leases,
+        names: Callable[[], frozenset[str]],
+        ended: Callable[[], bool],
     ) -> None:
         self._worker = worker
-        self._call_on = call_on
+        self._leases = leases
         self._names = names
-        self._active = True
+        self._ended = ended
         self.id: int = worker.id
 
     def __repr__(self) -> str:
-        return f"<trio_pool.WorkerLease id={self.id}{'' if self._active else ' ended'}>"
+        return f"<trio_pool.WorkerLease id={self.id}{' ended' if self._ended() else ''}>"
 
     async def _outcome(
         self,
@@ -184,9 +305,9 @@ class WorkerLease(Generic[I]):
         kwargs: dict[str, Any],
         with_interface: bool,
     ) -> outcome.Outcome[Any]:
-        if not self._active:
+        if self._ended():
             raise RuntimeError("this lease has ended")
-        return await self._call_on(self._worker, fn, args, kwargs, with_interface)
+        return await self._leases.call_on(self._worker, fn, args, kwargs, with_interface)
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Like :meth:`Pool.run`, on the leased worker."""
@@ -214,37 +335,34 @@ class WorkerLease(Generic[I]):
         return InterfaceProxy(self.call, self._names())
 
 
-Reset = Callable[[Any], object]
-
-
 @final
 class Lease(Generic[I]):
     """The async context manager :meth:`Pool.lease` returns."""
 
-    __slots__ = ("_acquire", "_call_on", "_lease", "_names", "_release", "_reset")
+    __slots__ = ("_ended", "_held", "_leases_of", "_names", "_reset")
 
     def __init__(
         self,
-        acquire: Callable[[Reset | None], Awaitable[Worker]],
-        release: Callable[[Worker], Awaitable[outcome.Outcome[object] | None]],
-        call_on: CallOn,
+        leases_of: Callable[[], Leases],
         names: Callable[[], frozenset[str]],
         reset: Reset | None,
     ) -> None:
-        """``release`` runs the reset, if there is one, and returns its Outcome."""
+        """``leases_of()``: the open pool's leases (or its error if it is not open)."""
+        if reset is not None:
+            check_sync_callable(reset)
+        self._leases_of = leases_of
         self._names = names
-        self._acquire = acquire
-        self._release = release
-        self._call_on = call_on
         self._reset = reset
-        self._lease: WorkerLease[I] | None = None
+        self._held: tuple[Leases, Worker] | None = None
+        self._ended = False
 
     async def __aenter__(self) -> WorkerLease[I]:
-        if self._lease is not None:
+        if self._held is not None:
             raise RuntimeError("this lease is already in use; call pool.lease() again")
-        worker = await self._acquire(self._reset)
-        self._lease = WorkerLease(worker, self._call_on, self._names)
-        return self._lease
+        leases = self._leases_of()
+        worker = await leases.acquire(self._reset)
+        self._held = leases, worker
+        return WorkerLease(worker, leases, self._names, lambda: self._ended)
 
     async def __aexit__(
         self,
@@ -252,8 +370,9 @@ class Lease(Generic[I]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._lease is not None
-        self._lease._active = False
-        reset = await self._release(self._lease._worker)
+        assert self._held is not None
+        leases, worker = self._held
+        self._ended = True
+        reset = await leases.release(worker)
         if reset is not None:
             reset.unwrap()  # the reset's own error

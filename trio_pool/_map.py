@@ -31,6 +31,7 @@ import anyio
 import outcome
 
 from ._backend import Event, wait_through_cancellation
+from ._checks import check_count
 from ._exceptions import JobCancelled
 from ._in_worker import current_job, operation
 from ._job import Job
@@ -179,6 +180,11 @@ class MapResults(Generic[T]):
 
         ``window``: the most chunks in flight (the pool's ``queue_size``).
         """
+        if chunksize is not None:
+            chunksize = check_count("chunksize", chunksize)
+        for each in iterables:
+            if not isinstance(each, (Iterable, AsyncIterable)):
+                raise TypeError(f"items must be an iterable or async iterable, not {each!r}")
         self._submit = submit
         self._new_event = new_event
         self._fn = fn

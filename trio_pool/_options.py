@@ -6,15 +6,13 @@ import dataclasses
 import itertools
 import math
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, TypedDict
 
 from ._checks import check_count
 from ._hosts._base import HostChoice
-from ._hosts._interpreter import InterpreterHost
-from ._hosts._process import ProcessHost
-from ._hosts._ray import RayHost
 from ._hosts._thread import ThreadHost
+from ._instruments import Instrument
 
 _pool_numbers = itertools.count(1)
 
@@ -22,6 +20,29 @@ _pool_numbers = itertools.count(1)
 def default_workers() -> int:
     """``ThreadPoolExecutor``'s rule."""
     return min(32, (os.cpu_count() or 1) + 4)
+
+
+class PoolOptions(TypedDict, total=False):
+    """The keyword options of :class:`Pool`, each described there.
+
+    Written once, for the pool's signature and for code that passes them
+    on: ``def open_pool(**options: Unpack[PoolOptions]) -> Pool[Db]``.
+    """
+
+    workers: int | None
+    min_workers: int | None
+    max_workers: int | None
+    idle_timeout: float | None
+    queue_size: int | None
+    max_wait: float | None
+    abandon_on_cancel: bool
+    name: str | None
+    host: HostChoice | None
+    max_jobs_per_worker: int | None
+    instruments: Iterable[Instrument]
+
+
+_KEYWORDS = tuple(PoolOptions.__annotations__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,29 +59,38 @@ class Options:
     name: str
     host: HostChoice
     max_jobs_per_worker: int | None = None  # a worker is renewed after that many jobs
+    instruments: tuple[Instrument, ...] = ()
 
     @property
     def autoscaling(self) -> bool:
         return self.max_workers is not None
 
 
-def build_options(
-    interface: object,
-    args: tuple[Any, ...],
-    *,
-    workers: int | None,
-    min_workers: int | None,
-    max_workers: int | None,
-    idle_timeout: float | None,
-    queue_size: int | None,
-    max_wait: float | None,
-    abandon_on_cancel: bool,
-    name: str | None,
-    host: HostChoice | None,
-    max_jobs_per_worker: int | None = None,
-) -> Options:
-    """The checked options; TypeError or ValueError for a wrong one."""
+def build_options(interface: object, args: tuple[Any, ...], given: Mapping[str, Any]) -> Options:
+    """The checked options; TypeError or ValueError for a wrong or unknown one."""
+    for keyword in given:
+        if keyword not in _KEYWORDS:  # (type checkers refuse it already)
+            raise TypeError(
+                f"Pool() got an unexpected keyword argument {keyword!r}. The pool's own are "
+                f"{', '.join(_KEYWORDS[:-1])} and {_KEYWORDS[-1]}; to pass keywords to the "
+                f"interface, give functools.partial(Interface, ..., {keyword}=...) as the interface"
+            )
     _check_interface(interface, args)
+    workers, min_workers, max_workers, idle_timeout, queue_size, max_wait, name, host, max_jobs = (
+        given.get(keyword)
+        for keyword in (
+            "workers",
+            "min_workers",
+            "max_workers",
+            "idle_timeout",
+            "queue_size",
+            "max_wait",
+            "name",
+            "host",
+            "max_jobs_per_worker",
+        )
+    )
+    abandon_on_cancel = given.get("abandon_on_cancel", False)
     high: int | None = None
     if min_workers is None and max_workers is None and idle_timeout is None:
         initial = check_count("workers", default_workers() if workers is None else workers)
@@ -74,8 +104,8 @@ def build_options(
             raise ValueError(f"min_workers ({low}) is above max_workers ({high})")
         timeout = _seconds("idle_timeout", 60.0 if idle_timeout is None else idle_timeout)
         initial = low
-    if max_jobs_per_worker is not None:
-        max_jobs_per_worker = check_count("max_jobs_per_worker", max_jobs_per_worker)
+    if max_jobs is not None:
+        max_jobs = check_count("max_jobs_per_worker", max_jobs)
     default_queue = 4 * high if high is not None else max(64, 4 * initial)
     queue_size = check_count("queue_size", default_queue if queue_size is None else queue_size)
     if max_wait is not None:
@@ -86,11 +116,14 @@ def build_options(
         raise TypeError(f"name must be a str, not {name!r}")
     if host is None:
         host = ThreadHost()
-    elif not isinstance(host, (ThreadHost, ProcessHost, RayHost, InterpreterHost)):
+    elif not isinstance(host, HostChoice):
         raise TypeError(
             "host must be trio_pool.ThreadHost(), trio_pool.ProcessHost(...), "
             f"trio_pool.InterpreterHost() or trio_pool.RayHost(...), not {host!r}"
         )
+    instruments = given.get("instruments", ())
+    if isinstance(instruments, Instrument) or not isinstance(instruments, Iterable):
+        raise TypeError(f"instruments must be an iterable of Instruments, not {instruments!r}")
     return Options(
         interface=interface,
         args=args,
@@ -103,7 +136,8 @@ def build_options(
         abandon_on_cancel=abandon_on_cancel,
         name=name if name is not None else f"trio_pool-{next(_pool_numbers)}",
         host=host,
-        max_jobs_per_worker=max_jobs_per_worker,
+        max_jobs_per_worker=max_jobs,
+        instruments=tuple(instruments),  # pyright: ignore[reportUnknownArgumentType]
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import math
 from collections.abc import AsyncIterable, Awaitable, Callable, Hashable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Concatenate, Generic, Literal, ParamSpec, Protocol, final, overload
@@ -20,23 +19,18 @@ import anyio
 import outcome
 from typing_extensions import TypeVar, TypeVarTuple, Unpack
 
-from ._backend import ki_protected, wait_through, wait_through_cancellation
+from ._backend import ki_protected
 from ._checks import check_count, check_sync_callable, check_target
-from ._exceptions import BrokenWorkerError, PoolClosedError, combine, raise_combined
+from ._exceptions import PoolClosedError, combine, raise_combined
 from ._handoff import Phase
-from ._hosts._interpreter import InterpreterHost
-from ._hosts._process import ProcessHost
-from ._hosts._ray import RayHost
-from ._hosts._thread import ThreadHost
 from ._instruments import Instrument, Instruments
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
-from ._job import Job, is_cancellation, is_not_started, value_of
-from ._lease import Lease, Reset, WorkerLease
+from ._job import Job, is_not_started, value_of
+from ._lease import Lease, WorkerLease
 from ._map import MapResults
-from ._options import build_options
+from ._options import PoolOptions, build_options
 from ._parts import Parts
 from ._statistics import Counters, PoolStatistics
-from ._worker import Worker
 from ._workers import first_load_error
 
 P = ParamSpec("P")
@@ -169,36 +163,14 @@ class Pool(Generic[I]):
         self: Pool[None],
         interface: None = None,
         /,
-        *,
-        workers: int | None = None,
-        min_workers: int | None = None,
-        max_workers: int | None = None,
-        idle_timeout: float | None = None,
-        queue_size: int | None = None,
-        max_wait: float | None = None,
-        abandon_on_cancel: bool = False,
-        name: str | None = None,
-        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
-        max_jobs_per_worker: int | None = None,
-        instruments: Iterable[Instrument] = (),
+        **options: Unpack[PoolOptions],
     ) -> None: ...
     @overload
     def __init__(
         self: Pool[Mapping[str, Callable[..., Any]]],
         interface: Mapping[str, Callable[..., Any]],
         /,
-        *,
-        workers: int | None = None,
-        min_workers: int | None = None,
-        max_workers: int | None = None,
-        idle_timeout: float | None = None,
-        queue_size: int | None = None,
-        max_wait: float | None = None,
-        abandon_on_cancel: bool = False,
-        name: str | None = None,
-        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
-        max_jobs_per_worker: int | None = None,
-        instruments: Iterable[Instrument] = (),
+        **options: Unpack[PoolOptions],
     ) -> None: ...
     @overload
     def __init__(
@@ -206,17 +178,7 @@ class Pool(Generic[I]):
         interface: Callable[[Unpack[Ts]], SupportsEnter[I]],
         /,
         *args: Unpack[Ts],
-        workers: int | None = None,
-        min_workers: int | None = None,
-        max_workers: int | None = None,
-        idle_timeout: float | None = None,
-        queue_size: int | None = None,
-        max_wait: float | None = None,
-        abandon_on_cancel: bool = False,
-        name: str | None = None,
-        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
-        max_jobs_per_worker: int | None = None,
-        instruments: Iterable[Instrument] = (),
+        **options: Unpack[PoolOptions],
     ) -> None: ...
     @overload
     def __init__(
@@ -224,72 +186,21 @@ class Pool(Generic[I]):
         interface: Callable[[Unpack[Ts]], I],
         /,
         *args: Unpack[Ts],
-        workers: int | None = None,
-        min_workers: int | None = None,
-        max_workers: int | None = None,
-        idle_timeout: float | None = None,
-        queue_size: int | None = None,
-        max_wait: float | None = None,
-        abandon_on_cancel: bool = False,
-        name: str | None = None,
-        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
-        max_jobs_per_worker: int | None = None,
-        instruments: Iterable[Instrument] = (),
+        **options: Unpack[PoolOptions],
     ) -> None: ...
     def __init__(  # type: ignore[misc]  # a mypy bug: *args: Any is refused beside Unpack[Ts]
-        self,
-        interface: object = None,
-        /,
-        *args: Any,
-        workers: int | None = None,
-        min_workers: int | None = None,
-        max_workers: int | None = None,
-        idle_timeout: float | None = None,
-        queue_size: int | None = None,
-        max_wait: float | None = None,
-        abandon_on_cancel: bool = False,
-        name: str | None = None,
-        host: ThreadHost | ProcessHost | InterpreterHost | RayHost | None = None,
-        max_jobs_per_worker: int | None = None,
-        instruments: Iterable[Instrument] = (),
-        **unknown: Any,
+        self, interface: object = None, /, *args: Any, **options: Unpack[PoolOptions]
     ) -> None:
-        if unknown:  # (the overloads refuse them for type checkers)
-            keyword = next(iter(unknown))
-            raise TypeError(
-                f"Pool() got an unexpected keyword argument {keyword!r}. The pool's own are "
-                "workers, min_workers, max_workers, idle_timeout, queue_size, max_wait, "
-                "abandon_on_cancel, name, host, max_jobs_per_worker and instruments; to pass "
-                "keywords to the interface, give "
-                f"functools.partial(Interface, ..., {keyword}=...) as the interface"
-            )
-        self._options = build_options(
-            interface,
-            args,
-            workers=workers,
-            min_workers=min_workers,
-            max_workers=max_workers,
-            idle_timeout=idle_timeout,
-            queue_size=queue_size,
-            max_wait=max_wait,
-            abandon_on_cancel=abandon_on_cancel,
-            name=name,
-            host=host,
-            max_jobs_per_worker=max_jobs_per_worker,
-        )
+        self._options = build_options(interface, args, options)
         #: The pool's name (the ``name`` argument, or ``"trio_pool-<n>"``). Its
         #: worker threads are named ``"<name>-worker-<id>"``.
         self.name: str = self._options.name
         self._operations = Operations(interface)
         self._counters = Counters()
-        if isinstance(instruments, Instrument) or not isinstance(instruments, Iterable):
-            raise TypeError(f"instruments must be an iterable of Instruments, not {instruments!r}")
-        self._instruments = Instruments(instruments)
+        self._instruments = Instruments(self._options.instruments)
         self._state = _State.NEW
         self._parts: Parts | None = None  # built on entry, for the running loop
         self._unwatch_signals: Callable[[], None] = _nothing
-        self._resets: dict[Worker, Reset] = {}  # the reset steps of the leases held
-        self._reset_jobs: dict[Worker, Job[Any]] = {}  # queued as the pool began closing
 
     def __repr__(self) -> str:
         workers = 0 if self._parts is None else len(self._parts.workers)
@@ -313,20 +224,12 @@ class Pool(Generic[I]):
         parts.start()
         self._move_to(_State.OPEN)
         try:
-            workers = parts.workers.start(self._options.initial)
-            parts.autoscaler.started(workers)
-            load_errors = await parts.workers.wait_loaded(workers)
+            await parts.start_workers()
         except BaseException as exc:
             error = await self._exit(exc)
             if error is not None and error is not exc:
                 raise error from None
             raise
-        if load_errors:  # one raised as itself, the others as its notes
-            error = await self._exit(first_load_error(workers))
-            assert error is not None
-            raise error
-        parts.autoscaler.loaded(workers)
-        parts.autoscaler.start(start_soon=parts.task_group.start_soon)
         logger.debug("pool %s started %d workers", self.name, self._options.initial)
         return self
 
@@ -381,84 +284,19 @@ class Pool(Generic[I]):
 
     @ki_protected  # a Ctrl-C comes at an await, where the steps below expect it
     async def _stop(self, reason: BaseException | None) -> list[BaseException]:
-        """Stop the workers and wait for their threads; return the errors to raise.
-
-        With no ``reason`` the queue is finished first, unless that wait is
-        interrupted; with one, queued jobs are cancelled, running jobs told
-        to stop, and each hook receives the reason. Several tasks may call it
-        (the block's exit and ``aclose()``); each error is returned to one
-        caller only.
-        """
+        """Stop the workers and wait for their threads; return the errors to raise."""
         parts = self._parts
         assert parts is not None
-        workers = parts.workers
         if self._state is _State.OPEN:
             self._move_to(_State.CLOSING)
-            # Leases end: their resets go first, before their workers take shared jobs.
-            for worker in list(self._resets):
-                if (job := self._queue_reset(worker)) is not None:
-                    self._reset_jobs[worker] = job
-            parts.close()
-            parts.watch_the_exit(EXIT_PATIENCE)
-        errors: list[BaseException] = []
-        if reason is None:
-            try:
-                # Every accepted job finishes before the first hook runs.
-                await parts.drained()
-            except BaseException as exc:  # cancelled, or Ctrl-C, while finishing jobs
-                reason = exc
-        if reason is not None:
-            errors.append(reason)
-            # Cancel first: no queued job may start, and a worker that finishes
-            # its job now closes with the reason, not as if nothing happened.
-            parts.cancel_everything(reason)
-        parts.stop_workers()
-        # From here what comes (a cancellation, a Ctrl-C) changes nothing the
-        # hooks are told, and the first interruption is raised once the workers
-        # have ended; but a second one (the exit's own reason, a Ctrl-C or a
-        # cancellation, being the first) stops waiting for what still runs.
-        interruptions = await self._join(reason)
-        if not errors:
-            if not interruptions:  # on trio, the shield held a cancellation back: look now
-                try:
-                    await parts.backend.cancellation_point()
-                except BaseException as exc:
-                    interruptions.append(exc)
-            errors.extend(interruptions[:1])
+            parts.close(EXIT_PATIENCE)
+        errors = await parts.stop(reason)
         if self._state is not _State.CLOSED:
             self._move_to(_State.CLOSED)
-            parts.stop_watching_the_exit()
-            parts.calls.close()
+            parts.closed()
             self._unwatch_signals()
             logger.debug("pool %s stopped", self.name)
-        errors.extend(e for e in workers.take_errors() if e is not reason)
         return errors
-
-    async def _join(self, reason: BaseException | None) -> list[BaseException]:
-        """Wait for every worker to end; return what interrupted the wait meanwhile.
-
-        Interrupted a second time (a second Ctrl-C, typically: on asyncio the
-        runner turns it into a cancellation of every task), it stops waiting
-        for the workers that still run (:meth:`WorkerSet.leave_behind`).
-        """
-        assert self._parts is not None
-        workers = self._parts.workers
-        stopped = workers.all_stopped
-        interrupted = reason is not None and not isinstance(reason, Exception)  # Ctrl-C, cancel
-        # Not a normal exit: a running job gets the host's grace to stop, then is killed.
-        grace = None if reason is None else self._options.host._kill_grace()
-        kill_at = math.inf if grace is None else anyio.current_time() + grace
-        interruptions: list[BaseException] = []
-        while not stopped.is_set():
-            got = await wait_through(stopped, BaseException, once=True, deadline=kill_at)
-            interruptions += got
-            if got and interrupted:
-                workers.leave_behind()
-            interrupted = interrupted or bool(got)
-            if anyio.current_time() >= kill_at:
-                workers.kill_running(f"grace_period={grace}")
-                kill_at = math.inf
-        return interruptions
 
     def _live(self) -> Parts:
         """The parts of the open pool; RuntimeError or PoolClosedError if it is not."""
@@ -858,15 +696,9 @@ class Pool(Generic[I]):
         """
         check_target(fn)
         fn = self._operations.resolve(fn)
-        if chunksize is not None:
-            chunksize = check_count("chunksize", chunksize)
-        for each in (items, *more):
-            if not isinstance(each, (Iterable, AsyncIterable)):
-                raise TypeError(f"items must be an iterable or async iterable, not {each!r}")
-        parts = self._live()
         return MapResults(
             self._submit_unshed,
-            parts.backend.event,
+            self._live().backend.event,
             fn,
             (items, *more),
             ordered=bool(ordered),
@@ -904,92 +736,7 @@ class Pool(Generic[I]):
                 raises its error. If the pool stops because of an error
                 first, the worker's exit hook runs instead.
         """
-        if reset is not None:
-            check_sync_callable(reset)
-        return Lease[I](
-            self._acquire_worker,
-            self._release_worker,
-            self._call_on,
-            self._operations.names,
-            reset,
-        )
-
-    @ki_protected  # a worker handed over is always given back or kept
-    async def _acquire_worker(self, reset: Reset | None) -> Worker:
-        parts = self._live()
-        await parts.backend.checkpoint()  # a schedule point: no task keeps the line to itself
-        while True:
-            worker = await parts.leases.acquire(parts.workers.free_for_lease())
-            try:
-                finishing = worker.slot.job  # a busy worker was leased: its shared job ends first
-                if finishing is not None:
-                    await finishing._get_event().wait()
-                # If the pool began closing meanwhile, its leases have ended: no lease now.
-                self._live()
-            except BaseException:
-                parts.leases.release(worker)
-                raise
-            if worker.slot.serving:
-                break
-            parts.leases.release(worker)  # its process died under that job: take another
-        if reset is not None:
-            self._resets[worker] = reset
-        return worker
-
-    def _queue_reset(self, worker: Worker) -> Job[Any] | None:
-        """Put the lease's reset first in its worker's own queue (even if the pool is closing)."""
-        assert self._parts is not None
-        reset = self._resets.pop(worker, None)
-        if reset is None or not worker.slot.serving:
-            return None
-        return self._parts.intake.accept(
-            reset, (), {}, with_interface=True, slot=worker.slot, closing=True
-        )
-
-    @ki_protected
-    async def _release_worker(self, worker: Worker) -> outcome.Outcome[object] | None:
-        """The lease ends: run its reset, whatever cancels the task meanwhile; hand the worker on.
-
-        The reset is in the worker's own queue, ahead of anything later for
-        that worker, so it runs first even if a Ctrl-C ends this wait early.
-        """
-        assert self._parts is not None
-        job = self._reset_jobs.pop(worker, None) or self._queue_reset(worker)
-        if job is None:
-            self._parts.leases.release(worker)
-            return None
-        try:
-            interruption = await wait_through_cancellation(job._get_event())
-        finally:
-            self._parts.leases.release(worker)
-        result = job.outcome
-        # Cancelled only when the pool stopped by an error first: its hook runs instead.
-        if result is None or is_cancellation(result):
-            result = None
-        # A native asyncio Task.cancel() came meanwhile: delivered now, unless the
-        # reset failed, whose error wins (as in an asyncio.TaskGroup).
-        if interruption is not None and not isinstance(result, outcome.Error):
-            raise interruption
-        return result
-
-    async def _call_on(
-        self,
-        worker: Worker,
-        fn: Callable[..., Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        with_interface: bool,
-    ) -> outcome.Outcome[Any]:
-        if with_interface:  # a lease's call_method
-            self._operations.check_method(fn)
-        parts = self._live()
-        await parts.backend.cancellation_point()
-        if not worker.slot.serving:  # its process died: the lease cannot go on
-            raise BrokenWorkerError(
-                f"the leased worker {worker.info.name} died; leave the lease and take a new one"
-            )
-        job = parts.intake.accept(fn, args, kwargs, with_interface=with_interface, slot=worker.slot)
-        return await parts.calls.outcome_of(job)
+        return Lease[I](lambda: self._live().leases, self._operations.names, reset)
 
     def define(self, name: str, fn: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         """Make ``fn`` the operation ``name`` on every worker, now and later.
@@ -1077,5 +824,5 @@ class Pool(Generic[I]):
             return self._counters.snapshot(0, [])
         queued, workers = parts.workers.statistics()
         return self._counters.snapshot(
-            queued, workers, parts.admission.waiting, parts.leases.waiting
+            queued, workers, parts.admission.waiting, parts.leases.line.waiting
         )

@@ -15,6 +15,7 @@ moment.
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 import os
@@ -133,17 +134,29 @@ HostFactory = Callable[[], Host]
 """Makes the host of one new worker."""
 
 
-class HostChoice(Protocol):
-    """What ``Pool(host=...)`` takes: :class:`~trio_pool.ThreadHost` or another host."""
+class HostChoice(abc.ABC):
+    """What ``Pool(host=...)`` takes: where each worker's interface lives.
 
-    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory: ...
+    The pool names no host: it asks its choice for the :class:`Host` of each
+    new worker, and how long a running job may take to stop at an error exit.
+    """
 
-    def _kill_grace(self) -> float | None:
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def worker_hosts(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+        """What makes the host of each new worker, for the interface ``loader(*args)``.
+
+        Raises:
+            RuntimeError: if this host cannot serve here (a Python too old, Ray not started).
+        """
+
+    def kill_grace(self) -> float | None:
         """Seconds a running job gets at an error exit before its far side is killed.
 
-        None: the host cannot kill (a thread).
+        None (the default): the host cannot kill (a thread).
         """
-        ...
+        return None
 
 
 def private_name(name: str) -> str:

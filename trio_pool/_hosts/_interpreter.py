@@ -32,7 +32,7 @@ import outcome
 
 from .._errors import BrokenWorkerError
 from .._in_worker import JobView, WorkerInfo
-from ._base import ExcInfo, HostDied, HostFactory
+from ._base import ExcInfo, HostChoice, HostDied, HostFactory
 from ._sub import serve
 from ._wire import decode_outcome, pack_call, pack_exc_info, pack_loader
 
@@ -58,7 +58,7 @@ def _missing() -> str | None:
 
 
 @final
-class InterpreterHost:
+class InterpreterHost(HostChoice):
     """Each worker's interface lives in a subinterpreter of its own (CPython 3.13+).
 
     ``Pool(Parser, workers=4, host=trio_pool.InterpreterHost())``: each
@@ -94,10 +94,7 @@ class InterpreterHost:
     def __repr__(self) -> str:
         return "trio_pool.InterpreterHost()"
 
-    def _kill_grace(self) -> float | None:
-        return None  # a thread cannot be killed
-
-    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+    def worker_hosts(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
         missing = _missing()
         if missing is not None:
             raise RuntimeError(missing)

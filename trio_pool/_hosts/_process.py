@@ -44,6 +44,7 @@ from .._in_worker import JobView, WorkerInfo
 from ._base import (
     CancelRelay,
     ExcInfo,
+    HostChoice,
     HostDied,
     HostFactory,
     check_kill_on_cancel,
@@ -69,7 +70,7 @@ _POLL = 0.5 if hasattr(select, "poll") else 0.05
 
 
 @final
-class ProcessHost:
+class ProcessHost(HostChoice):
     """Each worker's interface lives in a child process of its own.
 
     ``Pool(Model, "weights.bin", workers=4, host=trio_pool.ProcessHost())``:
@@ -158,10 +159,10 @@ class ProcessHost:
             f"max_memory={self.max_memory})"
         )
 
-    def _kill_grace(self) -> float | None:
+    def kill_grace(self) -> float | None:
         return self.grace_period
 
-    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+    def worker_hosts(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
         return functools.partial(
             InProcess,
             loader,

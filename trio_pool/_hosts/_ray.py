@@ -37,6 +37,7 @@ from .._in_worker import JobView, WorkerInfo
 from ._base import (
     CancelRelay,
     ExcInfo,
+    HostChoice,
     HostDied,
     HostFactory,
     LoadInterrupted,
@@ -76,7 +77,7 @@ _RESERVED = {
 
 
 @final
-class RayHost:
+class RayHost(HostChoice):
     """Each worker's interface lives in a Ray actor of its own.
 
     ``Pool(Db, dsn, workers=16, host=trio_pool.RayHost(num_cpus=1,
@@ -148,10 +149,10 @@ class RayHost:
             f"grace_period={self.grace_period}, max_memory={self.max_memory}{options})"
         )
 
-    def _kill_grace(self) -> float | None:
+    def kill_grace(self) -> float | None:
         return self.grace_period
 
-    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+    def worker_hosts(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
         try:
             ray = _ray()
         except ImportError as exc:

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar, final
 from .._in_worker import JobView, WorkerInfo, context
 from ._base import (
     ExcInfo,
+    HostChoice,
     HostFactory,
     call_sync,
     is_mapping,
@@ -23,7 +24,7 @@ R = TypeVar("R")
 
 
 @final
-class ThreadHost:
+class ThreadHost(HostChoice):
     """The default host: each worker's interface lives in the worker thread itself.
 
     ``Pool(..., host=trio_pool.ThreadHost())`` is the same as leaving
@@ -35,10 +36,7 @@ class ThreadHost:
     def __repr__(self) -> str:
         return "trio_pool.ThreadHost()"
 
-    def _kill_grace(self) -> float | None:
-        return None  # a thread cannot be killed
-
-    def _factory(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
+    def worker_hosts(self, loader: object, args: tuple[Any, ...]) -> HostFactory:
         import outcome  # (here: a far side uses InThread without it)
 
         return functools.partial(InThread, loader, args, value=outcome.Value, error=outcome.Error)
