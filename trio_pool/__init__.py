@@ -25,6 +25,7 @@ if _typing.TYPE_CHECKING:
     from ._job import Job as Job
     from ._lease import WorkerLease as WorkerLease
     from ._map import MapResults as MapResults
+    from ._options import PoolOptions as PoolOptions
     from ._pool import Pool as Pool
     from ._primitives import Shared as Shared
     from ._primitives import ThreadSafeLock as ThreadSafeLock
@@ -44,6 +45,7 @@ __all__ = [
     "MapResults",
     "Pool",
     "PoolClosedError",
+    "PoolOptions",
     "PoolStatistics",
     "ProcessHost",
     "RayHost",
@@ -72,6 +74,7 @@ _WHERE = {
     "MapResults": "._map",
     "Pool": "._pool",
     "PoolClosedError": "._exceptions",
+    "PoolOptions": "._options",
     "PoolStatistics": "._statistics",
     "ProcessHost": "._hosts._process",
     "RayHost": "._hosts._ray",

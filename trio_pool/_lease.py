@@ -8,7 +8,7 @@ first); :class:`Lease` and :class:`WorkerLease` are what a user holds.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import Any, Concatenate, Generic, ParamSpec, final
 
@@ -32,6 +32,10 @@ R = TypeVar("R")
 I = TypeVar("I", covariant=True, default=Any)  # the interface (as in _pool)  # noqa: E741
 
 Reset = Callable[[Any], object]
+CallOn = Callable[
+    [Worker, "Callable[..., Any] | str", tuple[Any, ...], dict[str, Any], bool],
+    Awaitable[outcome.Outcome[Any]],
+]
 
 
 class _Waiter:
@@ -280,17 +284,17 @@ class WorkerLease(Generic[I]):
         id: The leased worker's id.
     """
 
-    __slots__ = ("_ended", "_leases", "_names", "_worker", "id")
+    __slots__ = ("_call_on", "_ended", "_names", "_worker", "id")
 
     def __init__(
         self,
         worker: Worker,
-        leases: Leases,
+        call_on: CallOn,
         names: Callable[[], frozenset[str]],
         ended: Callable[[], bool],
     ) -> None:
         self._worker = worker
-        self._leases = leases
+        self._call_on = call_on
         self._names = names
         self._ended = ended
         self.id: int = worker.id
@@ -307,7 +311,7 @@ class WorkerLease(Generic[I]):
     ) -> outcome.Outcome[Any]:
         if self._ended():
             raise RuntimeError("this lease has ended")
-        return await self._leases.call_on(self._worker, fn, args, kwargs, with_interface)
+        return await self._call_on(self._worker, fn, args, kwargs, with_interface)
 
     async def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Like :meth:`Pool.run`, on the leased worker."""
@@ -362,7 +366,7 @@ class Lease(Generic[I]):
         leases = self._leases_of()
         worker = await leases.acquire(self._reset)
         self._held = leases, worker
-        return WorkerLease(worker, leases, self._names, lambda: self._ended)
+        return WorkerLease(worker, leases.call_on, self._names, lambda: self._ended)
 
     async def __aexit__(
         self,

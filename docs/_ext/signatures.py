@@ -43,8 +43,11 @@ def _stringify(
     if isinstance(annotation, typing.ParamSpecKwargs):
         return f"{annotation.__origin__.__name__}.kwargs"
     origin = typing.get_origin(annotation)
-    if origin in (typing.Unpack, typing_extensions.Unpack):  # *Ts, as a loader's arguments
-        return f"*{again(typing.get_args(annotation)[0])}"
+    if origin in (typing.Unpack, typing_extensions.Unpack):
+        (inner,) = typing.get_args(annotation)
+        if typing_extensions.is_typeddict(inner):  # **options: Unpack[PoolOptions]
+            return f"~typing.Unpack[{again(inner)}]"
+        return f"*{again(inner)}"  # *Ts, as a loader's arguments
     if origin is typing.Concatenate:
         return f"~typing.Concatenate[{', '.join(map(again, typing.get_args(annotation)))}]"
     if origin is collections.abc.Callable:
