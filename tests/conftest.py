@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import os
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +62,33 @@ def no_pool_thread_left() -> Iterator[None]:
     assert pool_threads() == [], "a pool thread was running before the test"
     yield
     assert pool_threads() == [], "a pool thread was left running"
+
+
+@pytest.fixture(autouse=True)
+def no_interpreter_left() -> Iterator[None]:
+    """Every subinterpreter a test's pools made is gone (CPython 3.13+)."""
+    yield
+    if sys.version_info >= (3, 13):
+        import _interpreters  # pyright: ignore
+
+        assert len(_interpreters.list_all()) == 1, "a subinterpreter outlived its pool"
+
+
+@pytest.fixture
+def record(tmp_path: Path) -> Path:
+    """A file where a test's interfaces note their loads and exits."""
+    return tmp_path / "record"
+
+
+@pytest.fixture
+def pids() -> Iterator[set[int]]:
+    """Worker pids a test saw; each must be gone once the test is over."""
+    seen: set[int] = set()
+    yield seen
+    seen.discard(os.getpid())
+    for pid in seen:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        pytest.fail(f"worker process {pid} outlived its pool")

@@ -1,9 +1,10 @@
-"""The Pool on every host, and what only a process host does (kill, death, pickling).
+"""What only a process host does: kill, death, pickling across processes, Ctrl-C.
 
-Jobs here may run in another process, so they synchronise through files
-(:class:`FileGate`), never through threading objects, and whatever the far
-side does is written to a record file. After every test, no worker process
-is left: each pid a pool reported is gone.
+The Pool-level suite over every host is tests/test_pool_on_every_host.py;
+this module reuses its interface (:class:`Model`) and helpers. Jobs here run
+in another process, so they synchronise through files (:class:`FileGate`),
+never through threading objects. After every test, no worker process is
+left: each pid a pool reported is gone.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,73 +41,16 @@ from helpers import (
     wait_in_thread,
 )
 from test_host_contract import check_a_kill_that_races_the_reply
-
-HOSTS = {
-    "thread": trio_pool.ThreadHost(),
-    "process": trio_pool.ProcessHost(grace_period=TIMEOUT),
-}
+from test_pool_on_every_host import (
+    Model,
+    check_a_cancelled_caller_stops_a_cooperative_job,
+    lines,
+    note_pids,
+    spin_until_cancelled,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def lines(record: Path) -> list[str]:
-    return record.read_text().splitlines() if record.exists() else []
-
-
-class Model:
-    """A per-worker object: it notes its loads and its exit in a record file."""
-
-    def __init__(self, scale: int, record: str) -> None:
-        self.scale = scale
-        self.record = record
-        self.calls = 0
-        self._note(f"load {trio_pool.current_worker().id} {os.getpid()}")
-
-    def _note(self, line: str) -> None:
-        with open(self.record, "a") as file:
-            file.write(line + "\n")
-
-    def predict(self, x: int) -> int:
-        self.calls += 1
-        return x * self.scale
-
-    def calls_so_far(self) -> int:
-        return self.calls
-
-    def where(self) -> tuple[int, int, str]:
-        worker = trio_pool.current_worker()
-        assert trio_pool.current_interface() is self
-        return os.getpid(), worker.id, worker.name
-
-    def fail(self, n: int) -> None:
-        raise LookupError("no such row", n)
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        kind = "None" if exc_type is None else exc_type.__name__
-        self._note(f"exit {trio_pool.current_worker().id} {os.getpid()} {kind}")
-
-
-def scaled(model: Model, x: int) -> int:
-    return model.predict(x) + 1
-
-
-async def double(x: int) -> int:
-    await anyio.lowlevel.checkpoint()
-    return 2 * x
-
-
-def ask_the_loop(x: int) -> int:
-    result: int = trio_pool.from_loop(double, x)
-    return result
-
-
-def spin_until_cancelled(started: FileGate) -> str:
-    started.open()
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        trio_pool.check_cancelled()
-        time.sleep(0.001)
-    return "never cancelled"
+PROCESS = trio_pool.ProcessHost(grace_period=TIMEOUT)
 
 
 def sleep_a_long_time(started: FileGate) -> None:
@@ -122,144 +66,13 @@ def local_pid() -> int:
     return os.getpid()
 
 
-@pytest.fixture
-def record(tmp_path: Path) -> Path:
-    return tmp_path / "record"
-
-
-@pytest.fixture
-def pids() -> Iterator[set[int]]:
-    """Worker pids a test saw; each must be gone once the test is over."""
-    seen: set[int] = set()
-    yield seen
-    seen.discard(os.getpid())
-    for pid in seen:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        pytest.fail(f"worker process {pid} outlived its pool")
-
-
-def note_pids(pool: trio_pool.Pool, pids: set[int]) -> None:
-    pids.update(w.pid for w in pool.statistics().worker_states if w.pid is not None)
-
-
-@pytest.mark.parametrize("host", sorted(HOSTS))
-async def test_the_pool_on_every_host(
-    backend: str, host: str, record: Path, pids: set[int]
-) -> None:
-    async with trio_pool.Pool(Model, 3, str(record), workers=2, host=HOSTS[host]) as pool:
-        note_pids(pool, pids)
-        assert await pool.interface.predict(2) == 6
-        assert await pool.call("predict", 3) == outcome.Value(9)
-        assert await pool.call_method(Model.predict, 4) == 12
-        assert await pool.call_method(scaled, 5) == 16
-        assert await pool.run(lambda x: x + 1, 1) == 2  # lambdas travel
-        offset = 10
-        assert await pool.run(lambda: offset + 1) == 11  # and closures
-        assert await pool.run(ask_the_loop, 21) == 42  # from_loop, relayed
-        job = await pool.submit(pow, 2, 10)
-        assert (await job.wait()).unwrap() == 1024
-        async with pool.map(lambda x: x * x, range(6)) as results:
-            assert [x async for x in results] == [0, 1, 4, 9, 16, 25]
-        broadcast = [r.unwrap() for r in await pool.broadcast("where")]
-        assert sorted(worker for _, worker, _ in broadcast) == [0, 1]
-        worker_pids = {w.pid for w in pool.statistics().worker_states}
-        assert {pid for pid, _, _ in broadcast} == worker_pids
-        if host == "process":
-            assert len(worker_pids) == 2
-            assert os.getpid() not in worker_pids
-        else:
-            assert worker_pids == {os.getpid()}
-        async with pool.lease() as lease:  # one worker, one interface, call after call
-            first = await lease.interface.calls_so_far()
-            await lease.interface.predict(1)
-            assert await lease.interface.calls_so_far() == first + 1
-        failed = await pool.call("fail", 7)
-        assert isinstance(failed, outcome.Error)
-        assert type(failed.error) is LookupError
-        assert failed.error.args == ("no such row", 7)
-        if host == "process":  # the child's traceback comes along
-            assert "in fail" in str(failed.error.__cause__)
-        await pool.resize(3)
-        note_pids(pool, pids)
-        assert pool.worker_count == 3
-        await pool.resize(1)
-    loads = [line for line in lines(record) if line.startswith("load")]
-    exits = [line for line in lines(record) if line.startswith("exit")]
-    assert len(loads) == 3
-    # Each hook ran once, in the process that built its interface.
-    assert sorted(e.rsplit(" ", 1)[0].replace("exit", "load") for e in exits) == sorted(loads)
-
-
-class Session:
-    """A per-worker session that a lease opens and its reset closes."""
-
-    def __init__(self) -> None:
-        self.open = False
-
-    def begin(self) -> None:
-        self.open = True
-
-    def is_open(self) -> bool:
-        return self.open
-
-    def reset(self) -> None:
-        self.open = False
-
-
-@pytest.mark.parametrize("host", sorted(HOSTS))
-async def test_broadcast_method_and_a_lease_reset_on_every_host(
-    backend: str, host: str, pids: set[int]
-) -> None:
-    await check_broadcast_method_and_a_lease_reset(HOSTS[host], pids)
-
-
-async def check_broadcast_method_and_a_lease_reset(host: HostChoice, pids: set[int]) -> None:
-    """(Also run by tests/on_ray.)"""
-    async with trio_pool.Pool(Session, workers=2, host=host) as pool:
-        note_pids(pool, pids)
-        with anyio.CancelScope() as scope:
-            async with pool.lease(reset=Session.reset) as session:
-                await session.call_method(Session.begin)
-                opened = await pool.broadcast_method(Session.is_open)  # reaches the lease too
-                assert sorted(o.unwrap() for o in opened) == [False, True]
-                scope.cancel()
-                await anyio.sleep_forever()
-        assert scope.cancelled_caught
-        closed = await pool.broadcast_method(Session.is_open)
-        assert [o.unwrap() for o in closed] == [False, False]
-
-
-@pytest.mark.parametrize("host", sorted(HOSTS))
-async def test_a_cancelled_caller_stops_a_cooperative_job(
-    backend: str, host: str, tmp_path: Path, pids: set[int]
-) -> None:
-    await check_a_cancelled_caller_stops_a_cooperative_job(HOSTS[host], tmp_path, pids)
-
-
-async def check_a_cancelled_caller_stops_a_cooperative_job(
-    host: HostChoice, tmp_path: Path, pids: set[int]
-) -> None:
-    """(Also run by tests/on_ray.)"""
-    started = FileGate(tmp_path / "started")
-    async with trio_pool.Pool(workers=1, host=host) as pool:
-        note_pids(pool, pids)
-        scope = await cancel_once_entered(started, pool.run, spin_until_cancelled, started)
-        assert scope.cancelled_caught
-        assert pool.statistics().cancelled == 1
-        assert await pool.run(trio_pool.check_cancelled) is None  # not the next job's cancel
-        assert await pool.run(int, "5") == 5  # the worker keeps serving
-
-
 async def test_a_cancel_request_reaches_the_child_without_waiting_for_a_poll(
     backend: str, tmp_path: Path, pids: set[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The worker thread once looked at the request every 50 ms; now the pool's
     # interrupt() wakes it, and the look every _POLL seconds is only a fallback.
     monkeypatch.setattr(trio_pool._hosts._process, "_POLL", 3600.0)
-    await check_a_cancelled_caller_stops_a_cooperative_job(HOSTS["process"], tmp_path, pids)
+    await check_a_cancelled_caller_stops_a_cooperative_job(PROCESS, tmp_path, pids)
 
 
 async def test_kill_on_cancel_kills_the_job_and_replaces_the_worker(
@@ -338,7 +151,7 @@ async def check_kill_on_cancel_with_cancel_grace(
 async def test_a_worker_process_that_dies_fails_its_job_and_is_replaced(
     backend: str, record: Path, pids: set[int]
 ) -> None:
-    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=HOSTS["process"]) as pool:
+    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=PROCESS) as pool:
         note_pids(pool, pids)
         doomed = await pool.submit(die, 3)
         queued = [await pool.submit(pow, 2, n) for n in range(3)]  # they wait behind it
@@ -404,7 +217,7 @@ async def test_a_lease_given_a_busy_worker_that_dies_under_its_job_takes_another
     backend: str, tmp_path: Path, pids: set[int]
 ) -> None:
     started, release = FileGate(tmp_path / "started"), FileGate(tmp_path / "release")
-    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
         note_pids(pool, pids)
         [doomed] = [w.pid for w in pool.statistics().worker_states]
         job = await pool.submit(die_when_released, started, release)
@@ -432,7 +245,7 @@ async def test_a_lease_given_a_busy_worker_that_dies_under_its_job_takes_another
 async def test_a_lease_whose_worker_dies_fails_its_next_calls_and_is_left_cleanly(
     backend: str, pids: set[int]
 ) -> None:
-    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
         note_pids(pool, pids)
         async with pool.lease() as worker:
             with pytest.raises(trio_pool.BrokenWorkerError, match="exited with code 3"):
@@ -457,7 +270,7 @@ def dead(pid: int) -> bool:
 async def test_a_job_sent_to_a_worker_process_killed_while_idle_fails_and_is_replaced(
     backend: str, pids: set[int]
 ) -> None:
-    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
         note_pids(pool, pids)
         [pid] = pids
         os.kill(pid, signal.SIGKILL)  # from outside, while it waits for a job
@@ -495,7 +308,7 @@ def refused_by_the_parent(parent: int, error: bool) -> ParentRefuses:
 async def test_a_result_that_cannot_be_unpickled_in_the_pool_fails_only_its_job(
     backend: str, pids: set[int]
 ) -> None:
-    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
         note_pids(pool, pids)
         for error in (False, True):
             with pytest.raises(TypeError, match="cannot be received") as info:
@@ -531,7 +344,7 @@ async def test_a_hook_is_told_of_a_block_error_that_cannot_reach_its_process(
     # told there had been no exception at all.
     raised = ChildRefusesError(os.getpid()) if error is ChildRefusesError else UnpicklableError()
     with pytest.raises(error):
-        async with trio_pool.Pool(Model, 1, str(record), workers=1, host=HOSTS["process"]) as pool:
+        async with trio_pool.Pool(Model, 1, str(record), workers=1, host=PROCESS) as pool:
             note_pids(pool, pids)
             raise raised
     assert [line.split()[0::3] for line in lines(record)] == [["load"], ["exit", "RuntimeError"]]
@@ -552,53 +365,8 @@ async def test_a_loader_that_cannot_be_unpickled_in_its_process_raises_why(
     backend: str, pids: set[int]
 ) -> None:
     with pytest.raises(LookupError, match="cannot be rebuilt in a worker process"):
-        async with trio_pool.Pool(
-            ChildRefusesLoader(os.getpid()), workers=1, host=HOSTS["process"]
-        ):
+        async with trio_pool.Pool(ChildRefusesLoader(os.getpid()), workers=1, host=PROCESS):
             pass
-
-
-async def test_what_cannot_be_pickled_fails_only_its_job(backend: str, pids: set[int]) -> None:
-    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
-        note_pids(pool, pids)
-        lock = threading.Lock()
-        with pytest.raises(TypeError, match=r"argument 1 \(<unlocked _thread.lock"):
-            await pool.run(print, "x", lock)
-        with pytest.raises(TypeError, match="result cannot be sent back"):
-            await pool.run(threading.Lock)
-        assert await pool.run(local_pid) != os.getpid()
-
-
-def interface_scale() -> int:
-    model: Model = trio_pool.current_interface()
-    return model.scale
-
-
-def wait_for_go(token: int) -> tuple[Any, ...]:
-    return trio_pool.wait(("go", token), TIMEOUT)
-
-
-@pytest.mark.parametrize("host", sorted(HOSTS))
-async def test_define_notify_and_autoscaling_on_every_host(
-    backend: str, host: str, record: Path, pids: set[int]
-) -> None:
-    options: dict[str, Any] = {"min_workers": 0, "max_workers": 2, "idle_timeout": 0.01}
-    async with trio_pool.Pool(Model, 4, str(record), host=HOSTS[host], **options) as pool:
-        assert pool.worker_count == 0
-        scale_of = pool.define("scale_of", interface_scale)
-        assert await scale_of() == 4  # the first job started a worker
-        note_pids(pool, pids)
-        job = await pool.submit(wait_for_go, 1)
-        await poll_until(lambda: job.worker_id is not None)
-        assert job.worker_id is not None
-        pool.notify(job.worker_id, ("go", 1), "went")  # relayed to the child
-        assert (await job.wait()).unwrap() == ("went",)
-        pool.undefine("scale_of")
-        with pytest.raises(AttributeError):
-            await pool.interface.scale_of()
-        await poll_until(lambda: pool.worker_count == 0)  # idle workers retire
-        assert pool.statistics().scaled_down >= 1
-    assert len([line for line in lines(record) if line.startswith("exit")]) >= 1
 
 
 class SlowHook:
@@ -834,7 +602,7 @@ async def test_a_replacement_killed_while_it_loads_is_retried(
     backend: str, tmp_path: Path, pids: set[int]
 ) -> None:
     record, gate = tmp_path / "record", tmp_path / "gate"
-    host = HOSTS["process"]
+    host = PROCESS
     async with trio_pool.Pool(
         LoadsOnceThenWaits, str(record), str(gate), workers=1, host=host
     ) as pool:
@@ -866,7 +634,7 @@ async def test_a_replacement_that_keeps_dying_as_it_loads_is_given_up_on(
 
     with pytest.raises(BaseException) as info:  # noqa: PT011 (its leaves are checked below)
         async with trio_pool.Pool(
-            DiesAfterTheFirstLoad, str(record), workers=1, host=HOSTS["process"]
+            DiesAfterTheFirstLoad, str(record), workers=1, host=PROCESS
         ) as pool:
             note_pids(pool, pids)
             with pytest.raises(trio_pool.BrokenWorkerError, match="exited with code 3"):
@@ -911,7 +679,7 @@ async def check_an_error_exit_kills_a_job_that_does_not_stop(
 async def test_a_worker_process_loads_neither_trio_nor_anyio(backend: str, pids: set[int]) -> None:
     # (A lambda travels by value: the child imports no test module for it.)
     frameworks = lambda: sorted({m.partition(".")[0] for m in sys.modules} & {"trio", "anyio"})  # noqa: E731
-    async with trio_pool.Pool(workers=1, host=HOSTS["process"]) as pool:
+    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
         note_pids(pool, pids)
         assert await pool.run(frameworks) == []
         assert await pool.run(trio_pool.check_cancelled) is None  # the in-job functions too

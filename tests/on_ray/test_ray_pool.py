@@ -1,7 +1,7 @@
 """The Pool on RayHost: every promise of SPEC, with each interface in a Ray actor.
 
 Jobs synchronise with the test through files (:class:`FileGate`), and what
-the actors do is written to a record file, as in tests/test_process_host.py,
+the actors do is written to a record file, as in tests/test_pool_on_every_host.py,
 whose interfaces and jobs this module shares. After every test, no actor
 is left alive (conftest.py).
 """
@@ -25,20 +25,23 @@ import trio_pool
 
 from helpers import TIMEOUT, FileGate, cancel_once_entered, poll_until, wait_in_thread
 from test_host_contract import check_a_kill_that_races_the_reply
-from test_process_host import (
+from test_pool_on_every_host import (
     Model,
-    SlowHook,
     check_a_cancelled_caller_stops_a_cooperative_job,
-    check_an_error_exit_kills_a_job_that_does_not_stop,
     check_broadcast_method_and_a_lease_reset,
+    check_each_hook_ran_once_where_it_loaded,
+    interface_scale,
+    lines,
+    scaled,
+)
+from test_process_host import (
+    SlowHook,
+    check_an_error_exit_kills_a_job_that_does_not_stop,
     check_kill_on_cancel_with_cancel_grace,
     die,
     grow,
-    interface_scale,
-    lines,
     local_pid,
     notice_cancel,
-    scaled,
     sleep_a_long_time,
 )
 
@@ -48,11 +51,6 @@ if sys.version_info < (3, 11):
 pytestmark = pytest.mark.timeout(120)
 
 HOST = trio_pool.RayHost(grace_period=TIMEOUT)
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Path:
-    return tmp_path / "record"
 
 
 def actors(pool: trio_pool.Pool[Any]) -> list[str | None]:
@@ -75,7 +73,7 @@ async def test_the_pool_on_ray(backend: str, record: Path) -> None:
         broadcast = [r.unwrap() for r in await pool.broadcast("where")]
         assert sorted(worker for _, worker, _ in broadcast) == [0, 1]
         states = pool.statistics().worker_states
-        assert {pid for pid, _, _ in broadcast} == {w.pid for w in states}
+        assert {int(home.split(".")[0]) for home, _, _ in broadcast} == {w.pid for w in states}
         assert os.getpid() not in {w.pid for w in states}
         assert len({w.actor_id for w in states}) == 2
         assert {w.node_id for w in states} == {ray.get_runtime_context().get_node_id()}
@@ -92,11 +90,7 @@ async def test_the_pool_on_ray(backend: str, record: Path) -> None:
         assert pool.worker_count == 3
         await pool.resize(1)
         assert pool.statistics().workers_stopped == 2
-    loads = [line for line in lines(record) if line.startswith("load")]
-    exits = [line for line in lines(record) if line.startswith("exit")]
-    assert len(loads) == 3
-    # Each hook ran once, in the actor that built its interface.
-    assert sorted(e.rsplit(" ", 1)[0].replace("exit", "load") for e in exits) == sorted(loads)
+    check_each_hook_ran_once_where_it_loaded(record, loads=3)  # in the actor that built it
 
 
 def use_wait() -> object:
