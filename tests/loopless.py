@@ -9,7 +9,7 @@ from typing import Any
 import outcome
 
 from trio_pool._handoff import Delivery, Handoff
-from trio_pool._job import Job
+from trio_pool._job import JobRecord
 
 
 class FakeEvent:
@@ -60,8 +60,8 @@ class Loop:
             self.posted.pop(0)()
         return count
 
-    def job(self, fn: Callable[..., Any] = int, *args: Any) -> Job[Any]:
-        return Job[Any]._create(
+    def job(self, fn: Callable[..., Any] = int, *args: Any) -> JobRecord:
+        return JobRecord(
             fn,
             args,
             {},
@@ -73,7 +73,7 @@ class Loop:
     # The jobs' owner.
     event = FakeEvent
 
-    def cancel(self, job: Job[Any]) -> bool:
+    def cancel(self, job: JobRecord) -> bool:
         return self.handoff.cancel(job)
 
     def check_loop(self) -> None:

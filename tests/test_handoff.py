@@ -16,7 +16,7 @@ from loopless import Loop
 
 import trio_pool
 from trio_pool._handoff import Bell, Phase, Place, Slot
-from trio_pool._job import Job
+from trio_pool._job import JobRecord
 
 from helpers import TIMEOUT
 
@@ -31,7 +31,7 @@ class Taker:
     """A thread that takes one job from the handoff and reports which."""
 
     def __init__(self, loop: Loop, slot: Slot) -> None:
-        self.job: Job[Any] | None = None
+        self.job: JobRecord | None = None
         self.asleep = threading.Event()
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._take, args=(loop, slot))
@@ -69,7 +69,7 @@ def test_a_burst_wakes_every_idle_worker_through_the_chain() -> None:
         taker.join()
     assert sorted(id(t.job) for t in takers) == sorted(id(j) for j in jobs)
     assert {job.worker_id for job in jobs} == {0, 1, 2}
-    assert all(job._place is Place.RUNNING for job in jobs)
+    assert all(job.place is Place.RUNNING for job in jobs)
 
 
 def test_outcomes_come_back_in_one_wake_up_per_batch() -> None:
@@ -129,7 +129,7 @@ def serve(loop: Loop, slot: Slot) -> None:
     """A worker's loop, as _worker.Worker runs it: each job's Outcome is its argument."""
     done: list[outcome.Outcome[Any]] = []
     while (job := loop.handoff.take(slot, done)) is not None:
-        done.append(outcome.Value(job._args[0]))
+        done.append(outcome.Value(job.args[0]))
     loop.handoff.closed(slot)
 
 
@@ -147,7 +147,7 @@ def test_random_puts_and_cancels_lose_no_job_and_no_wake_up(seed: int) -> None:
     threads = [threading.Thread(target=serve, args=(loop, slot)) for slot in slots]
     for thread in threads:
         thread.start()
-    jobs: list[Job[Any]] = []
+    jobs: list[JobRecord] = []
     cancelled: set[int] = set()
     for i in range(300):
         choice = rng.random()
@@ -179,7 +179,7 @@ def test_random_puts_and_cancels_lose_no_job_and_no_wake_up(seed: int) -> None:
         if id(job) in cancelled:
             assert id(job) not in delivered
         else:
-            assert delivered[id(job)] == outcome.Value(job._args[0])
+            assert delivered[id(job)] == outcome.Value(job.args[0])
     assert all(slot.phase is Phase.STOPPED for slot in slots)
 
 
@@ -189,7 +189,7 @@ def test_cancel_removes_a_queued_job_once_and_leaves_a_taken_out_one_alone() -> 
     queued, taken_out = loop.job(), loop.job()
     loop.handoff.put(queued)
     assert loop.handoff.cancel(queued)
-    assert queued._place is Place.OUT
+    assert queued.place is Place.OUT
     assert not loop.handoff.cancel(queued)  # already out: nothing to do, no error
     loop.handoff.put(taken_out, slot)
     assert loop.handoff.take_direct(slot) == [taken_out]
@@ -217,7 +217,7 @@ def test_cancelling_a_running_job_wakes_it_in_wait() -> None:
     assert not loop.handoff.cancel(job)  # running: asked to stop, not removed
     thread.join(TIMEOUT)
     assert not thread.is_alive()
-    assert job._cancel_requested
+    assert job.cancel_requested
     assert [type(e) for e in raised] == [trio_pool.JobCancelled]
 
 
@@ -258,8 +258,8 @@ def test_stop_with_cancel_takes_everything_out_and_tells_the_hooks_why() -> None
     exc_info = (RuntimeError, reason, None)
     removed = loop.handoff.stop([idle, busy], cancel=exc_info)
     assert removed == [queued, direct]
-    assert all(job._place is Place.OUT for job in removed)
-    assert running._cancel_requested
+    assert all(job.place is Place.OUT for job in removed)
+    assert running.cancel_requested
     assert idle.exit_info == exc_info
     assert busy.exit_info == exc_info
     assert loop.handoff.take(idle) is None  # draining, nothing left: it stops

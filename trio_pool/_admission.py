@@ -16,14 +16,13 @@ import itertools
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 
 from ._backend import Event
 from ._exceptions import QueueFull
 from ._handoff import Handoff
-from ._job import Job
+from ._job import JobRecord
 
 
 async def wait_or_shed(event: Event, seconds: float | None, what: str) -> None:
@@ -117,16 +116,16 @@ class Shedder:
     delivered and dropped is gone. Loop thread only.
     """
 
-    def __init__(self, new_event: Callable[[], Event], shed: Callable[[Job[Any]], None]) -> None:
+    def __init__(self, new_event: Callable[[], Event], shed: Callable[[JobRecord], None]) -> None:
         """``shed(job)`` takes ``job`` out if it is still queued."""
         self._new_event = new_event
         self._shed = shed
-        self._due: list[tuple[float, int, weakref.ref[Job[Any]]]] = []  # a heap
+        self._due: list[tuple[float, int, weakref.ref[JobRecord]]] = []  # a heap
         self._order = itertools.count()  # ties are shed in the order they came
         self._sooner = new_event()  # set when a watch comes due before the others
         self._scope = anyio.CancelScope()
 
-    def watch(self, job: Job[Any], deadline: float) -> None:
+    def watch(self, job: JobRecord, deadline: float) -> None:
         heapq.heappush(self._due, (deadline, next(self._order), weakref.ref(job)))
         if self._due[0][0] == deadline:
             self._sooner.set()

@@ -21,7 +21,7 @@ import outcome
 
 from ._backend import Backend, ki_protected, wait_through_cancellation
 from ._exceptions import JobCancelled
-from ._job import Job, LoopCall, is_cancellation
+from ._job import JobRecord, LoopCall, is_cancellation
 from ._statistics import Counters
 
 T = TypeVar("T")
@@ -41,7 +41,7 @@ class _PoolScopeCall:
 
     __slots__ = ("call", "cancelled", "job", "scope")
 
-    def __init__(self, job: Job[Any], call: LoopCall) -> None:
+    def __init__(self, job: JobRecord, call: LoopCall) -> None:
         self.job = job
         self.call = call
         self.scope: anyio.CancelScope | None = None  # made in its task, not in a callback
@@ -76,7 +76,7 @@ class Calls:
         self._dispatching = True  # until serve_pool_scope() ends
         self._closed = False
 
-    async def outcome_of(self, job: Job[Any]) -> outcome.Outcome[Any]:
+    async def outcome_of(self, job: JobRecord) -> outcome.Outcome[Any]:
         """:meth:`outcomes_of` for one job: the hot path of run() and call().
 
         A cancellation that reaches the waiting caller cancels the job at
@@ -85,24 +85,24 @@ class Calls:
         ``trio.to_thread`` does. The rules of :meth:`_caller_left` follow.
         """
         cancel = job.cancel
-        wake = job._wake = self._new_waker(cancel)
+        wake = job.wake = self._new_waker(cancel)
         try:
-            while job._outcome is None:
-                if job._requests:  # the wake-up was a from_loop() call: re-arm, then serve
-                    wake = job._wake = self._new_waker(cancel)
+            while job.outcome is None:
+                if job.requests:  # the wake-up was a from_loop() call: re-arm, then serve
+                    wake = job.wake = self._new_waker(cancel)
                     await self._serve_requests(job)
                 elif wake.is_set():
-                    wake = job._wake = self._new_waker(cancel)
+                    wake = job.wake = self._new_waker(cancel)
                 else:
                     await wake.wait()
         except BaseException as exc:
             if not await self._caller_left((job,), exc):
                 raise
-        job._wake = None
-        assert job._outcome is not None
-        return job._outcome
+        job.wake = None
+        assert job.outcome is not None
+        return job.outcome
 
-    async def outcomes_of(self, jobs: Iterable[Job[Any]]) -> list[outcome.Outcome[Any]]:
+    async def outcomes_of(self, jobs: Iterable[JobRecord]) -> list[outcome.Outcome[Any]]:
         """Wait for jobs as their caller, applying the cancellation rules.
 
         Meanwhile, run their ``from_loop()`` calls in this task, whichever job
@@ -117,7 +117,7 @@ class Calls:
 
         wake = self._new_waker(cancel)
         for job in jobs:
-            job._wake = wake
+            job.wake = wake
         try:
             while True:
                 # Re-arm, then look, then wait: nothing can happen in between,
@@ -125,23 +125,23 @@ class Calls:
                 if wake.is_set():
                     wake = self._new_waker(cancel)
                     for job in jobs:
-                        job._wake = wake
-                if any(job._requests for job in jobs):
+                        job.wake = wake
+                if any(job.requests for job in jobs):
                     for job in jobs:
                         await self._serve_requests(job)
                     continue
-                if all(job._outcome is not None for job in jobs):
+                if all(job.outcome is not None for job in jobs):
                     break
                 await wake.wait()
         except BaseException as exc:
             if not await self._caller_left(jobs, exc):
                 raise
         for job in jobs:
-            job._wake = None
-        return [job._outcome for job in jobs if job._outcome is not None]
+            job.wake = None
+        return [job.outcome for job in jobs if job.outcome is not None]
 
     @ki_protected
-    async def _caller_left(self, jobs: Iterable[Job[Any]], exc: BaseException) -> bool:
+    async def _caller_left(self, jobs: Iterable[JobRecord], exc: BaseException) -> bool:
         """The caller of ``jobs`` stops waiting, because of ``exc``: apply the rules.
 
         Queued jobs are removed; running ones are abandoned, or, when ``exc``
@@ -152,46 +152,46 @@ class Calls:
         ``trio.to_thread.run_sync`` does, no finished work is thrown away).
         """
         jobs = list(jobs)
-        running: list[Job[Any]] = []
+        running: list[JobRecord] = []
         for job in jobs:
-            job._wake = None
-            for call in job._requests or ():
+            job.wake = None
+            for call in job.requests or ():
                 call.answer(_gone())
-            job._requests = None
-            if job._outcome is None and not job.cancel():
+            job.requests = None
+            if job.outcome is None and not job.cancel():
                 running.append(job)
         if self._abandon_on_cancel or not isinstance(exc, anyio.get_cancelled_exc_class()):
             for job in running:
-                job._abandoned = True
+                job.abandoned = True
                 self._counters.abandoned()
             return False
         for job in running:
-            await wait_through_cancellation(job._get_event())
+            await wait_through_cancellation(job.finished())
         # A job may also have finished just as the cancellation came.
         return _redelivered() and any(
-            job._outcome is not None and not is_cancellation(job._outcome) for job in jobs
+            job.outcome is not None and not is_cancellation(job.outcome) for job in jobs
         )
 
-    async def _serve_requests(self, job: Job[Any]) -> None:
-        calls, job._requests = job._requests or [], None
+    async def _serve_requests(self, job: JobRecord) -> None:
+        calls, job.requests = job.requests or [], None
         cancelled = anyio.get_cancelled_exc_class()
         for index, call in enumerate(calls):
             result = await _run_call(call)
             if isinstance(result, outcome.Error) and isinstance(result.error, cancelled):
                 # The rest are answered as cancelled by the caller's handler.
-                job._requests = calls[index:] + (job._requests or [])
+                job.requests = calls[index:] + (job.requests or [])
                 raise result.error
             call.answer(result)
 
-    def route(self, job: Job[Any], call: LoopCall) -> None:
+    def route(self, job: JobRecord, call: LoopCall) -> None:
         """A job asks to run ``call`` on the loop (posted by its worker, outside any task)."""
-        if job._cancel_requested or self._closed:
+        if job.cancel_requested or self._closed:
             call.answer(_gone())
-        elif job._wake is not None:  # its caller waits: it runs the call
-            if job._requests is None:
-                job._requests = []
-            job._requests.append(call)
-            job._wake.set()
+        elif job.wake is not None:  # its caller waits: it runs the call
+            if job.requests is None:
+                job.requests = []
+            job.requests.append(call)
+            job.wake.set()
         elif not self._dispatching:
             call.answer(_cancelled())
         else:
@@ -236,7 +236,7 @@ class Calls:
             result = _cancelled()
         entry.call.answer(result)
 
-    def cancel_job_calls(self, job: Job[Any]) -> None:
+    def cancel_job_calls(self, job: JobRecord) -> None:
         """``job.cancel()`` on a running job: cancel its calls in the pool's scope."""
         for entry in list(self._in_pool_scope):
             if entry.job is job:

@@ -15,7 +15,7 @@ import outcome
 
 from ._backend import ki_protected
 from ._instruments import Instruments
-from ._job import Job
+from ._job import JobRecord
 from ._statistics import Counters
 
 
@@ -24,15 +24,15 @@ class Completion:
         self._counters = counters
         self._instruments = instruments
 
-    def complete(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
+    def complete(self, job: JobRecord, result: outcome.Outcome[Any]) -> None:
         self.complete_all(((job, result),))
 
     @ki_protected
-    def complete_all(self, batch: Iterable[tuple[Job[Any], outcome.Outcome[Any]]]) -> None:
+    def complete_all(self, batch: Iterable[tuple[JobRecord, outcome.Outcome[Any]]]) -> None:
         instruments = self._instruments
         count = self._counters.count
         for job, result in batch:
             count(job, result)
-            job._finish(result)
+            job.finish(result)
             if instruments.job_finished or instruments.job_started:
                 instruments.finished(job)

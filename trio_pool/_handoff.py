@@ -30,9 +30,9 @@ import outcome
 
 from ._exceptions import JobCancelled
 from ._hosts._base import NO_EXC, ExcInfo
-from ._job import Job
+from ._job import JobRecord
 
-Delivery = list[tuple[Job[Any], outcome.Outcome[Any]]]
+Delivery = list[tuple[JobRecord, outcome.Outcome[Any]]]
 
 
 class Place(enum.Enum):
@@ -121,9 +121,9 @@ class Slot:
     def __init__(self, id: int) -> None:  # noqa: A002
         self.id: int = id  # the worker's
         self.phase: Phase = Phase.LOADING
-        self.job: Job[Any] | None = None  # the job it runs
+        self.job: JobRecord | None = None  # the job it runs
         self.jobs_done: int = 0
-        self.direct: deque[Job[Any]] = deque()  # jobs for this worker alone
+        self.direct: deque[JobRecord] = deque()  # jobs for this worker alone
         self.leased: bool = False
         self.stop_requested: bool = False
         self.renewing: bool = False  # it stops to be renewed (a new worker takes its place)
@@ -139,7 +139,7 @@ class Slot:
         """Loaded (or loading) and not asked to stop."""
         return self.phase in (Phase.LOADING, Phase.SERVING) and not self.stop_requested
 
-    def _move(self, phase: Phase) -> None:
+    def move_to(self, phase: Phase) -> None:
         """The one transition function of a worker's phase."""
         assert phase in _NEXT[self.phase], f"a worker cannot go from {self.phase} to {phase}"
         self.phase = phase
@@ -151,7 +151,7 @@ class Handoff:
     ) -> None:
         """``post`` calls a function soon in the loop thread; ``deliver`` takes outcomes there."""
         self.lock: threading.Lock = threading.Lock()
-        self._jobs: deque[Job[Any]] = deque()
+        self._jobs: deque[JobRecord] = deque()
         self._idle: list[Slot] = []  # free workers asleep in take(), most recent last
         self._waking = 0  # idle workers woken for the shared queue, not yet awake
         self._draining = False
@@ -198,10 +198,10 @@ class Handoff:
         slot.wakeup.ring()
 
     @staticmethod
-    def _take_out(jobs: Iterable[Job[Any]]) -> list[Job[Any]]:
+    def _take_out(jobs: Iterable[JobRecord]) -> list[JobRecord]:
         removed = list(jobs)
         for job in removed:
-            job._place = Place.OUT
+            job.place = Place.OUT
         return removed
 
     # --- loop side ------------------------------------------------------
@@ -210,12 +210,12 @@ class Handoff:
         """Ask (or stop asking) to be woken when a worker takes a shared job."""
         self._room_wanted = wanted
 
-    def put(self, job: Job[Any], slot: Slot | None = None) -> None:
+    def put(self, job: JobRecord, slot: Slot | None = None) -> None:
         """Queue ``job`` for any free worker, or for ``slot``'s worker alone."""
         called = None
         with self.lock:
-            job._place = Place.QUEUED
-            job._slot = slot
+            job.place = Place.QUEUED
+            job.slot = slot
             if slot is None:
                 self._jobs.append(job)
                 if self._idle and not self._waking:  # else the woken worker passes it on
@@ -226,35 +226,35 @@ class Handoff:
         if called is not None:
             called.wakeup.ring()
 
-    def cancel(self, job: Job[Any]) -> bool:
+    def cancel(self, job: JobRecord) -> bool:
         """Remove ``job`` if it is queued (True); ask it to stop if it runs."""
         with self.lock:
-            if job._place is Place.QUEUED:
-                slot: Slot | None = job._slot
+            if job.place is Place.QUEUED:
+                slot: Slot | None = job.slot
                 (self._jobs if slot is None else slot.direct).remove(job)
-                job._place = Place.OUT
+                job.place = Place.OUT
                 return True
-            if job._place is Place.RUNNING:
-                job._cancel_requested = True
-                job._slot.wakeup.ring()  # it may sleep in trio_pool.wait()
+            if job.place is Place.RUNNING:
+                job.cancel_requested = True
+                job.slot.wakeup.ring()  # it may sleep in trio_pool.wait()
             return False
 
-    def take_back_unserved(self, job: Job[Any]) -> bool:
+    def take_back_unserved(self, job: JobRecord) -> bool:
         """Remove ``job`` (True) if it waits in the shared queue with no worker on its way.
 
         Idle workers, and those woken for the queue, take the first jobs in
         it: a job among those is about to start and stays.
         """
         with self.lock:
-            if job._place is not Place.QUEUED or job._slot is not None:
+            if job.place is not Place.QUEUED or job.slot is not None:
                 return False
             if self._jobs.index(job) < len(self._idle) + self._waking:
                 return False
             self._jobs.remove(job)
-            job._place = Place.OUT
+            job.place = Place.OUT
             return True
 
-    def stop(self, slots: Iterable[Slot], *, cancel: ExcInfo | None = None) -> list[Job[Any]]:
+    def stop(self, slots: Iterable[Slot], *, cancel: ExcInfo | None = None) -> list[JobRecord]:
         """Let every worker stop once there is no work left for it.
 
         With ``cancel`` (the exception info their hooks receive), empty the
@@ -263,7 +263,7 @@ class Handoff:
         """
         with self.lock:
             self._draining = True  # and leases end: leased workers finish the queue too
-            removed: list[Job[Any]] = []
+            removed: list[JobRecord] = []
             if cancel is not None:
                 removed.extend(self._take_out(self._jobs))
                 self._jobs.clear()
@@ -275,7 +275,7 @@ class Handoff:
                     if slot.phase not in (Phase.STOPPING, Phase.STOPPED):
                         slot.exit_info = cancel
                     if slot.job is not None:
-                        slot.job._cancel_requested = True
+                        slot.job.cancel_requested = True
                 slot.wakeup.ring()
             self._idle.clear()
             return removed
@@ -288,7 +288,7 @@ class Handoff:
                     slot.leased = False
                     self._wake(slot)
 
-    def outstanding(self, slots: Iterable[Slot]) -> list[Job[Any]]:
+    def outstanding(self, slots: Iterable[Slot]) -> list[JobRecord]:
         """The jobs in the queues and the ones that run."""
         with self.lock:
             jobs = list(self._jobs)
@@ -298,14 +298,14 @@ class Handoff:
                     jobs.append(slot.job)
             return jobs
 
-    def take_queued(self) -> list[Job[Any]]:
+    def take_queued(self) -> list[JobRecord]:
         """Remove every job from the shared queue (for the pool to finish)."""
         with self.lock:
             removed = self._take_out(self._jobs)
             self._jobs.clear()
             return removed
 
-    def take_direct(self, slot: Slot) -> list[Job[Any]]:
+    def take_direct(self, slot: Slot) -> list[JobRecord]:
         """Remove the jobs left for ``slot``'s worker alone (for the pool to finish)."""
         with self.lock:
             removed = self._take_out(slot.direct)
@@ -370,20 +370,20 @@ class Handoff:
     def loaded(self, slot: Slot, ok: bool) -> None:
         """The worker's interface has loaded (or failed to: it stops)."""
         with self.lock:
-            slot._move(Phase.SERVING if ok else Phase.STOPPED)
+            slot.move_to(Phase.SERVING if ok else Phase.STOPPED)
 
     def leave(self, slot: Slot) -> None:
         """The worker stops at once, its own jobs left (its host died)."""
         with self.lock:
             slot.stop_requested = True
-            slot._move(Phase.STOPPING)
+            slot.move_to(Phase.STOPPING)
 
     def closed(self, slot: Slot) -> None:
         """The worker has run its exit hook."""
         with self.lock:
-            slot._move(Phase.STOPPED)
+            slot.move_to(Phase.STOPPED)
 
-    def take(self, slot: Slot, done: list[outcome.Outcome[Any]] | None = None) -> Job[Any] | None:
+    def take(self, slot: Slot, done: list[outcome.Outcome[Any]] | None = None) -> JobRecord | None:
         """The next job for ``slot``'s worker, or None when it should stop.
 
         ``done``: the worker's list holding the Outcome of the job it ran, if
@@ -391,7 +391,7 @@ class Handoff:
         hold of the lock, and the list emptied.
         """
         post = False  # whether to wake the loop for a flush, once the lock is released
-        job: Job[Any] | None
+        job: JobRecord | None
         with self.lock:
             if done:
                 post = self._finished_one(slot, done.pop())
@@ -400,7 +400,7 @@ class Handoff:
                     job = slot.direct.popleft()
                     break
                 if slot.stop_requested:
-                    slot._move(Phase.STOPPING)
+                    slot.move_to(Phase.STOPPING)
                     self._pass_on()  # a wake-up may have been meant for a job
                     job = None
                     break
@@ -408,7 +408,7 @@ class Handoff:
                     job = self._jobs.popleft()
                     break
                 if self._draining:
-                    slot._move(Phase.STOPPING)
+                    slot.move_to(Phase.STOPPING)
                     job = None
                     break
                 if slot.leased:
@@ -426,10 +426,10 @@ class Handoff:
                     self._idle.remove(slot)
             if job is not None:
                 self._pass_on()  # jobs still waiting: wake the next worker
-                job._place = Place.RUNNING
-                if self._room_wanted and not self._flush_posted and job._slot is None:
+                job.place = Place.RUNNING
+                if self._room_wanted and not self._flush_posted and job.slot is None:
                     post = self._flush_posted = True
-                job._slot = slot
+                job.slot = slot
                 job.worker_id = slot.id
                 slot.job = job
         if post:
@@ -440,7 +440,7 @@ class Handoff:
         """Record the outcome of ``slot``'s job (lock held); True if the loop must be woken."""
         job, slot.job = slot.job, None
         assert job is not None
-        job._place = Place.OUT
+        job.place = Place.OUT
         slot.jobs_done += 1
         self._finished.append((job, result))
         if self._flush_posted:
@@ -456,7 +456,7 @@ class Handoff:
             self._post(self.flush)
 
     def wait_for(
-        self, slot: Slot, job: Job[Any], key: Hashable, timeout: float | None
+        self, slot: Slot, job: JobRecord, key: Hashable, timeout: float | None
     ) -> tuple[Any, ...]:
         """Block ``slot``'s job until ``notify(slot, key, ...)``; return the values."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -468,7 +468,7 @@ class Handoff:
                     if not box:
                         del slot.mailbox[key]
                     return values
-                if job._cancel_requested:
+                if job.cancel_requested:
                     raise JobCancelled("the caller of this job is gone")
                 if deadline is None:
                     slot.wakeup.wait(self.lock)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ._backend import ki_protected
 
 if TYPE_CHECKING:
-    from ._job import Job
+    from ._job import Job, JobRecord
     from ._statistics import WorkerStatistics
 
 logger = logging.getLogger("trio_pool")
@@ -80,7 +80,7 @@ class Instruments:
         self._all: list[Instrument] = []
         # Jobs whose start the instruments were told of: a worker posts a start,
         # which can come after the job's Outcome (delivered in an earlier batch).
-        self._told: weakref.WeakSet[Job[Any]] = weakref.WeakSet()
+        self._told: weakref.WeakSet[JobRecord] = weakref.WeakSet()
         for instrument in instruments:
             self.add(instrument)
 
@@ -109,17 +109,17 @@ class Instruments:
             if instrument in hooked:
                 hooked.remove(instrument)
 
-    def started(self, job: Job[Any]) -> None:
+    def started(self, job: JobRecord) -> None:
         """``job_started``, once per job (posted by its worker)."""
         if job not in self._told:
             self._told.add(job)
-            self.call("job_started", job)
+            self.call("job_started", job.job)
 
-    def finished(self, job: Job[Any]) -> None:
+    def finished(self, job: JobRecord) -> None:
         """``job_finished``, after ``job_started`` if the job started and that is not told yet."""
         if self.job_started and job.started_at is not None:
             self.started(job)
-        self.call("job_finished", job)
+        self.call("job_finished", job.job)
 
     def call(self, hook: str, *args: Any) -> None:
         """Call ``hook(*args)`` on each instrument that has it; remove one that raises."""

@@ -24,7 +24,7 @@ from ._handoff import Delivery, Handoff, Slot
 from ._hosts._base import ExcInfo
 from ._instruments import Instruments
 from ._interface import Operations
-from ._job import Job, cancelled_outcome, not_started_outcome
+from ._job import JobRecord, cancelled_outcome, not_started_outcome
 from ._statistics import Counters
 from ._workers import WorkerSet
 
@@ -89,7 +89,7 @@ class Intake:
         *,
         slot: Slot | None = None,
         closing: bool = False,
-    ) -> Job[Any]:
+    ) -> JobRecord:
         """Make the job and put it in the handoff, for any worker or for ``slot``'s.
 
         A job for any worker must have taken its place in the queue first.
@@ -97,7 +97,7 @@ class Intake:
         """
         if not self._open and not closing:
             raise PoolClosedError(f"the pool {self._name!r} is closed")
-        job: Job[Any] = Job[Any]._create(
+        job: JobRecord = JobRecord(
             self._operations.resolve(fn) if type(fn) is str else fn,
             args,
             kwargs,
@@ -110,13 +110,13 @@ class Intake:
         if slot is None:
             self._autoscaler.job_queued()
         if self._instruments.job_submitted:
-            self._instruments.call("job_submitted", job)
+            self._instruments.call("job_submitted", job.job)
         return job
 
     @ki_protected
     def accept_nowait(
         self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Job[Any]:
+    ) -> JobRecord:
         """:meth:`accept` for any worker, or :class:`QueueFull` if the queue is full."""
         if not self._open:
             raise PoolClosedError(f"the pool {self._name!r} is closed")
@@ -132,7 +132,7 @@ class Intake:
         with_interface: bool = False,
         waited: bool = True,
         shed: bool = True,
-    ) -> Job[Any]:
+    ) -> JobRecord:
         """:meth:`accept` for any worker, once the queue has room.
 
         With ``max_wait`` (and ``shed``) it waits at most that long for room;
@@ -154,7 +154,7 @@ class Intake:
         return job
 
     @ki_protected
-    def shed(self, job: Job[Any]) -> None:
+    def shed(self, job: JobRecord) -> None:
         """No worker took ``job`` within ``max_wait``: take it out, unrun, if it is queued."""
         if self._handoff.take_back_unserved(job):
             assert self._max_wait is not None
@@ -169,13 +169,13 @@ class Intake:
         self._admission.release()
 
     @ki_protected
-    def cancel(self, job: Job[Any]) -> bool:
+    def cancel(self, job: JobRecord) -> bool:
         """:meth:`Job.cancel`: take it out if it is queued, else ask it to stop."""
         if self._handoff.cancel(job):
             self._completion.complete(job, cancelled_outcome())
             self._admission.release()
             return True
-        if job._outcome is None and job.worker_id is not None:
+        if job.outcome is None and job.worker_id is not None:
             self._calls.cancel_job_calls(job)
             worker = self._workers.get(job.worker_id)
             if worker is not None:

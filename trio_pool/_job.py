@@ -1,7 +1,7 @@
-"""A job's public face: what to run, its one Outcome, its callbacks, its cancel flag.
+"""A job: the pool's record of it (:class:`JobRecord`) and the user's handle (:class:`Job`).
 
-A leaf: it imports no worker and no pool. Fields written by other modules are
-listed with their writer; each field has one.
+A leaf: it imports no worker and no pool. The record's fields written by
+other modules are listed with their writer; each field has one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 import anyio
 from outcome import Error, Outcome, Value
@@ -34,7 +34,7 @@ class Owner(Protocol):
         """A new event of the owning loop."""
         ...
 
-    def cancel(self, job: Job[Any]) -> bool:
+    def cancel(self, job: JobRecord) -> bool:
         """:meth:`Job.cancel`, in the owning loop's thread."""
         ...
 
@@ -43,11 +43,132 @@ class Owner(Protocol):
         ...
 
 
+class JobRecord:
+    """A job inside the pool: what to run, where it stands, its one Outcome.
+
+    Users hold its :class:`Job` (:attr:`job`, made on first use: ``pool.run``
+    makes none). Each field has one writer, named beside it.
+    """
+
+    __slots__ = (
+        "__weakref__",  # (a shedding pool watches its callers' jobs, weakly)
+        "_job",
+        "abandoned",
+        "args",
+        "callbacks",
+        "cancel_requested",
+        "context",
+        "event",
+        "finished_at",
+        "fn",
+        "kwargs",
+        "outcome",
+        "owner",
+        "place",
+        "requests",
+        "slot",
+        "started_at",
+        "submitted_at",
+        "wake",
+        "with_interface",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+        context: contextvars.Context,
+        owner: Owner,
+    ) -> None:
+        # What to run; dropped by finish() (the pool keeps nothing of a done job).
+        self.fn: Callable[..., Any] | str | None = fn
+        self.args: tuple[Any, ...] = args
+        self.kwargs: dict[str, Any] = kwargs
+        self.with_interface: bool = with_interface
+        self.context: contextvars.Context = context
+        self.owner: Owner = owner
+        # Written by _handoff, under its lock (the worker thread reads
+        # cancel_requested without it): where the job stands in the handoff (a
+        # _handoff.Place, None until the job is put there), the worker slot it
+        # is for or runs on, the cancel request, and the id of the worker that
+        # took it.
+        self.place: Any = None
+        self.slot: Any = None
+        self.cancel_requested: bool = False
+        self.worker_id: int | None = None
+        # Written by _calls, in the loop thread: the caller's wake-up while a
+        # caller waits (None otherwise), its from_loop() requests, and whether
+        # the caller abandoned the job.
+        self.wake: Waker | None = None
+        self.requests: list[Any] | None = None
+        self.abandoned: bool = False
+        # Written by the worker's thread (finish() too, for a job that never ran),
+        # on time.perf_counter's clock.
+        self.submitted_at: float = perf_counter()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        # Written by finish() and add_done_callback(), in the loop thread.
+        self.event: Event | None = None  # made when someone waits: queued jobs stay small
+        self.outcome: Outcome[Any] | None = None
+        self.callbacks: list[Callable[[Outcome[Any]], object]] | None = None
+        self._job: Job[Any] | None = None
+
+    @property
+    def job(self) -> Job[Any]:
+        """The user's handle on this job."""
+        job = self._job
+        if job is None:
+            job = self._job = Job(self)
+        return job
+
+    def finished(self) -> Event:
+        """The event set when the job finishes (loop thread)."""
+        if self.event is None:
+            self.event = self.owner.event()
+            if self.outcome is not None:
+                self.event.set()
+        return self.event
+
+    def cancel(self) -> bool:
+        """:meth:`Job.cancel` (loop thread)."""
+        return self.owner.cancel(self)
+
+    def add_done_callback(self, callback: Callable[[Outcome[Any]], object]) -> None:
+        """:meth:`Job.add_done_callback` (loop thread)."""
+        if self.outcome is None:
+            if self.callbacks is None:
+                self.callbacks = []
+            self.callbacks.append(callback)
+        else:
+            _call_safely(callback, self.outcome)
+
+    def finish(self, result: Outcome[Any]) -> None:
+        """Store the Outcome, wake the waiters and run the callbacks (loop thread)."""
+        self.outcome = result
+        if self.finished_at is None:
+            self.finished_at = perf_counter()
+        self.fn = None
+        self.args = ()
+        self.kwargs = _NO_KWARGS
+        if self.event is not None:
+            self.event.set()
+        if self.wake is not None:
+            self.wake.set()
+        callbacks, self.callbacks = self.callbacks, None
+        for callback in callbacks or ():
+            _call_safely(callback, result)
+
+
 @final
 class _NoPublicConstructor(type):
-    """``Job(...)`` raises TypeError: the pool makes jobs, with ``Job._create(...)``."""
+    """``Job(...)`` raises TypeError: only the pool's :class:`JobRecord` makes one."""
 
-    def __call__(cls, *args: object, **kwargs: object) -> NoReturn:
+    def __call__(cls, *args: object, **kwargs: object) -> Any:
+        if len(args) == 1 and not kwargs and type(args[0]) is JobRecord:
+            return super().__call__(*args)
         raise TypeError(
             f"{cls.__module__.split('.')[0]}.{cls.__qualname__} has no public constructor: "
             "a pool makes jobs (pool.submit(...))"
@@ -61,110 +182,47 @@ class Job(Generic[T], metaclass=_NoPublicConstructor):
     no public constructor (calling ``Job(...)`` raises :exc:`TypeError`).
     """
 
-    __slots__ = (
-        "__weakref__",  # (a shedding pool watches its callers' jobs, weakly)
-        "_abandoned",
-        "_args",
-        "_callbacks",
-        "_cancel_requested",
-        "_context",
-        "_event",
-        "_fn",
-        "_kwargs",
-        "_outcome",
-        "_owner",
-        "_place",
-        "_requests",
-        "_slot",
-        "_wake",
-        "_with_interface",
-        "finished_at",
-        "started_at",
-        "submitted_at",
-        "worker_id",
-    )
+    __slots__ = ("__weakref__", "_record")
 
-    # Written by _handoff, under its lock (the worker thread reads
-    # _cancel_requested without it): where the job stands in the handoff (a
-    # _handoff.Place, None until the job is put there), the worker slot it is
-    # for or runs on, the cancel request and the id of the worker running it.
-    _place: Any
-    _slot: Any
-    _cancel_requested: bool
-    #: The id of the worker that ran the job, or None if none has (yet).
-    worker_id: int | None
-    # Written by _worker (the worker's thread), and by _finish for a job that never ran.
-    #: When a worker started running the job, on :func:`time.perf_counter`'s
-    #: clock; None until then, and for a job that never ran.
-    started_at: float | None
-    #: When the job finished running, on :func:`time.perf_counter`'s clock (for
-    #: a job that never ran, when it got its Outcome); None until then.
-    finished_at: float | None
-    # Written by _calls, in the loop thread: the caller's wake-up while a
-    # caller waits (None otherwise), its from_loop() requests, and whether
-    # the caller abandoned the job.
-    _wake: Waker | None
-    _requests: list[Any] | None
-    _abandoned: bool
-
-    @classmethod
-    def _create(
-        cls,
-        fn: Callable[..., Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        with_interface: bool,
-        context: contextvars.Context,
-        owner: Owner,
-    ) -> Job[T]:
-        """The pool's way to make a job (positional only, as it is made once per call)."""
-        job: Job[T] = cls.__new__(cls)
-        job.__init__(fn, args, kwargs, with_interface, context, owner)  # type: ignore[misc]
-        return job
-
-    def __init__(
-        self,
-        fn: Callable[..., Any] | str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        with_interface: bool,
-        context: contextvars.Context,
-        owner: Owner,
-    ) -> None:
-        # What to run; dropped once the job is done (the pool keeps nothing).
-        self._fn: Callable[..., Any] | str | None = fn
-        self._args: tuple[Any, ...] = args
-        self._kwargs: dict[str, Any] = kwargs
-        self._with_interface = with_interface
-        self._context = context
-        # Its end, in the owning loop's thread.
-        self._owner = owner
-        self._event: Event | None = None  # made when someone waits: queued jobs stay small
-        self._outcome: Outcome[T] | None = None
-        self._callbacks: list[Callable[[Outcome[T]], object]] | None = None
-        self._place = self._slot = None
-        self._cancel_requested = False
-        self.worker_id = None
-        self._wake = None
-        self._requests = None
-        self._abandoned = False
-        #: When the pool accepted the job, on :func:`time.perf_counter`'s clock.
-        self.submitted_at: float = perf_counter()
-        self.started_at = self.finished_at = None
+    def __init__(self, record: JobRecord) -> None:
+        self._record = record
 
     def __repr__(self) -> str:
-        if self._outcome is not None:
+        record = self._record
+        if record.outcome is not None:
             state = "done"
-        elif self.worker_id is not None:
+        elif record.worker_id is not None:
             state = "running"
         else:
             state = "queued"
-        return f"<trio_pool.Job {state} worker_id={self.worker_id}>"
+        return f"<trio_pool.Job {state} worker_id={record.worker_id}>"
+
+    @property
+    def worker_id(self) -> int | None:
+        """The id of the worker that ran the job, or None if none has (yet)."""
+        return self._record.worker_id
+
+    @property
+    def submitted_at(self) -> float:
+        """When the pool accepted the job, on :func:`time.perf_counter`'s clock."""
+        return self._record.submitted_at
+
+    @property
+    def started_at(self) -> float | None:
+        """When a worker started running the job, on :func:`time.perf_counter`'s
+        clock; None until then, and for a job that never ran."""
+        return self._record.started_at
+
+    @property
+    def finished_at(self) -> float | None:
+        """When the job finished running, on :func:`time.perf_counter`'s clock (for
+        a job that never ran, when it got its Outcome); None until then."""
+        return self._record.finished_at
 
     @property
     def done(self) -> bool:
         """True once the job has its Outcome."""
-        return self._outcome is not None
+        return self._record.outcome is not None
 
     @property
     def outcome(self) -> Outcome[T] | None:
@@ -173,7 +231,7 @@ class Job(Generic[T], metaclass=_NoPublicConstructor):
         It is the same object that :meth:`wait` returns and that every
         done-callback receives, so unwrap it at most once.
         """
-        return self._outcome
+        return self._record.outcome
 
     async def wait(self) -> Outcome[T]:
         """Wait for the job to finish and return its Outcome.
@@ -186,13 +244,14 @@ class Job(Generic[T], metaclass=_NoPublicConstructor):
             RuntimeError: if called from another thread or event loop than the
                 pool's (nothing waits, and the pool's loop is not disturbed).
         """
-        self._owner.check_loop()
-        if self._outcome is None:
-            await self._get_event().wait()
+        record = self._record
+        record.owner.check_loop()
+        if record.outcome is None:
+            await record.finished().wait()
         else:
             await anyio.lowlevel.checkpoint()
-        assert self._outcome is not None
-        return self._outcome
+        assert record.outcome is not None
+        return record.outcome
 
     def cancel(self) -> bool:
         """Cancel the job (from the event-loop thread).
@@ -209,8 +268,8 @@ class Job(Generic[T], metaclass=_NoPublicConstructor):
             RuntimeError: if called from another thread or event loop than the
                 pool's; the job is left as it was.
         """
-        self._owner.check_loop()
-        return self._owner.cancel(self)
+        self._record.owner.check_loop()
+        return self._record.cancel()
 
     def add_done_callback(self, callback: Callable[[Outcome[T]], object]) -> None:
         """Call ``callback(outcome)`` in the event-loop thread when the job is done.
@@ -222,42 +281,13 @@ class Job(Generic[T], metaclass=_NoPublicConstructor):
         Raises:
             RuntimeError: if called from another thread or event loop than the pool's.
         """
-        self._owner.check_loop()
-        if self._outcome is None:
-            if self._callbacks is None:
-                self._callbacks = []
-            self._callbacks.append(callback)
-        else:
-            _call_safely(callback, self._outcome)
-
-    def _finish(self, result: Outcome[T]) -> None:
-        """Store the Outcome, wake the waiters and run the callbacks (loop thread)."""
-        self._outcome = result
-        if self.finished_at is None:
-            self.finished_at = perf_counter()
-        self._fn = None
-        self._args = ()
-        self._kwargs = _NO_KWARGS
-        if self._event is not None:
-            self._event.set()
-        if self._wake is not None:
-            self._wake.set()
-        callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
-            _call_safely(callback, result)
-
-    def _get_event(self) -> Event:
-        """The event set when the job finishes."""
-        if self._event is None:
-            self._event = self._owner.event()
-            if self._outcome is not None:
-                self._event.set()
-        return self._event
+        self._record.owner.check_loop()
+        self._record.add_done_callback(callback)
 
 
-def describe(job: Job[Any]) -> str:
+def describe(job: JobRecord) -> str:
     """What a running job runs, for a log line (loop thread)."""
-    fn = job._fn
+    fn = job.fn
     return repr(fn) if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
 
 
@@ -317,8 +347,8 @@ class LoopCall:
 
 def ask_loop(
     post: Callable[[Callable[[], object]], None],
-    route: Callable[[Job[Any], LoopCall], None],
-    job: Job[Any],
+    route: Callable[[JobRecord, LoopCall], None],
+    job: JobRecord,
     async_fn: Callable[..., Awaitable[Any]],
     args: tuple[Any, ...],
 ) -> Outcome[Any]:

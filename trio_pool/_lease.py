@@ -23,7 +23,7 @@ from ._exceptions import BrokenWorkerError, PoolClosedError
 from ._handoff import Handoff
 from ._intake import Intake
 from ._interface import InterfaceProxy, Operations
-from ._job import Job, is_cancellation
+from ._job import JobRecord, is_cancellation
 from ._worker import Worker
 from ._workers import WorkerSet
 
@@ -185,7 +185,7 @@ class Leases:
         self._operations = operations
         self._backend = backend
         self._resets: dict[Worker, Reset] = {}  # the reset steps of the leases held
-        self._reset_jobs: dict[Worker, Job[Any]] = {}  # queued as the pool began closing
+        self._reset_jobs: dict[Worker, JobRecord] = {}  # queued as the pool began closing
 
     @ki_protected  # a worker handed over is always given back or kept
     async def acquire(self, reset: Reset | None) -> Worker:
@@ -197,7 +197,7 @@ class Leases:
             try:
                 finishing = worker.slot.job  # a busy worker was leased: its shared job ends first
                 if finishing is not None:
-                    await finishing._get_event().wait()
+                    await finishing.finished().wait()
                 line.check_open()  # if the pool began closing meanwhile, its leases ended
             except BaseException:
                 line.release(worker)
@@ -216,7 +216,7 @@ class Leases:
             if (job := self._queue_reset(worker)) is not None:
                 self._reset_jobs[worker] = job
 
-    def _queue_reset(self, worker: Worker) -> Job[Any] | None:
+    def _queue_reset(self, worker: Worker) -> JobRecord | None:
         """Put the lease's reset first in its worker's own queue (even if the pool is closing)."""
         reset = self._resets.pop(worker, None)
         if reset is None or not worker.slot.serving:
@@ -237,7 +237,7 @@ class Leases:
             self.line.release(worker)
             return None
         try:
-            interruption = await wait_through_cancellation(job._get_event())
+            interruption = await wait_through_cancellation(job.finished())
         finally:
             self.line.release(worker)
         result = job.outcome

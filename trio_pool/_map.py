@@ -34,9 +34,9 @@ from ._backend import Event, wait_through_cancellation
 from ._checks import check_count
 from ._exceptions import JobCancelled
 from ._in_worker import current_job, operation
-from ._job import Job
+from ._job import JobRecord
 
-Submit = Callable[..., Awaitable[Job[Any]]]
+Submit = Callable[..., Awaitable[JobRecord]]
 
 T = TypeVar("T")
 
@@ -253,7 +253,7 @@ class MapResults(Generic[T]):
             for chunk in self._in_flight:
                 chunk.job.cancel()
             for chunk in self._in_flight:
-                interrupted = await wait_through_cancellation(chunk.job._get_event()) or interrupted
+                interrupted = await wait_through_cancellation(chunk.job.finished()) or interrupted
             self._in_flight.clear()
             self._items_in_flight = 0
             self._finished.clear()
@@ -358,7 +358,7 @@ class MapResults(Generic[T]):
         loop a step per item: for tiny items, use them with a large
         ``chunksize``.
         """
-        return _Batches(self)
+        return _Batches[T](self._next_batch)
 
     async def _next_batch(self) -> list[Any]:
         if self._current:  # what item-by-item iteration left
@@ -408,7 +408,7 @@ class MapResults(Generic[T]):
 
     def _next_finished(self) -> _Chunk | None:
         if self._ordered:
-            if self._in_flight and self._in_flight[0].job.done:
+            if self._in_flight and self._in_flight[0].job.outcome is not None:
                 return self._in_flight[0]
             return None
         return self._finished.popleft() if self._finished else None
@@ -420,7 +420,7 @@ class _Chunk:
 
     __slots__ = ("job", "size")
 
-    def __init__(self, job: Job[ChunkResult], size: int) -> None:
+    def __init__(self, job: JobRecord, size: int) -> None:
         self.job = job
         self.size = size
 
@@ -449,14 +449,14 @@ class _Chunk:
 class _Batches(Generic[T]):
     """``results.batches()``: an async iterator of lists (no async generator to close)."""
 
-    __slots__ = ("_results",)
+    __slots__ = ("_next_batch",)
 
-    def __init__(self, results: MapResults[T]) -> None:
-        self._results = results
+    def __init__(self, next_batch: Callable[[], Awaitable[list[Any]]]) -> None:
+        self._next_batch = next_batch
 
     def __aiter__(self) -> _Batches[T]:
         return self
 
     async def __anext__(self) -> list[T]:
-        batch: list[T] = await self._results._next_batch()
+        batch: list[T] = await self._next_batch()
         return batch

@@ -254,7 +254,7 @@ class Parts:
         """
         while jobs := self.workers.outstanding():
             for job in jobs:
-                await job._get_event().wait()
+                await job.finished().wait()
 
     @ki_protected
     def _stop_workers(self) -> None:

@@ -25,7 +25,7 @@ from ._exceptions import PoolClosedError, combine, raise_combined
 from ._handoff import Phase
 from ._instruments import Instrument, Instruments
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
-from ._job import Job, is_not_started, value_of
+from ._job import Job, JobRecord, is_not_started, value_of
 from ._lease import Lease, WorkerLease
 from ._map import MapResults
 from ._options import PoolOptions, build_options
@@ -497,7 +497,7 @@ class Pool(Generic[I]):
         """
         check_target(fn)
         parts = self._live()
-        return await parts.intake.submit(fn, args, kwargs, waited=False)
+        return (await parts.intake.submit(fn, args, kwargs, waited=False)).job
 
     @overload
     def submit_nowait(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Job[R]: ...
@@ -513,7 +513,7 @@ class Pool(Generic[I]):
         """
         check_target(fn)
         parts = self._live()
-        return parts.intake.accept_nowait(fn, args, kwargs)
+        return parts.intake.accept_nowait(fn, args, kwargs).job
 
     @overload
     async def broadcast(
@@ -707,7 +707,7 @@ class Pool(Generic[I]):
             window=self._options.queue_size,
         )
 
-    async def _submit_unshed(self, fn: Callable[..., Any], /, *args: Any) -> Job[Any]:
+    async def _submit_unshed(self, fn: Callable[..., Any], /, *args: Any) -> JobRecord:
         """:meth:`submit` for ``map``, which waits for room however long (never sheds)."""
         parts = self._live()
         return await parts.intake.submit(fn, args, {}, waited=False, shed=False)

@@ -26,7 +26,7 @@ from ._calls import Calls
 from ._checks import check_sync_callable
 from ._hosts._base import call_sync
 from ._in_worker import context
-from ._job import Job, LoopCall, ask_loop
+from ._job import JobRecord, LoopCall, ask_loop
 from ._statistics import Counters
 
 P = ParamSpec("P")
@@ -52,7 +52,7 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     check_sync_callable(fn)
     backend = current_backend()
     await backend.cancellation_point()
-    job: Job[R] = Job[R]._create(
+    job: JobRecord = JobRecord(
         fn,
         args,
         kwargs,
@@ -66,10 +66,10 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     def body() -> None:
         context.job = view
         try:
-            result = job._context.run(_call, fn, args, kwargs)
+            result = job.context.run(_call, fn, args, kwargs)
         finally:
             context.job = None
-        backend.post(lambda: job._finish(result))  # the thread's last act
+        backend.post(lambda: job.finish(result))  # the thread's last act
 
     thread = threading.Thread(
         target=body, name=f"trio_pool.run_in_thread-{next(_thread_numbers)}", daemon=True
@@ -78,7 +78,7 @@ async def run_in_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
     try:
         result = await calls.outcome_of(job)
     finally:
-        if job.done:
+        if job.outcome is not None:
             thread.join()  # it has posted its result: it is leaving
     value: R = result.unwrap()
     return value
@@ -100,8 +100,8 @@ class _Caller:
         self.event = backend.event
 
     @staticmethod
-    def cancel(job: Job[Any]) -> bool:
-        job._cancel_requested = True  # the caller left; the thread sees it in check_cancelled()
+    def cancel(job: JobRecord) -> bool:
+        job.cancel_requested = True  # the caller left; the thread sees it in check_cancelled()
         return False
 
     def check_loop(self) -> None:
@@ -121,16 +121,16 @@ class _ThreadCall:
 
     def __init__(
         self,
-        job: Job[Any],
+        job: JobRecord,
         post: Callable[[Callable[[], object]], None],
-        route: Callable[[Job[Any], LoopCall], None],
+        route: Callable[[JobRecord, LoopCall], None],
     ) -> None:
         self._job = job
         self._post = post
         self._route = route
 
     def cancel_requested(self) -> bool:
-        return self._job._cancel_requested
+        return self._job.cancel_requested
 
     def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
         raise RuntimeError("wait() must be called from a job in a pool's worker")

@@ -7,7 +7,7 @@ from typing import Any
 
 import outcome
 
-from ._job import Job, is_cancellation, is_not_started
+from ._job import JobRecord, is_cancellation, is_not_started
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,9 +117,9 @@ class Counters:
         self.workers_died = self.workers_renewed = 0
         self.scaled_up = self.scaled_down = 0
 
-    def count(self, job: Job[Any], result: outcome.Outcome[Any]) -> None:
+    def count(self, job: JobRecord, result: outcome.Outcome[Any]) -> None:
         """Count how ``job`` ended (with ``result``)."""
-        if job._abandoned:
+        if job.abandoned:
             pass  # counted as cancelled when its caller left
         elif isinstance(result, outcome.Value):
             self.completed += 1

@@ -18,7 +18,7 @@ from ._handoff import Handoff, Slot
 from ._hosts._base import Host, HostDied, LoadInterrupted
 from ._in_worker import WorkerInfo
 from ._instruments import Instruments, StopReason
-from ._job import Job, LoopCall, ask_loop
+from ._job import JobRecord, LoopCall, ask_loop
 from ._os_names import rename_current_thread
 
 logger = logging.getLogger("trio_pool")
@@ -45,7 +45,7 @@ class Worker:
         on_exit: Callable[[Worker], None],
         on_renew: Callable[[Worker], None],
         on_served: Callable[[Worker], None] = lambda worker: None,
-        route: Callable[[Job[Any], LoopCall], None],
+        route: Callable[[JobRecord, LoopCall], None],
         os_name: str,
         max_jobs: int | None = None,
         instruments: Instruments | None = None,
@@ -72,7 +72,7 @@ class Worker:
         self._max_jobs = max_jobs
         self._instruments = Instruments() if instruments is None else instruments
         self._route = route
-        self._job: Job[Any] | None = None  # the job it runs (this thread only)
+        self._job: JobRecord | None = None  # the job it runs (this thread only)
         #: Set by the thread as it begins (read by the loop once the thread is done).
         self.started: bool = False
         #: Set by the thread once its interface has loaded (before it reports that).
@@ -143,7 +143,7 @@ class Worker:
             if instruments.job_started:  # (told before its end, if the end comes first)
                 self._post(functools.partial(instruments.started, job))
             try:
-                done.append(job._context.run(self._execute, job))
+                done.append(job.context.run(self._execute, job))
                 job.finished_at = perf_counter()
             except HostDied as exc:
                 self._job = None
@@ -180,18 +180,18 @@ class Worker:
             return f"it ran {limit} jobs (max_jobs_per_worker)"
         return self.host.renewal_due()
 
-    def _execute(self, job: Job[Any]) -> outcome.Outcome[Any]:
+    def _execute(self, job: JobRecord) -> outcome.Outcome[Any]:
         """In the job's context: which has no event loop in this thread (sniffio says so)."""
         if sniffio.current_async_library_cvar.get() is not None:  # anyio.run() sets it
             sniffio.current_async_library_cvar.set(None)
-        assert job._fn is not None
-        return self.host.execute(job._fn, job._args, job._kwargs, job._with_interface, self)
+        assert job.fn is not None
+        return self.host.execute(job.fn, job.args, job.kwargs, job.with_interface, self)
 
     # --- the running job's view (trio_pool.check_cancelled, wait, from_loop) ---
 
     def cancel_requested(self) -> bool:
         job = self._job
-        return job is not None and job._cancel_requested
+        return job is not None and job.cancel_requested
 
     def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
         assert self._job is not None

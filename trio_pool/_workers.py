@@ -17,7 +17,7 @@ from ._hosts._base import HostFactory
 from ._in_worker import WorkerInfo
 from ._instruments import Instruments
 from ._interface import Operations
-from ._job import Job, LoopCall, cancelled_outcome, describe
+from ._job import JobRecord, LoopCall, cancelled_outcome, describe
 from ._os_names import short_name
 from ._statistics import Counters, WorkerStatistics
 from ._worker import Worker
@@ -54,9 +54,9 @@ class WorkerSet:
         operations: Operations,
         *,
         start_soon: Callable[..., object],
-        route: Callable[[Job[Any], LoopCall], None],
+        route: Callable[[JobRecord, LoopCall], None],
         on_loaded: Callable[[list[Worker]], None],
-        complete: Callable[[Job[Any], outcome.Outcome[Any]], None],
+        complete: Callable[[JobRecord, outcome.Outcome[Any]], None],
         instruments: Instruments,
         max_jobs: int | None = None,
         abandon: bool = False,
@@ -513,7 +513,7 @@ class WorkerSet:
         self._load_error, self._load_notes = None, 0
         return errors
 
-    def outstanding(self) -> list[Job[Any]]:
+    def outstanding(self) -> list[JobRecord]:
         """The jobs accepted and not finished: queued, for one worker, or running."""
         return self._handoff.outstanding(w.slot for w in self._workers.values())
 

@@ -198,7 +198,7 @@ class RayWorker:
 
     def __init__(self) -> None:
         self._far = FarSide()
-        self._cancelled = 0  # the number of the last call asked to stop
+        self.cancelled_through = 0  # the number of the last call asked to stop
 
     def load(self, loader: bytes, worker_id: int, name: str) -> bytes:
         reply = self._far.load(loader, worker_id, name)
@@ -211,7 +211,7 @@ class RayWorker:
         return self._far.call(payload, _ActorView(self, number, cancelled=cancelled))
 
     def cancel(self, number: int) -> None:
-        self._cancelled = max(self._cancelled, number)
+        self.cancelled_through = max(self.cancelled_through, number)
 
     def memory(self) -> int | None:
         """The resident memory of the actor's process, in bytes (None if /proc cannot tell)."""
@@ -230,7 +230,7 @@ class _ActorView:
         self._cancelled = cancelled
 
     def cancel_requested(self) -> bool:
-        return self._cancelled or self._actor._cancelled >= self._number
+        return self._cancelled or self._actor.cancelled_through >= self._number
 
     def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
         raise RuntimeError(
