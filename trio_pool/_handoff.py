@@ -46,8 +46,8 @@ class Place(enum.Enum):
 class Phase(enum.Enum):
     """A worker's life, as its slot records it."""
 
-    LOADING = "starting"
-    SERVING = "idle"  # or busy: see Slot.job
+    LOADING = "loading"
+    SERVING = "serving"  # idle or busy: see Slot.job
     STOPPING = "stopping"  # out of jobs, running its exit hook
     STOPPED = "stopped"
 

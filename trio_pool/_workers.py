@@ -298,7 +298,7 @@ class WorkerSet:
                     worker.info.name,
                     describe(job),
                     why,
-                    "process" if worker.host.actor_id is None else "actor",
+                    worker.host.where().kind,
                 )
 
     def leave_behind(self) -> None:
@@ -534,13 +534,20 @@ class WorkerSet:
         return WorkerStatistics(
             w.id,
             w.info.name,
-            "busy" if w.slot.job is not None else w.slot.phase.value,
+            "busy" if w.slot.job is not None else _STATES[w.slot.phase],
             w.slot.jobs_done,
             w.slot.leased,
-            w.host.pid,
-            w.host.actor_id,
-            w.host.node_id,
+            *w.host.where()[1:],
         )
+
+
+#: A worker's state as its statistics say (a serving worker with a job is "busy").
+_STATES = {
+    Phase.LOADING: "starting",
+    Phase.SERVING: "idle",
+    Phase.STOPPING: "stopping",
+    Phase.STOPPED: "stopped",
+}
 
 
 def first_load_error(workers: list[Worker]) -> BaseException | None:

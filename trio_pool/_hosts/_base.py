@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from types import CoroutineType, TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeGuard, TypeVar
 
 from .._in_worker import JobView, WorkerInfo
 
@@ -57,6 +57,15 @@ class LoadInterrupted(Exception):  # noqa: N818 (an event, and a private one)
     """
 
 
+class Where(NamedTuple):
+    """Where a worker's interface lives; each field None where it does not apply."""
+
+    kind: str  # "thread", "interpreter", "process" or "actor": what a kill ends
+    pid: int | None = None  # of the process that holds it (None before it starts)
+    actor_id: str | None = None  # a Ray actor's, in hex
+    node_id: str | None = None  # that actor's Ray node, in hex
+
+
 class Host(Protocol):
     """One worker's interface, wherever it lives."""
 
@@ -65,19 +74,8 @@ class Host(Protocol):
         """The interface's operation names, known once :meth:`load` has returned."""
         ...
 
-    @property
-    def pid(self) -> int | None:
-        """The id of the process that holds the interface (None when there is none)."""
-        ...
-
-    @property
-    def actor_id(self) -> str | None:
-        """The Ray actor that holds the interface (None on other hosts)."""
-        ...
-
-    @property
-    def node_id(self) -> str | None:
-        """The Ray node of that actor (None on other hosts)."""
+    def where(self) -> Where:
+        """Where the interface lives (for statistics and log lines), any thread."""
         ...
 
     def load(self, worker: WorkerInfo) -> None:

@@ -32,7 +32,7 @@ import outcome
 
 from .._errors import BrokenWorkerError
 from .._in_worker import JobView, WorkerInfo
-from ._base import ExcInfo, HostChoice, HostDied, HostFactory
+from ._base import ExcInfo, HostChoice, HostDied, HostFactory, Where
 from ._sub import serve
 from ._wire import decode_outcome, pack_call, pack_exc_info, pack_loader
 
@@ -180,9 +180,6 @@ _STEP = compile(  # compiled once: a string would be compiled at every step
 class InInterpreter:
     """Drives one subinterpreter from the worker's thread."""
 
-    actor_id: str | None = None
-    node_id: str | None = None
-
     def __init__(self, loader: object, args: tuple[Any, ...]) -> None:
         self._loader = loader
         self._args = args
@@ -197,9 +194,8 @@ class InInterpreter:
     def operations(self) -> frozenset[str]:
         return self._operations
 
-    @property
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> Where:
+        return Where("interpreter", os.getpid())
 
     def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name

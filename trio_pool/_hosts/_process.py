@@ -47,6 +47,7 @@ from ._base import (
     HostChoice,
     HostDied,
     HostFactory,
+    Where,
     check_kill_on_cancel,
     check_max_memory,
     check_seconds,
@@ -291,9 +292,6 @@ def _how_it_ended(process: Any) -> str:
 class InProcess:
     """Drives one child process from the worker's thread."""
 
-    actor_id: str | None = None
-    node_id: str | None = None
-
     def __init__(
         self,
         loader: object,
@@ -331,6 +329,9 @@ class InProcess:
     def pid(self) -> int | None:
         process = self._process
         return None if process is None else process.pid
+
+    def where(self) -> Where:
+        return Where("process", self.pid)
 
     def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name

@@ -41,6 +41,7 @@ from ._base import (
     HostDied,
     HostFactory,
     LoadInterrupted,
+    Where,
     check_kill_on_cancel,
     check_max_memory,
     check_seconds,
@@ -277,13 +278,14 @@ class InRay:
         self._interrupted = False  # written by any thread: only a load heeds it
         self._operations: frozenset[str] = frozenset()
         self._name = "trio_pool worker"
-        self.pid: int | None = None
-        self.actor_id: str | None = None
-        self.node_id: str | None = None
+        self._where = Where("actor")
 
     @property
     def operations(self) -> frozenset[str]:
         return self._operations
+
+    def where(self) -> Where:
+        return self._where
 
     def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name
@@ -296,7 +298,8 @@ class InRay:
         if reply[0] == "failed":
             self._end(graceful=False)
             raise reply[1]
-        self._operations, self.pid, self.actor_id, self.node_id = reply[1:]
+        self._operations, pid, actor_id, node_id = reply[1:]
+        self._where = Where("actor", pid, actor_id, node_id)
 
     def _start_actor(self, loader: bytes, worker: WorkerInfo) -> tuple[Any, ...]:
         for attempt in range(1, _LOAD_ATTEMPTS + 1):
@@ -401,7 +404,8 @@ class InRay:
                     self._end(graceful=False)
                     raise HostDied(killed_for_cancel(self._name, "actor"))
         except ray.exceptions.RayError as exc:
-            where = "" if self.actor_id is None else f" {self.actor_id} on node {self.node_id}"
+            actor = self._where
+            where = "" if actor.actor_id is None else f" {actor.actor_id} on node {actor.node_id}"
             error = BrokenWorkerError(
                 f"worker {self._name}'s Ray actor{where} is gone: "
                 f"{type(exc).__name__}: {_first_line(exc)}"

@@ -12,6 +12,7 @@ from ._base import (
     ExcInfo,
     HostChoice,
     HostFactory,
+    Where,
     call_sync,
     is_mapping,
     no_operation,
@@ -50,9 +51,6 @@ class InThread(Generic[R]):
     encoders on a far side (which never builds an Outcome).
     """
 
-    actor_id: str | None = None
-    node_id: str | None = None
-
     def __init__(
         self,
         loader: object,
@@ -73,9 +71,8 @@ class InThread(Generic[R]):
     def operations(self) -> frozenset[str]:
         return self._operations
 
-    @property
-    def pid(self) -> int:
-        return os.getpid()
+    def where(self) -> Where:
+        return Where("thread", os.getpid())
 
     def load(self, worker: WorkerInfo) -> None:
         """Build the interface: call the loader, then ``__enter__`` if it has one."""
