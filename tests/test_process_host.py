@@ -544,7 +544,9 @@ STARTING_CHILD = textwrap.dedent(
 
     if __name__ == "__mp_main__":  # a worker process importing this file as it starts
         Path(os.environ["STARTING"]).touch()
-        time.sleep(1)  # the test sends Ctrl-C to the whole group now: a child still starting
+        sent, deadline = Path(os.environ["SENT"]), time.monotonic() + 30
+        while not sent.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)  # still starting until the test has sent Ctrl-C to the group
 
     import anyio, trio_pool
 
@@ -569,6 +571,7 @@ def test_ctrl_c_to_the_process_group_spares_a_worker_process_still_starting(
     backend: str, start_method: str, tmp_path: Path
 ) -> None:
     script, starting = tmp_path / "starting_child.py", tmp_path / "starting"
+    sent = FileGate(tmp_path / "sent")
     script.write_text(STARTING_CHILD)
     run = (
         "import runpy, sys; sys.argv[0] = sys.argv.pop(1); "
@@ -576,11 +579,12 @@ def test_ctrl_c_to_the_process_group_spares_a_worker_process_still_starting(
     )
     with started(
         python_with_ctrl_c(run, str(script), backend, start_method),
-        env={**os.environ, "STARTING": str(starting)},
+        env={**os.environ, "STARTING": str(starting), "SENT": str(sent.path)},
         start_new_session=True,  # a group of its own, as a terminal's foreground job
     ) as process:
         assert FileGate(starting).wait(), "no worker process started"
         os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C in a terminal: to every process
+        sent.open()
         stdout, stderr = process.communicate(timeout=30)
     assert process.returncode != 0
     assert_ended_by_ctrl_c(backend, stderr)
