@@ -1,17 +1,14 @@
-"""The Pool: lifetime, hooks, calling work, cancellation, errors, statistics."""
+"""The Pool: lifetime, hooks, calling work, errors, threads and logging."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import gc
 import inspect
 import itertools
 import logging
 import sys
 import threading
 import traceback
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +24,6 @@ from helpers import (
     TIMEOUT,
     Gate,
     Log,
-    cancel_once_entered,
     poll_until,
     recording_interface,
     wait_in_thread,
@@ -35,47 +31,6 @@ from helpers import (
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup, ExceptionGroup
-
-
-# --- bad arguments: rejected before any thread starts ---------------------------
-
-
-@pytest.mark.parametrize(
-    ("workers", "error"),
-    [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("4", TypeError), (True, TypeError)],
-)
-def test_bad_worker_counts(workers: object, error: type[Exception]) -> None:
-    with pytest.raises(error, match="workers"):
-        trio_pool.Pool(workers=workers)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"queue_size": 0}, ValueError, "queue_size"),
-        ({"queue_size": 2.0}, TypeError, "queue_size"),
-        ({"abandon_on_cancel": 1}, TypeError, "abandon_on_cancel"),
-        ({"name": 3}, TypeError, "name"),
-    ],
-)
-def test_bad_options(kwargs: dict[str, Any], error: type[Exception], match: str) -> None:
-    with pytest.raises(error, match=match):
-        trio_pool.Pool(**kwargs)
-
-
-def test_bad_interfaces() -> None:
-    with pytest.raises(TypeError, match="interface must be"):
-        trio_pool.Pool(42)
-    with pytest.raises(TypeError, match="arguments"):
-        trio_pool.Pool(None, "app.db")
-    with pytest.raises(TypeError, match="maps names to functions"):
-        trio_pool.Pool({"query": "not a function"})
-
-
-def test_default_workers_follow_thread_pool_executor() -> None:
-    import os
-
-    assert trio_pool.Pool()._options.initial == min(32, (os.cpu_count() or 1) + 4)
 
 
 async def test_async_functions_and_non_callables_are_refused(backend: str) -> None:
@@ -441,230 +396,6 @@ async def test_loading_interrupted_by_cancellation(backend: str) -> None:
     assert log.of("exit") == [(anyio.get_cancelled_exc_class(),)] * 2
 
 
-# --- cancellation of a caller -----------------------------------------------------
-
-
-async def test_caller_cancelled_while_queued(backend: str) -> None:
-    log, gate = Log(), Gate()
-    async with trio_pool.Pool(workers=1) as pool:
-        await pool.submit(gate.enter)
-        await wait_in_thread(gate.entered)
-        with anyio.CancelScope() as scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(pool.run, log.add, "ran", "cancelled caller")
-                await anyio.wait_all_tasks_blocked()
-                assert pool.statistics().queued == 1
-                scope.cancel()
-        assert pool.statistics().queued == 0
-        gate.open()
-        # The next caller gets its own result, and the cancelled job never ran.
-        assert await pool.run(lambda: "mine") == "mine"
-        assert log.of("ran") == []
-        stats = pool.statistics()
-        assert (stats.submitted, stats.completed, stats.cancelled) == (3, 2, 1)
-
-
-async def test_a_caller_cancelled_before_it_calls_submits_nothing(backend: str) -> None:
-    log = Log()
-    async with trio_pool.Pool(workers=2) as pool:
-        with anyio.move_on_after(0):  # expired on entry: the call sees it at once
-            await pool.run(log.add, "ran", "expired deadline")
-        with anyio.CancelScope() as scope:
-            scope.cancel()
-            await pool.call_method(Log.add, log, "ran", "cancelled scope")
-        assert pool.statistics().submitted == 0
-    assert log.of("ran") == []
-
-
-async def test_a_burst_of_jobs_reaches_every_idle_worker(backend: str) -> None:
-    # The loop wakes one idle worker per burst; the woken ones wake the rest.
-    async with trio_pool.Pool(workers=4) as pool:
-        for _ in range(20):
-            gate, ids = Gate(), set()
-            jobs = [pool.submit_nowait(gate.enter) for _ in range(4)]
-            await gate.wait_arrivals(4)  # all four block at once: one per worker
-            gate.open()
-            for job in jobs:
-                await job.wait()
-                ids.add(job.worker_id)
-            assert len(ids) == 4
-
-
-@pytest.mark.parametrize("fails", [False, True])
-async def test_caller_cancelled_while_running_waits_and_gets_the_result(
-    backend: str, fails: bool
-) -> None:
-    # As trio.to_thread.run_sync: the finished job's value (or its own error)
-    # comes back, and the cancellation comes at the caller's next checkpoint.
-    gate = Gate()
-    got: list[object] = []
-    caller_scope = anyio.CancelScope()
-
-    def job() -> str:
-        gate.enter()
-        if fails:
-            raise KeyError("the job's own error")
-        return "value"
-
-    async def caller() -> None:
-        with caller_scope:
-            try:
-                got.append(await pool.run(job))
-            except KeyError as exc:
-                got.append(exc.args[0])
-            await anyio.lowlevel.checkpoint()  # the cancellation comes here
-            got.append("not cancelled")  # pragma: no cover
-
-    async with trio_pool.Pool(workers=1) as pool:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(caller)
-            await wait_in_thread(gate.entered)
-            caller_scope.cancel()
-            await anyio.wait_all_tasks_blocked()
-            assert got == []  # still waiting for the job
-            assert pool.statistics().busy == 1
-            gate.open()
-        assert caller_scope.cancelled_caught
-        assert got == ["the job's own error" if fails else "value"]
-        stats = pool.statistics()
-        assert (stats.busy, stats.completed + stats.failed) == (0, 1)
-
-
-async def test_a_running_job_sees_its_callers_cancellation(backend: str) -> None:
-    gate = Gate(cooperative=True)
-    async with trio_pool.Pool(workers=1) as pool:
-        scope = await cancel_once_entered(gate.entered, pool.run, gate.enter)
-        assert scope.cancelled_caught
-        stats = pool.statistics()
-        assert (stats.cancelled, stats.failed, stats.busy) == (1, 0, 0)
-
-
-async def test_abandon_on_cancel_returns_at_once(backend: str) -> None:
-    gate = Gate()
-    async with trio_pool.Pool(workers=1, abandon_on_cancel=True) as pool:
-        scope = await cancel_once_entered(gate.entered, pool.run, gate.enter)
-        assert scope.cancelled_caught
-        stats = pool.statistics()
-        assert (stats.busy, stats.cancelled) == (1, 1)  # the job still runs
-        gate.open()
-        assert await pool.run(lambda: "next") == "next"  # the worker moved on
-        stats = pool.statistics()
-        assert (stats.submitted, stats.completed, stats.cancelled) == (2, 1, 1)
-
-
-# --- jobs ------------------------------------------------------------------------
-
-
-async def test_job_lifecycle_and_done_callbacks(backend: str) -> None:
-    gate = Gate()
-    seen: list[tuple[outcome.Outcome[Any], int]] = []
-    async with trio_pool.Pool(workers=1) as pool:
-        job = await pool.submit(gate.enter, "value")
-        job.add_done_callback(lambda o: seen.append((o, threading.get_ident())))
-        assert not job.done
-        assert job.outcome is None
-        await wait_in_thread(gate.entered)
-        assert job.worker_id == 0
-        gate.open()
-        result = await job.wait()
-        assert result is job.outcome
-        assert seen == [(result, threading.get_ident())]
-        job.add_done_callback(lambda o: seen.append((o, 0)))  # already done: at once
-        assert seen[1][0] is result
-        assert job.done
-        assert result.unwrap() == "value"
-        assert "done" in repr(job)
-
-
-async def test_cancelling_the_wait_leaves_the_job_alone(backend: str) -> None:
-    gate = Gate()
-    async with trio_pool.Pool(workers=1) as pool:
-        job = await pool.submit(gate.enter, "kept")
-        with anyio.move_on_after(0):
-            await job.wait()
-        gate.open()
-        assert (await job.wait()).unwrap() == "kept"
-
-
-async def test_job_cancel(backend: str) -> None:
-    log, gate = Log(), Gate(cooperative=True)
-    async with trio_pool.Pool(workers=1) as pool:
-        running = await pool.submit(gate.enter)
-        await wait_in_thread(gate.entered)
-        queued = await pool.submit(log.add, "ran")
-        assert queued.cancel() is True
-        assert isinstance(queued.outcome, outcome.Error)
-        assert isinstance(queued.outcome.error, trio_pool.JobCancelled)
-        assert queued.cancel() is False  # already done
-        assert running.cancel() is False  # running: asked to stop
-        result = await running.wait()
-        assert isinstance(result, outcome.Error)
-        assert isinstance(result.error, trio_pool.JobCancelled)
-    assert log.of("ran") == []
-    assert pool.statistics().cancelled == 2
-
-
-async def test_a_done_callback_may_cancel_a_job_taken_out_by_an_error_exit(backend: str) -> None:
-    # The exit takes both queued jobs out, then finishes them one by one; the
-    # first one's callback cancels the second, which is out but not yet done.
-    log, gate = Log(), Gate(cooperative=True)
-    answers: list[object] = []
-
-    def cancel_the_other(_: object) -> None:
-        try:
-            answers.append(second.cancel())
-        except BaseException as exc:
-            answers.append(exc)
-
-    with pytest.raises(KeyError):
-        async with trio_pool.Pool(workers=1) as pool:
-            await pool.submit(gate.enter)
-            await wait_in_thread(gate.entered)
-            first = await pool.submit(log.add, "ran")
-            second = await pool.submit(log.add, "ran")
-            first.add_done_callback(cancel_the_other)
-            raise KeyError("body")
-    assert answers == [False]
-    assert isinstance(second.outcome, outcome.Error)
-    assert isinstance(second.outcome.error, trio_pool.JobCancelled)
-    assert log.of("ran") == []
-
-
-async def test_a_failing_done_callback_is_logged(
-    backend: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    async with trio_pool.Pool(workers=1) as pool:
-        job = await pool.submit(int)
-        job.add_done_callback(lambda _: 1 / 0)
-        seen: list[object] = []
-        job.add_done_callback(seen.append)
-        await job.wait()
-    assert seen == [job.outcome]
-    assert "done-callback" in caplog.text
-    assert "ZeroDivisionError" in caplog.text
-
-
-async def test_the_pool_keeps_no_reference_to_finished_jobs(backend: str) -> None:
-    class Blob:
-        pass
-
-    async with trio_pool.Pool(workers=2) as pool:
-        arg, result = Blob(), None
-        refs = [weakref.ref(arg)]
-
-        def make() -> Blob:
-            made = Blob()
-            refs.append(weakref.ref(made))
-            return made
-
-        result = await pool.run(lambda a: make(), arg)
-        job = await pool.submit(make)
-        await job.wait()
-        del arg, result, job
-        gc.collect()
-        assert [ref() for ref in refs] == [None, None, None]
-
-
 # --- backpressure and closing -----------------------------------------------------
 
 
@@ -819,35 +550,6 @@ async def test_in_worker_functions_refuse_other_threads(backend: str) -> None:
     with pytest.raises(RuntimeError, match="loaded"):
         async with trio_pool.Pool(during_load, workers=1):
             pass  # pragma: no cover
-
-
-async def test_statistics(backend: str) -> None:
-    gate = Gate()
-    async with trio_pool.Pool(workers=2, queue_size=10) as pool:
-        stats = pool.statistics()
-        assert (stats.workers, stats.idle, stats.busy, stats.queued) == (2, 2, 0, 0)
-        with pytest.raises(dataclasses.FrozenInstanceError):
-            stats.workers = 3  # type: ignore[misc]
-        blocked = [await pool.submit(gate.enter) for _ in range(2)]
-        await gate.wait_arrivals(2)
-        queued = pool.submit_nowait(int)
-        await pool.submit(int)
-        queued.cancel()
-        stats = pool.statistics()
-        assert stats.queued == 1
-        assert stats.busy + stats.idle == 2
-        gate.open()
-        for job in blocked:
-            await job.wait()
-        await pool.run(int)
-        with pytest.raises(ZeroDivisionError):
-            await pool.run(lambda: 1 / 0)
-        stats = pool.statistics()
-        assert (stats.submitted, stats.completed, stats.failed, stats.cancelled) == (6, 4, 1, 1)
-        assert stats.submitted == stats.completed + stats.failed + stats.cancelled
-        assert sum(w.jobs_done for w in stats.worker_states) == 5
-        assert {w.state for w in stats.worker_states} == {"idle"}
-    assert pool.statistics().workers == 0
 
 
 async def test_logger_reports_workers_and_hook_errors(
