@@ -9,7 +9,7 @@ from typing import Any, cast, final
 import outcome
 
 from ._checks import check_sync_callable
-from ._hosts._base import no_operation, operations_of, private_name
+from ._hosts._shared import no_operation, operations_of, private_name
 
 
 @final

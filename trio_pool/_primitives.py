@@ -24,7 +24,7 @@ from outcome import Outcome
 from ._backend import Backend, current_backend
 from ._calls import Calls
 from ._checks import check_sync_callable
-from ._hosts._base import call_sync
+from ._hosts._shared import call_sync
 from ._in_worker import context
 from ._job import JobRecord, LoopCall, ask_loop
 from ._statistics import Counters

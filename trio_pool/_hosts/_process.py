@@ -41,20 +41,16 @@ import outcome
 
 from .._errors import BrokenWorkerError, killed_for_cancel
 from .._in_worker import JobView, WorkerInfo
-from ._base import (
+from ._base import ExcInfo, HostChoice, HostDied, HostFactory, Where
+from ._far import FarSide
+from ._shared import (
     CancelRelay,
-    ExcInfo,
-    HostChoice,
-    HostDied,
-    HostFactory,
-    Where,
     check_kill_on_cancel,
     check_max_memory,
     check_seconds,
     over_memory,
     resident_memory,
 )
-from ._far import FarSide
 from ._wire import (
     decode_outcome,
     dumps,

@@ -8,17 +8,8 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar, final
 
 from .._in_worker import JobView, WorkerInfo, context
-from ._base import (
-    ExcInfo,
-    HostChoice,
-    HostFactory,
-    Where,
-    call_sync,
-    is_mapping,
-    no_operation,
-    operations_of,
-    private_name,
-)
+from ._base import ExcInfo, HostChoice, HostFactory, Where
+from ._shared import call_sync, is_mapping, no_operation, operations_of, private_name
 
 _MISSING = object()
 R = TypeVar("R")
