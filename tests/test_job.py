@@ -183,3 +183,23 @@ async def test_the_pool_keeps_no_reference_to_finished_jobs(backend: str) -> Non
         del arg, result, job
         gc.collect()
         assert [ref() for ref in refs] == [None, None, None]
+
+
+async def test_a_finished_job_nobody_holds_is_freed_without_the_cycle_collector(
+    backend: str,
+) -> None:
+    # The handle and the pool's record of a job refer to each other until the
+    # job is complete; a benchmark that dropped the handles of submit_nowait
+    # found them piling up until the cycle collector ran.
+    async with trio_pool.Pool(workers=1) as pool:
+        gc.collect()
+        gc.disable()
+        try:
+            jobs = [pool.submit_nowait(int, str(n)) for n in range(3)]
+            handles = [weakref.ref(job) for job in jobs]
+            for job in jobs:
+                await job.wait()
+            del jobs, job
+            assert [handle() for handle in handles] == [None, None, None]
+        finally:
+            gc.enable()

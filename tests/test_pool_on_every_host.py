@@ -6,7 +6,8 @@ errors, what cannot cross) must hold wherever the interfaces live. Jobs may
 run in another process or interpreter, so they synchronise through files
 (:class:`FileGate`), never through threading objects, and each interface
 notes its load and its exit, with where it lives, in a record file. The Ray
-host runs the same checks in tests/on_ray (its own nox session). What only
+host runs this same suite in tests/on_ray/test_pool_on_ray.py (the ``ray``
+nox session, on a real local cluster). What only
 one host does (a process killed, a subinterpreter's refusals) is in that
 host's own module.
 """
@@ -41,10 +42,13 @@ HOSTS: dict[str, HostChoice] = {
 }
 if sys.version_info >= (3, 13):  # (before, InterpreterHost only refuses: its own module tests that)
     HOSTS["interpreter"] = trio_pool.InterpreterHost()
-#: The hosts whose interfaces live outside the pool's interpreter: what crosses is pickled.
-FAR = sorted(set(HOSTS) - {"thread"})
 #: The hosts whose jobs can wait() and call from_loop() (relayed by the worker's thread).
 RELAYING = ["process", "thread"]
+
+
+def is_far(host: str) -> bool:
+    """Whether the interfaces live outside the pool's interpreter (what crosses is pickled)."""
+    return host != "thread"
 
 
 def lines(record: Path) -> list[str]:
@@ -144,7 +148,7 @@ def host(request: pytest.FixtureRequest) -> str:
     return name
 
 
-@pytest.fixture(params=FAR)
+@pytest.fixture(params=sorted(filter(is_far, HOSTS)))
 def far_host(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
@@ -186,7 +190,7 @@ async def test_calls_map_broadcast_a_lease_and_resize(
         assert isinstance(failed, outcome.Error)
         assert type(failed.error) is LookupError
         assert failed.error.args == ("no such row", 7)
-        if host in FAR:  # the far side's traceback comes along
+        if is_far(host):  # the far side's traceback comes along
             assert "in fail" in str(failed.error.__cause__)
         await pool.resize(3)
         note_pids(pool, pids)
@@ -336,7 +340,7 @@ async def test_a_loader_error_keeps_its_type_and_its_traceback(backend: str, hos
         async with trio_pool.Pool(failing_loader, workers=1, host=HOSTS[host]):
             raise AssertionError("the pool opened")
     assert info.value.args == ("no model", 3)
-    if host in FAR:
+    if is_far(host):
         assert "in failing_loader" in str(info.value.__cause__)
     else:
         assert info.traceback[-1].name == "failing_loader"

@@ -36,3 +36,4 @@ class Completion:
             job.finish(result)
             if instruments.job_finished or instruments.job_started:
                 instruments.finished(job)
+            job.forget_handle()

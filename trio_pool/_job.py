@@ -124,6 +124,14 @@ class JobRecord:
             job = self._job = Job(self)
         return job
 
+    def forget_handle(self) -> None:
+        """The job is complete and told: let go of its handle, which holds this record.
+
+        So a finished job that nobody holds is freed at once, not left to the
+        cycle collector (``submit_nowait`` in a loop makes many).
+        """
+        self._job = None
+
     def finished(self) -> Event:
         """The event set when the job finishes (loop thread)."""
         if self.event is None:

@@ -27,8 +27,6 @@ from helpers import TIMEOUT, FileGate, cancel_once_entered, poll_until, wait_in_
 from test_host_contract import check_a_kill_that_races_the_reply
 from test_pool_on_every_host import (
     Model,
-    check_a_cancelled_caller_stops_a_cooperative_job,
-    check_broadcast_method_and_a_lease_reset,
     check_each_hook_ran_once_where_it_loaded,
     interface_scale,
     lines,
@@ -107,14 +105,6 @@ async def test_wait_and_from_loop_say_they_do_not_work_on_ray(backend: str) -> N
 
 
 # The process tests' own bodies; conftest's no_actor_left checks what they leave.
-
-
-async def test_broadcast_method_and_a_lease_reset_on_ray(backend: str) -> None:
-    await check_broadcast_method_and_a_lease_reset(HOST, pids=set())
-
-
-async def test_a_cancelled_caller_stops_a_cooperative_job(backend: str, tmp_path: Path) -> None:
-    await check_a_cancelled_caller_stops_a_cooperative_job(HOST, tmp_path, pids=set())
 
 
 @pytest.mark.parametrize("exit_by", ["error", "cancellation"])
