@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import anyio
+import outcome
 import pytest
 
 import trio_pool
@@ -175,3 +176,39 @@ async def test_a_worker_is_told_started_before_it_stops_while_its_batch_still_lo
     for worker_id, reason in recorder.of("worker_stopped"):
         stopped = recorder.events.index(("worker_stopped", worker_id, reason))
         assert ("worker_started", worker_id) in recorder.events[:stopped], recorder.events
+
+
+class CancelsOnSubmit(Recorder):
+    def job_submitted(self, job: trio_pool.Job[Any]) -> None:
+        super().job_submitted(job)
+        job.cancel()  # it is queued: it completes here, before submit returns
+
+
+async def test_an_instrument_and_the_caller_see_one_job_object_even_if_it_ends_at_once(
+    backend: str,
+) -> None:
+    instrument = CancelsOnSubmit()
+    async with trio_pool.Pool(workers=1, instruments=[instrument]) as pool:
+        job = pool.submit_nowait(int, "1")
+        assert job.done
+        [(submitted, _)] = instrument.of("submitted")
+        [(finished,)] = instrument.of("finished")
+        assert submitted is job
+        assert finished is job
+
+
+def test_a_start_posted_after_the_jobs_end_tells_nobody() -> None:
+    # A worker posts a job's start; its end can reach the loop first. If no
+    # instrument cared at the end, one added meanwhile hears nothing of it.
+    from loopless import Loop
+
+    from trio_pool._instruments import Instruments
+
+    instruments = Instruments()
+    record = Loop().job()
+    record.started_at = record.submitted_at
+    record.finish(outcome.Value(0))
+    late = Recorder()
+    instruments.add(late)
+    instruments.started(record)  # the worker's post, run only now
+    assert late.events == []

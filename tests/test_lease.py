@@ -183,3 +183,20 @@ async def test_a_lease_waits_while_every_worker_is_leased(backend: str) -> None:
             await anyio.wait_all_tasks_blocked()
             order.append("first")
         assert order == ["first", "second"]
+
+
+async def test_a_lease_call_once_the_pool_closes_says_so_even_in_a_cancelled_scope(
+    backend: str,
+) -> None:
+    async with trio_pool.Pool(workers=1) as pool, anyio.create_task_group() as tg:
+        async with pool.lease() as worker:
+            tg.start_soon(pool.aclose)
+            await poll_until(lambda: "closing" in repr(pool) or "closed" in repr(pool))
+            said = "nothing"
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                try:
+                    await worker.run(int, "1")
+                except trio_pool.PoolClosedError:
+                    said = "closed"
+            assert said == "closed"  # not a cancellation: the call could never have run

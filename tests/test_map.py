@@ -470,3 +470,14 @@ async def test_map_over_several_iterables_closes_the_ones_it_opened(backend: str
                 if value >= 10:
                     break
     assert sorted(closed) == ["async", "sync"]
+
+
+async def test_map_checks_its_arguments_before_the_pools_state(backend: str) -> None:
+    async with trio_pool.Pool(workers=1) as pool:
+        pass
+    with pytest.raises(TypeError, match="items must be an iterable"):
+        pool.map(str, 5)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="chunksize"):
+        pool.map(str, [1], chunksize=0)
+    with pytest.raises(trio_pool.PoolClosedError):
+        pool.map(str, [1])

@@ -110,16 +110,21 @@ class Instruments:
                 hooked.remove(instrument)
 
     def started(self, job: JobRecord) -> None:
-        """``job_started``, once per job (posted by its worker)."""
-        if job not in self._told:
+        """``job_started``, posted by the job's worker; nothing if its end came first.
+
+        (:meth:`finished` told of the start then, to the instruments of that moment.)
+        """
+        if job.outcome is None and job not in self._told:
             self._told.add(job)
-            self.call("job_started", job.job)
+            if self.job_started:
+                self.call("job_started", job.job)
 
     def finished(self, job: JobRecord) -> None:
         """``job_finished``, after ``job_started`` if the job started and that is not told yet."""
-        if self.job_started and job.started_at is not None:
-            self.started(job)
-        self.call("job_finished", job.job)
+        if self.job_started and job.started_at is not None and job not in self._told:
+            self.call("job_started", job.job)
+        if self.job_finished:
+            self.call("job_finished", job.job)
 
     def call(self, hook: str, *args: Any) -> None:
         """Call ``hook(*args)`` on each instrument that has it; remove one that raises."""

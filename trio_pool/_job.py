@@ -10,6 +10,7 @@ import contextvars
 import functools
 import logging
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
@@ -53,6 +54,7 @@ class JobRecord:
     __slots__ = (
         "__weakref__",  # (a shedding pool watches its callers' jobs, weakly)
         "_job",
+        "_job_ref",
         "abandoned",
         "args",
         "callbacks",
@@ -94,7 +96,8 @@ class JobRecord:
         # cancel_requested without it): where the job stands in the handoff (a
         # _handoff.Place, None until the job is put there), the worker slot it
         # is for or runs on, the cancel request, and the id of the worker that
-        # took it.
+        # took it. (A run_in_thread job is in no handoff: _primitives writes
+        # its cancel request.)
         self.place: Any = None
         self.slot: Any = None
         self.cancel_requested: bool = False
@@ -114,23 +117,35 @@ class JobRecord:
         self.event: Event | None = None  # made when someone waits: queued jobs stay small
         self.outcome: Outcome[Any] | None = None
         self.callbacks: list[Callable[[Outcome[Any]], object]] | None = None
+        # The user's handle: held until the job is complete, then only weakly
+        # (the handle holds this record: no cycle outlives the job).
         self._job: Job[Any] | None = None
+        self._job_ref: weakref.ref[Job[Any]] | None = None
 
     @property
     def job(self) -> Job[Any]:
         """The user's handle on this job."""
         job = self._job
         if job is None:
-            job = self._job = Job(self)
+            job = None if self._job_ref is None else self._job_ref()
+            if job is None:
+                job = Job(self)
+                if self.outcome is None:
+                    self._job = job
+                else:
+                    self._job_ref = weakref.ref(job)
         return job
 
     def forget_handle(self) -> None:
-        """The job is complete and told: let go of its handle, which holds this record.
+        """The job is complete and told: hold its handle (which holds this record) weakly.
 
         So a finished job that nobody holds is freed at once, not left to the
-        cycle collector (``submit_nowait`` in a loop makes many).
+        cycle collector (``submit_nowait`` in a loop makes many), and one that
+        somebody holds stays the same object for whoever asks for it next.
         """
-        self._job = None
+        if self._job is not None:
+            self._job_ref = weakref.ref(self._job)
+            self._job = None
 
     def finished(self) -> Event:
         """The event set when the job finishes (loop thread)."""

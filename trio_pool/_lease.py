@@ -261,9 +261,9 @@ class Leases:
         """Run a call of a lease on its worker."""
         if with_interface:  # a lease's call_method
             self._operations.check_method(fn)
+        self.line.check_open()  # (a closed pool says so to any thread, as before)
         self._intake.check_loop()
         await self._backend.cancellation_point()
-        self.line.check_open()
         if not worker.slot.serving:  # its process died: the lease cannot go on
             raise BrokenWorkerError(
                 f"the leased worker {worker.info.name} died; leave the lease and take a new one"

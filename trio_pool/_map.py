@@ -153,6 +153,16 @@ def next_chunksize(current: int, seconds: float, items: int, largest: int = MAX_
     return max(1, min(wanted, 2 * current, largest))
 
 
+def check_map_arguments(
+    chunksize: int | None, iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...]
+) -> int | None:
+    """``chunksize`` checked; TypeError for an input that is not an iterable."""
+    for each in iterables:
+        if not isinstance(each, (Iterable, AsyncIterable)):
+            raise TypeError(f"items must be an iterable or async iterable, not {each!r}")
+    return None if chunksize is None else check_count("chunksize", chunksize)
+
+
 @final
 class MapResults(Generic[T]):
     """The results of :meth:`Pool.map`: ``async with`` it, then ``async for`` over it.
@@ -180,11 +190,7 @@ class MapResults(Generic[T]):
 
         ``window``: the most chunks in flight (the pool's ``queue_size``).
         """
-        if chunksize is not None:
-            chunksize = check_count("chunksize", chunksize)
-        for each in iterables:
-            if not isinstance(each, (Iterable, AsyncIterable)):
-                raise TypeError(f"items must be an iterable or async iterable, not {each!r}")
+        chunksize = check_map_arguments(chunksize, iterables)
         self._submit = submit
         self._new_event = new_event
         self._fn = fn

@@ -40,7 +40,7 @@ class Parts:
         self.backend = backend
         self._name = options.name
         self._initial = options.initial
-        self._kill_grace = options.host.kill_grace()
+        self._host = options.host
         self._exit_watch = anyio.CancelScope()
         self.task_group: anyio.abc.TaskGroup = anyio.create_task_group()
         start_soon = self.task_group.start_soon
@@ -228,7 +228,7 @@ class Parts:
         stopped = workers.all_stopped
         interrupted = reason is not None and not isinstance(reason, Exception)  # Ctrl-C, cancel
         # Not a normal exit: a running job gets the host's grace to stop, then is killed.
-        grace = None if reason is None else self._kill_grace
+        grace = None if reason is None else self._host.kill_grace()
         kill_at = math.inf if grace is None else self.backend.current_time() + grace
         interruptions: list[BaseException] = []
         while not stopped.is_set():

@@ -27,7 +27,7 @@ from ._instruments import Instrument, Instruments
 from ._interface import InterfaceProxy, Operations, unwrapping_operation
 from ._job import Job, JobRecord, is_not_started, value_of
 from ._lease import Lease, WorkerLease
-from ._map import MapResults
+from ._map import MapResults, check_map_arguments
 from ._options import PoolOptions, build_options
 from ._parts import Parts
 from ._statistics import Counters, PoolStatistics
@@ -696,6 +696,7 @@ class Pool(Generic[I]):
         """
         check_target(fn)
         fn = self._operations.resolve(fn)
+        chunksize = check_map_arguments(chunksize, (items, *more))  # before the pool's state
         return MapResults(
             self._submit_unshed,
             self._live().backend.event,
