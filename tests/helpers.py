@@ -180,19 +180,18 @@ def python_with_ctrl_c(script: str, *args: str) -> list[str]:
 
 @contextlib.contextmanager
 def started(command: list[str], **options: Any) -> Iterator[subprocess.Popen[str]]:
-    """Run ``command`` (text, its stdout and stderr piped); on the way out, kill and reap it.
+    """Run ``command`` (text, its stdout and stderr piped); on the way out, kill, reap and close it.
 
     The test reads what it needs, then ``process.communicate(timeout=30)``;
     whatever fails meanwhile, nothing is left running.
     """
-    process = subprocess.Popen(
+    with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options
-    )
-    try:
-        yield process
-    finally:
-        process.kill()
-        process.wait()
+    ) as process:  # on the way out: its pipes closed, even if the test failed first
+        try:
+            yield process
+        finally:
+            process.kill()
 
 
 def leaves(exc: BaseException) -> Iterator[BaseException]:
