@@ -1,7 +1,10 @@
 """The promises of the host seam, as one suite run over every host.
 
 A host is driven here as a worker drives it: from one thread (this test's
-own, standing in for the worker's), with ``interrupt`` from anywhere. Every
+own, standing in for the worker's), with ``interrupt`` from anywhere. A
+loop-driven host (``LoopHost``: a worker that is a task of the loop) is
+driven the same way through :class:`FromThread`, which runs each of its
+methods on an event loop of its own. Every
 interface and function is defined at module level, so that hosts whose far
 side is another process can receive them, and what the far side does is
 recorded in files (``Record``), which every host can reach.
@@ -19,14 +22,25 @@ import sys
 import threading
 import time
 from collections.abc import Generator, Hashable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import outcome
 import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 import trio_pool
-from trio_pool._hosts._base import NO_EXC, Host, HostChoice, HostDied, LoadInterrupted
+from trio_pool._hosts._base import (
+    NO_EXC,
+    ExcInfo,
+    Host,
+    HostChoice,
+    HostDied,
+    LoadInterrupted,
+    LoopHost,
+    Where,
+)
 from trio_pool._in_worker import WorkerInfo
 
 from helpers import TIMEOUT, FileGate
@@ -60,26 +74,98 @@ def note(record: str, line: str) -> None:
         file.write(line + "\n")
 
 
+class FromThread:
+    """A :class:`LoopHost` driven from a thread, as a worker thread drives a :class:`Host`.
+
+    Each method runs on an event loop in a thread of its own (an anyio
+    blocking portal), as the loop-driven worker's task would call it; the
+    job's view is served there as the worker serves it.
+    """
+
+    def __init__(self, host: LoopHost, portal: BlockingPortal) -> None:
+        self._host = host
+        self._portal = portal
+
+    @property
+    def operations(self) -> frozenset[str]:
+        return self._host.operations
+
+    def where(self) -> Where:
+        return self._host.where()
+
+    def load(self, worker: WorkerInfo) -> None:
+        self._portal.call(self._host.load, worker)
+
+    def execute(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], with_interface: bool, job: Any
+    ) -> outcome.Outcome[Any]:
+        return self._portal.call(self._host.execute, fn, args, kwargs, with_interface, _OnLoop(job))
+
+    def interrupt(self) -> None:
+        self._portal.call(self._host.interrupt)
+
+    def renewal_due(self) -> str | None:
+        return self._host.renewal_due()
+
+    def kill(self) -> bool:
+        return self._portal.call(self._host.kill)
+
+    def close(self, exc_info: ExcInfo) -> BaseException | None:
+        return self._portal.call(self._host.close, exc_info)
+
+
+class _OnLoop:
+    """A job's view (:class:`View`), as a loop-driven worker gives it to its host."""
+
+    def __init__(self, view: View) -> None:
+        self._view = view
+
+    def cancel_requested(self) -> bool:
+        return self._view.cancel_requested()
+
+    async def wait_for_on_loop(
+        self,
+        key: Hashable,
+        timeout: float | None,  # noqa: ASYNC109 (the protocol's: a trio_pool.wait() timeout)
+    ) -> tuple[Any, ...]:
+        return self._view.wait_for(key, timeout)
+
+    async def call_on_loop(self, async_fn: Any, args: tuple[Any, ...]) -> outcome.Outcome[Any]:
+        return self._view.call_loop(async_fn, args)
+
+
+def worker_host(
+    choice: HostChoice, loader: object, args: tuple[Any, ...], stack: ExitStack
+) -> Host:
+    """A new worker's host of ``choice``, driven from this thread whatever its kind."""
+    host = choice.worker_hosts(loader, args)()
+    if not isinstance(host, LoopHost):
+        return host
+    return FromThread(host, stack.enter_context(start_blocking_portal("trio")))
+
+
 class MakeHost:
     """Builds hosts of one kind; closes every one left open after the test."""
 
-    def __init__(self, kind: str, choice: HostChoice, record: Record) -> None:
+    def __init__(self, kind: str, choice: HostChoice, record: Record, stack: ExitStack) -> None:
         self.kind = kind
         self.choice = choice
         self.record = record
         self.made: list[Host] = []
+        self._stack = stack
 
     def __call__(self, loader: object = None, *args: Any) -> Host:
-        host = self.choice.worker_hosts(loader, args)()
+        host = worker_host(self.choice, loader, args, self._stack)
         self.made.append(host)
         return host
 
     @classmethod
     def fixture(cls, kind: str, choice: HostChoice, tmp_path: Path) -> Iterator[MakeHost]:
-        make = cls(kind, choice, Record(tmp_path / "record"))
-        yield make
-        for host in make.made:
-            host.close(NO_EXC)
+        with ExitStack() as stack:
+            make = cls(kind, choice, Record(tmp_path / "record"), stack)
+            yield make
+            for host in make.made:
+                host.close(NO_EXC)
 
 
 @pytest.fixture(params=sorted(HOSTS))
@@ -446,13 +532,14 @@ def check_a_kill_that_races_the_reply(choice: HostChoice, tmp_path: Path) -> Non
     (The host used to read the reply and go on with a killed process or
     actor: the worker's next job then failed with BrokenWorkerError.)
     """
-    host = loaded(choice.worker_hosts(None, ())())
-    started, finished = FileGate(tmp_path / "started"), FileGate(tmp_path / "finished")
-    view = LateCancel(started, finished)
-    try:
-        with pytest.raises(HostDied) as info, interrupting(host, after=started):
-            host.execute(finish_after_a_while, (started, finished), {}, False, view)
-        assert isinstance(info.value.error, trio_pool.JobCancelled)
-        assert "kill_on_cancel=True" in str(info.value.error)
-    finally:
-        assert host.close(NO_EXC) is None  # nothing left to close
+    with ExitStack() as stack:
+        host = loaded(worker_host(choice, None, (), stack))
+        started, finished = FileGate(tmp_path / "started"), FileGate(tmp_path / "finished")
+        view = LateCancel(started, finished)
+        try:
+            with pytest.raises(HostDied) as info, interrupting(host, after=started):
+                host.execute(finish_after_a_while, (started, finished), {}, False, view)
+            assert isinstance(info.value.error, trio_pool.JobCancelled)
+            assert "kill_on_cancel=True" in str(info.value.error)
+        finally:
+            assert host.close(NO_EXC) is None  # nothing left to close

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import signal
 import socket
@@ -307,3 +308,71 @@ async def wait_through(
         if scope.cancelled_caught:
             break
     return interruptions
+
+
+FdWait = Callable[[int], Awaitable[None]]
+
+
+def fd_waits() -> tuple[FdWait, FdWait]:
+    """How the running loop waits for a file descriptor: (readable, writable).
+
+    On asyncio, a loop with ``add_reader`` (not Windows' proactor loop).
+    """
+    if sniffio.current_async_library() == "trio":
+        return trio.lowlevel.wait_readable, trio.lowlevel.wait_writable
+    loop = asyncio.get_running_loop()
+    return (
+        functools.partial(_asyncio_fd_wait, loop.add_reader, loop.remove_reader),
+        functools.partial(_asyncio_fd_wait, loop.add_writer, loop.remove_writer),
+    )
+
+
+async def _asyncio_fd_wait(
+    add: Callable[..., object], remove: Callable[[int], object], fd: int
+) -> None:
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def ready() -> None:
+        if not future.done():  # (the loop may call it again before the task runs)
+            future.set_result(None)
+
+    add(fd, ready)
+    try:
+        await future
+    finally:
+        remove(fd)
+
+
+class LoopBell:
+    """A loop-driven worker's wake-up: rung in the loop's thread, awaited by its task.
+
+    As a thread's bell, a ring is kept until the worker waits, so a ring
+    between its look at the handoff and its wait is not lost.
+    """
+
+    __slots__ = ("_event", "_new_event", "_rung")
+
+    def __init__(self, new_event: Callable[[], Event]) -> None:
+        self._new_event = new_event
+        self._event: Event | None = None
+        self._rung = False
+
+    def ring(self) -> None:
+        self._rung = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self, seconds: float | None = None) -> bool:
+        """Until rung (at most ``seconds`` if given); whether it was rung."""
+        if not self._rung:
+            self._event = event = self._new_event()
+            try:
+                if seconds is None:
+                    await event.wait()
+                else:
+                    with anyio.move_on_after(seconds):
+                        await event.wait()
+            finally:
+                self._event = None
+        rung, self._rung = self._rung, False
+        return rung

@@ -28,11 +28,19 @@ from typing import Any
 
 import outcome
 
+from ._backend import LoopBell
 from ._exceptions import JobCancelled
 from ._hosts._base import NO_EXC, ExcInfo
 from ._job import JobRecord
 
 Delivery = list[tuple[JobRecord, outcome.Outcome[Any]]]
+
+
+class _Asleep(enum.Enum):
+    ASLEEP = "asleep"  # no job yet: the worker waits for its wake-up
+
+
+_ASLEEP = _Asleep.ASLEEP
 
 
 class Place(enum.Enum):
@@ -118,7 +126,7 @@ class Slot:
         "wakeup",
     )
 
-    def __init__(self, id: int) -> None:  # noqa: A002
+    def __init__(self, id: int, wakeup: Bell | LoopBell) -> None:  # noqa: A002
         self.id: int = id  # the worker's
         self.phase: Phase = Phase.LOADING
         self.job: JobRecord | None = None  # the job it runs
@@ -129,7 +137,7 @@ class Slot:
         self.renewing: bool = False  # it stops to be renewed (a new worker takes its place)
         self.renew_pending: bool = False  # due for renewal once its lease ends
         self.called: bool = False  # woken for the shared queue (counted in Handoff._waking)
-        self.wakeup: Bell = Bell()
+        self.wakeup: Bell | LoopBell = wakeup
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told.
         self.exit_info: ExcInfo = NO_EXC
@@ -172,8 +180,9 @@ class Handoff:
         """More jobs wait than idle workers and wake-ups on their way can take."""
         return len(self._jobs) > len(self._idle) + self._waking
 
-    def new_slot(self, worker_id: int) -> Slot:
-        return Slot(worker_id)
+    def new_slot(self, worker_id: int, wakeup: Bell | LoopBell | None = None) -> Slot:
+        """A slot for a new worker: woken by ``wakeup`` (a thread's :class:`Bell` by default)."""
+        return Slot(worker_id, Bell() if wakeup is None else wakeup)
 
     def _call_idle(self) -> Slot:
         """Call the most recently idle worker for the shared queue (lock held).
@@ -384,57 +393,92 @@ class Handoff:
             slot.move_to(Phase.STOPPED)
 
     def take(self, slot: Slot, done: list[outcome.Outcome[Any]] | None = None) -> JobRecord | None:
-        """The next job for ``slot``'s worker, or None when it should stop.
+        """The next job for ``slot``'s worker thread, or None when it should stop.
 
         ``done``: the worker's list holding the Outcome of the job it ran, if
         any; it is handed back first (as :meth:`finish` does), under the same
         hold of the lock, and the list emptied.
         """
-        post = False  # whether to wake the loop for a flush, once the lock is released
-        job: JobRecord | None
+        assert isinstance(slot.wakeup, Bell)
         with self.lock:
-            if done:
-                post = self._finished_one(slot, done.pop())
-            while True:
-                if slot.direct:
-                    job = slot.direct.popleft()
-                    break
-                if slot.stop_requested:
-                    slot.move_to(Phase.STOPPING)
-                    self._pass_on()  # a wake-up may have been meant for a job
-                    job = None
-                    break
-                if self._jobs and not slot.leased:
-                    job = self._jobs.popleft()
-                    break
-                if self._draining:
-                    slot.move_to(Phase.STOPPING)
-                    job = None
-                    break
-                if slot.leased:
-                    self._pass_on()  # a wake-up may have been meant for a job
-                else:
-                    self._idle.append(slot)
+            post = self._hand_back(slot, done)
+            while (job := self._next(slot)) is _ASLEEP:
                 if post:  # before sleeping: the loop must not wait for this outcome
                     self._post(self.flush)
                     post = False
                 slot.wakeup.wait(self.lock)
-                if slot.called:
-                    slot.called = False
-                    self._waking -= 1
-                elif slot in self._idle:  # woken by something else than a new job
-                    self._idle.remove(slot)
-            if job is not None:
-                self._pass_on()  # jobs still waiting: wake the next worker
-                job.place = Place.RUNNING
-                if self._room_wanted and not self._flush_posted and job.slot is None:
-                    post = self._flush_posted = True
-                job.slot = slot
-                job.worker_id = slot.id
-                slot.job = job
+                self._woken(slot)
+            post = self._started(slot, job) or post
         if post:
             self._post(self.flush)
         return job
+
+    async def take_on_loop(self, slot: Slot, done: list[outcome.Outcome[Any]]) -> JobRecord | None:
+        """:meth:`take`, for a loop-driven worker's task (in the loop's thread)."""
+        assert isinstance(slot.wakeup, LoopBell)
+        with self.lock:
+            post = self._hand_back(slot, done)
+            job = self._next(slot)
+        while job is _ASLEEP:
+            if post:
+                self._post(self.flush)
+                post = False
+            await slot.wakeup.wait()
+            with self.lock:
+                self._woken(slot)
+                job = self._next(slot)
+        with self.lock:
+            post = self._started(slot, job) or post
+        if post:
+            self._post(self.flush)
+        return job
+
+    def _hand_back(self, slot: Slot, done: list[outcome.Outcome[Any]] | None) -> bool:
+        """Record the Outcome in ``done``, if any (lock held); True if the loop must be woken."""
+        if not done:
+            return False
+        return self._finished_one(slot, done.pop())
+
+    def _next(self, slot: Slot) -> JobRecord | _Asleep | None:
+        """``slot``'s next job, None if it should stop, or _ASLEEP: wait for a ring (lock held)."""
+        if slot.direct:
+            return slot.direct.popleft()
+        if slot.stop_requested:
+            slot.move_to(Phase.STOPPING)
+            self._pass_on()  # a wake-up may have been meant for a job
+            return None
+        if self._jobs and not slot.leased:
+            return self._jobs.popleft()
+        if self._draining:
+            slot.move_to(Phase.STOPPING)
+            return None
+        if slot.leased:
+            self._pass_on()  # a wake-up may have been meant for a job
+        else:
+            self._idle.append(slot)
+        return _ASLEEP
+
+    def _woken(self, slot: Slot) -> None:
+        """``slot``'s worker is awake again (lock held)."""
+        if slot.called:
+            slot.called = False
+            self._waking -= 1
+        elif slot in self._idle:  # woken by something else than a new job
+            self._idle.remove(slot)
+
+    def _started(self, slot: Slot, job: JobRecord | None) -> bool:
+        """``slot``'s worker runs ``job`` now (lock held); True if the loop must be woken."""
+        if job is None:
+            return False
+        self._pass_on()  # jobs still waiting: wake the next worker
+        job.place = Place.RUNNING
+        post = False
+        if self._room_wanted and not self._flush_posted and job.slot is None:
+            post = self._flush_posted = True
+        job.slot = slot
+        job.worker_id = slot.id
+        slot.job = job
+        return post
 
     def _finished_one(self, slot: Slot, result: outcome.Outcome[Any]) -> bool:
         """Record the outcome of ``slot``'s job (lock held); True if the loop must be woken."""
@@ -459,21 +503,53 @@ class Handoff:
         self, slot: Slot, job: JobRecord, key: Hashable, timeout: float | None
     ) -> tuple[Any, ...]:
         """Block ``slot``'s job until ``notify(slot, key, ...)``; return the values."""
+        assert isinstance(slot.wakeup, Bell)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
-            while True:
-                box = slot.mailbox.get(key)
-                if box:
-                    values = box.popleft()
-                    if not box:
-                        del slot.mailbox[key]
-                    return values
-                if job.cancel_requested:
-                    raise JobCancelled("the caller of this job is gone")
+            while (values := self._mail(slot, job, key, deadline, timeout)) is None:
                 if deadline is None:
                     slot.wakeup.wait(self.lock)
                 else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"no notify for {key!r} within {timeout} seconds")
-                    slot.wakeup.wait(self.lock, remaining)
+                    slot.wakeup.wait(self.lock, max(0.0, deadline - time.monotonic()))
+            return values
+
+    async def wait_for_on_loop(
+        self, slot: Slot, job: JobRecord, key: Hashable, timeout: float | None
+    ) -> tuple[Any, ...]:
+        """:meth:`wait_for`, for a loop-driven worker's task (in the loop's thread)."""
+        assert isinstance(slot.wakeup, LoopBell)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self.lock:
+                values = self._mail(slot, job, key, deadline, timeout)
+            if values is not None:
+                return values
+            await slot.wakeup.wait(
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
+
+    def _mail(
+        self,
+        slot: Slot,
+        job: JobRecord,
+        key: Hashable,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> tuple[Any, ...] | None:
+        """The values notified for ``key``, or None: wait on (lock held).
+
+        Raises:
+            JobCancelled: the job should stop.
+            TimeoutError: ``deadline`` has passed.
+        """
+        box = slot.mailbox.get(key)
+        if box:
+            values = box.popleft()
+            if not box:
+                del slot.mailbox[key]
+            return values
+        if job.cancel_requested:
+            raise JobCancelled("the caller of this job is gone")
+        if deadline is not None and deadline - time.monotonic() <= 0:
+            raise TimeoutError(f"no notify for {key!r} within {timeout} seconds")
+        return None

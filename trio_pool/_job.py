@@ -356,11 +356,13 @@ class LoopCall:
         async_fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         context: contextvars.Context,
+        done: Event | None = None,
     ) -> None:
+        """``done``: what the asking side waits on (a thread's event by default)."""
         self.async_fn: Callable[..., Awaitable[Any]] = async_fn
         self.args: tuple[Any, ...] = args
         self.context = context  # a copy of the job's, to run the call in
-        self.done: threading.Event = threading.Event()
+        self.done: threading.Event | Event = threading.Event() if done is None else done
         self.result: Outcome[Any] = Error(RuntimeError("the loop never answered"))
 
     def answer(self, result: Outcome[Any]) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 import outcome
 import sniffio
 
-from ._backend import Event
+from ._backend import Event, LoopBell
 from ._exceptions import JobCancelled
 from ._handoff import Handoff, Slot
-from ._hosts._base import Host, HostDied, LoadInterrupted
+from ._hosts._base import Host, HostDied, LoadInterrupted, LoopHost
 from ._in_worker import WorkerInfo
 from ._instruments import Instruments, StopReason
 from ._job import JobRecord, LoopCall, ask_loop
@@ -36,7 +36,7 @@ class Worker:
     def __init__(
         self,
         info: WorkerInfo,
-        host: Host,
+        host: Host | LoopHost,
         handoff: Handoff,
         *,
         post: Callable[[Callable[[], object]], None],
@@ -49,8 +49,12 @@ class Worker:
         os_name: str,
         max_jobs: int | None = None,
         instruments: Instruments | None = None,
+        new_event: Callable[[], Event] | None = None,
     ) -> None:
         """``os_name``: the thread's name at the OS level while it is this worker.
+
+        ``new_event`` makes the loop's events: a loop-driven host's worker
+        (a task) waits on them for its jobs and its from_loop() calls.
 
         ``on_renew(worker)`` is posted once the worker stops to be renewed
         (after ``max_jobs`` jobs, or when its host asks); ``on_served(worker)``
@@ -59,7 +63,12 @@ class Worker:
         self.info = info
         self._os_name = os_name
         self.host = host
-        self.slot: Slot = handoff.new_slot(info.id)
+        self._new_event = new_event
+        on_loop = isinstance(host, LoopHost)
+        if on_loop and new_event is None:
+            raise TypeError("a loop-driven host's worker needs new_event")
+        bell = LoopBell(new_event) if on_loop and new_event is not None else None
+        self.slot: Slot = handoff.new_slot(info.id, bell)
         self.loaded = loaded
         self.exited = exited
         self.load_error: BaseException | None = None
@@ -96,7 +105,7 @@ class Worker:
         return self.info.id
 
     def main(self) -> None:
-        """The thread's body.
+        """The body of a thread-driven worker's thread.
 
         Reports to the loop once its interface has loaded (or failed to),
         and, as its last act, that it has ended (``on_exit``).
@@ -112,55 +121,111 @@ class Worker:
             restore_os_name()  # the thread goes back to trio's or anyio's cache
             self._post(functools.partial(self._on_exit, self))
 
+    async def run_on_loop(self) -> None:
+        """The body of a loop-driven worker's task: :meth:`main`, awaiting its host."""
+        self.started = True
+        try:
+            self.hook_error = await self._serve_on_loop()
+        except BaseException:  # (asyncio's own cancellation of the task): leave no child
+            self.host.kill()
+            raise
+        finally:
+            self._post(functools.partial(self._on_exit, self))
+
     def _serve(self) -> BaseException | None:
         host, handoff, slot = self.host, self._handoff, self.slot
+        assert not isinstance(host, LoopHost)
         try:
             host.load(self.info)
-        except LoadInterrupted:  # the pool is stopping: it never loaded, and that is all
-            logger.debug("worker %s: its load was interrupted", self.info.name)
-            handoff.loaded(slot, ok=False)
-            self._post(self.loaded.set)
-            return None
         except BaseException as exc:
-            # Raised to the caller (entry, add_workers) or at the exit: not logged twice.
-            logger.debug("worker %s: the interface failed to load: %r", self.info.name, exc)
-            self.load_error = exc
-            handoff.loaded(slot, ok=False)
-            self._post(self.loaded.set)
+            self._not_loaded(exc)
             return None
-        logger.debug("worker %s started", self.info.name)
-        self.served = True
-        handoff.loaded(slot, ok=True)
-        self._post(functools.partial(self._on_served, self))
-        self._post(self.loaded.set)
+        self._loaded()
         # The Outcome of the job just run, which take() hands back (emptying
         # the list): so this thread holds no result while it waits.
         done: list[outcome.Outcome[Any]] = []
-        instruments = self._instruments
         while (job := handoff.take(slot, done)) is not None:
-            self._job = job
-            job.started_at = perf_counter()
-            if instruments.job_started:  # (told before its end, if the end comes first)
-                self._post(functools.partial(instruments.started, job))
+            self._begin(job)
             try:
                 done.append(job.context.run(self._execute, job))
-                job.finished_at = perf_counter()
             except HostDied as exc:
-                self._job = None
-                self.died = True
-                self.killed = isinstance(exc.error, JobCancelled)
-                logger.warning("%s", exc.error)
-                handoff.leave(slot)
-                handoff.finish(slot, outcome.Error(exc.error))
-                handoff.closed(slot)
+                self._died(exc)
                 return None
-            self._job = job = None  # hold no job while waiting for the next
-            if self.renewal is None and (reason := self._renewal_due()) is not None:
-                self.renewal = reason
-                if handoff.renew(slot):  # else when its lease ends (or never: closing)
-                    self._post(functools.partial(self._on_renew, self))
+            self._end(job)
         error = host.close(slot.exit_info)
+        return self._closed(error)
+
+    async def _serve_on_loop(self) -> BaseException | None:
+        host, handoff, slot = self.host, self._handoff, self.slot
+        assert isinstance(host, LoopHost)
+        try:
+            await host.load(self.info)
+        except BaseException as exc:
+            self._not_loaded(exc)
+            return None
+        self._loaded()
+        done: list[outcome.Outcome[Any]] = []
+        while (job := await handoff.take_on_loop(slot, done)) is not None:
+            self._begin(job)
+            assert job.fn is not None
+            try:
+                done.append(
+                    await host.execute(job.fn, job.args, job.kwargs, job.with_interface, self)
+                )
+            except HostDied as exc:
+                self._died(exc)
+                return None
+            self._end(job)
+        error = await host.close(slot.exit_info)
+        return self._closed(error)
+
+    def _not_loaded(self, exc: BaseException) -> None:
+        if isinstance(
+            exc, LoadInterrupted
+        ):  # the pool is stopping: it never loaded, and that is all
+            logger.debug("worker %s: its load was interrupted", self.info.name)
+        else:  # raised to the caller (entry, add_workers) or at the exit: not logged twice
+            logger.debug("worker %s: the interface failed to load: %r", self.info.name, exc)
+            self.load_error = exc
+        self._handoff.loaded(self.slot, ok=False)
+        self._post(self.loaded.set)
+
+    def _loaded(self) -> None:
+        logger.debug("worker %s started", self.info.name)
+        self.served = True
+        self._handoff.loaded(self.slot, ok=True)
+        self._post(functools.partial(self._on_served, self))
+        self._post(self.loaded.set)
+
+    def _begin(self, job: JobRecord) -> None:
+        self._job = job
+        job.started_at = perf_counter()
+        if self._instruments.job_started:  # (told before its end, if the end comes first)
+            self._post(functools.partial(self._instruments.started, job))
+
+    def _died(self, exc: HostDied) -> None:
+        """The host died under the running job: it gets ``exc.error``, and the worker stops."""
+        handoff, slot = self._handoff, self.slot
+        self._job = None
+        self.died = True
+        self.killed = isinstance(exc.error, JobCancelled)
+        logger.warning("%s", exc.error)
+        handoff.leave(slot)
+        handoff.finish(slot, outcome.Error(exc.error))
         handoff.closed(slot)
+
+    def _end(self, job: JobRecord) -> None:
+        """``job`` has run (its Outcome is to be handed back): is the worker due for renewal?"""
+        job.finished_at = perf_counter()
+        self._job = None  # hold no job while waiting for the next
+        if self.renewal is None and (reason := self._renewal_due()) is not None:
+            self.renewal = reason
+            if self._handoff.renew(self.slot):  # else when its lease ends (or never: closing)
+                self._post(functools.partial(self._on_renew, self))
+
+    def _closed(self, error: BaseException | None) -> BaseException | None:
+        """The exit hook has run and raised ``error`` (or nothing): the worker has stopped."""
+        self._handoff.closed(self.slot)
         if error is not None:
             logger.debug("worker %s: the exit hook raised %r", self.info.name, error)
         logger.debug("worker %s stopped", self.info.name)
@@ -185,6 +250,7 @@ class Worker:
         if sniffio.current_async_library_cvar.get() is not None:  # anyio.run() sets it
             sniffio.current_async_library_cvar.set(None)
         assert job.fn is not None
+        assert not isinstance(self.host, LoopHost)
         return self.host.execute(job.fn, job.args, job.kwargs, job.with_interface, self)
 
     # --- the running job's view (trio_pool.check_cancelled, wait, from_loop) ---
@@ -202,3 +268,21 @@ class Worker:
     ) -> outcome.Outcome[Any]:
         assert self._job is not None
         return ask_loop(self._post, self._route, self._job, async_fn, args)
+
+    # --- the same, for a loop-driven worker's host (in the loop's thread) ---
+
+    async def wait_for_on_loop(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        assert self._job is not None
+        return await self._handoff.wait_for_on_loop(self.slot, self._job, key, timeout)
+
+    async def call_on_loop(
+        self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> outcome.Outcome[Any]:
+        job = self._job
+        assert job is not None
+        assert self._new_event is not None
+        done = self._new_event()
+        call = LoopCall(async_fn, args, job.context.copy(), done)
+        self._route(job, call)
+        await done.wait()
+        return call.result

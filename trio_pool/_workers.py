@@ -13,7 +13,7 @@ import outcome
 from ._backend import Backend, Event, wait_through_cancellation
 from ._exceptions import BrokenWorkerError, add_note, raise_combined
 from ._handoff import Handoff, Phase
-from ._hosts._base import HostFactory
+from ._hosts._base import HostFactory, LoopHost
 from ._in_worker import WorkerInfo
 from ._instruments import Instruments
 from ._interface import Operations
@@ -154,6 +154,7 @@ class WorkerSet:
                 os_name=short_name(self._name, worker_id),
                 max_jobs=self._max_jobs,
                 instruments=self._instruments,
+                new_event=self._backend.event,
             )
             self._workers[worker_id] = worker
             self._thread_scopes[worker_id] = anyio.CancelScope(shield=self._abandon)
@@ -186,12 +187,19 @@ class WorkerSet:
         # A pool that abandons lends the thread abandonably, in a shielded scope
         # that only leave_behind() cancels (a second Ctrl-C at the exit); trio
         # then runs a job's trio.from_thread calls in its system nursery.
+        # A loop-driven worker is this task itself, shielded: like a thread, its
+        # job and hook end through the handoff and its host, never by a cancellation.
         error: BaseException | None = None
         try:
             with self._thread_scopes[worker.id]:  # cancelled before the thread starts: absorbed
-                await anyio.to_thread.run_sync(
-                    worker.main, limiter=self._limiter, abandon_on_cancel=self._abandon
-                )
+                if isinstance(worker.host, LoopHost):
+                    await anyio.lowlevel.checkpoint_if_cancelled()
+                    with anyio.CancelScope(shield=True):
+                        await worker.run_on_loop()
+                else:
+                    await anyio.to_thread.run_sync(
+                        worker.main, limiter=self._limiter, abandon_on_cancel=self._abandon
+                    )
         except BaseException as exc:
             error = exc
         if not worker.started:  # no thread ever ran: report its error as a loader's

@@ -4,23 +4,25 @@
 worker's interface, wherever it lives. What several hosts share besides
 (checks, the cancel relay, a call) is in :mod:`._shared`.
 
-A worker is always a thread of the pool: it takes jobs from the handoff and
-hands each to its host. The host builds the interface, runs calls against it
-and closes it, somewhere: in the worker thread itself (``_thread.InThread``),
-or, behind the same methods, in a child process (``_process.InProcess``) or
-a remote actor. The pool
-side never touches the interface object: a call names an operation or ships
-a function (with a flag asking the far side to pass its interface first).
+Two kinds of worker, one contract. A thread-driven worker is a thread of
+the pool: it takes jobs from the handoff and hands each to its :class:`Host`,
+which builds the interface, runs calls against it and closes it, in that
+thread (``_thread.InThread``), in a subinterpreter or in a Ray actor. A
+loop-driven worker is a task of the event loop whose :class:`LoopHost`
+sends each call to a child process and awaits the reply
+(``_process.InProcess``). The pool side never touches the interface object:
+a call names an operation or ships a function (with a flag asking the far
+side to pass its interface first).
 
-A host knows no event loop and no pool. It is called from its worker's
-thread only, except :meth:`Host.interrupt`, which any thread may call at any
-moment.
+A :class:`Host` knows no event loop and no pool. It is called from its
+worker's thread only, except :meth:`Host.interrupt`, which any thread may
+call at any moment.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -127,7 +129,71 @@ class Host(Protocol):
         ...
 
 
-HostFactory = Callable[[], Host]
+class LoopJobView(Protocol):
+    """The running job, as a loop-driven host serves its far side's requests."""
+
+    def cancel_requested(self) -> bool:
+        """True once the job should stop."""
+        ...
+
+    async def wait_for_on_loop(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
+        """Wait for ``pool.notify(worker_id, key, ...)``; the notified values."""
+        ...
+
+    async def call_on_loop(
+        self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> outcome.Outcome[Any]:
+        """Run ``async_fn(*args)`` for the job as ``from_loop`` does; its Outcome."""
+        ...
+
+
+class LoopHost(abc.ABC):
+    """One worker's interface far from the pool, driven by a task of the event loop.
+
+    The worker is then no thread but a task: it awaits :meth:`load`,
+    :meth:`execute` and :meth:`close`, which talk to the far side without
+    blocking the loop. Every method is called in the loop's thread. What
+    each means is as in :class:`Host`.
+    """
+
+    __slots__ = ()
+
+    @property
+    @abc.abstractmethod
+    def operations(self) -> frozenset[str]: ...
+
+    @abc.abstractmethod
+    def where(self) -> Where: ...
+
+    @abc.abstractmethod
+    async def load(self, worker: WorkerInfo) -> None: ...
+
+    @abc.abstractmethod
+    async def execute(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        with_interface: bool,
+        job: LoopJobView,
+    ) -> outcome.Outcome[Any]:
+        """As :meth:`Host.execute`; the cancel request is looked at when :meth:`interrupt` says."""
+
+    @abc.abstractmethod
+    def interrupt(self) -> None:
+        """Look at the running job's cancel request now (loop thread)."""
+
+    @abc.abstractmethod
+    def renewal_due(self) -> str | None: ...
+
+    @abc.abstractmethod
+    def kill(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def close(self, exc_info: ExcInfo) -> BaseException | None: ...
+
+
+HostFactory = Callable[[], "Host | LoopHost"]
 """Makes the host of one new worker."""
 
 

@@ -1,25 +1,12 @@
-"""ProcessHost: each worker thread drives one child process holding its interface.
+"""ProcessHost: each worker is a task of the event loop driving one child process.
 
-The parent side (:class:`InProcess`) runs in the worker's thread; the child
-runs :func:`child_main`, a plain blocking loop (no event loop) that carries
-the messages of the one far side (:class:`._far.FarSide`). They speak over
-one duplex pipe, one message at a time, in turns:
-
-parent -> child: ``("load", loader_and_args, id, name)``,
-``("call", payload, cancelled)``, ``("close", exc_info)``, and
-``("cancel",)`` while a call runs; also ``("answer", outcome)`` to a child's
-request. The loader, the call and the pool's exception travel pickled
-inside the message, so the child can fail that one step (or tell the hook
-what it could not rebuild) if they do not unpickle there.
-
-child -> parent: ``("loaded", operations)`` or ``("failed", error)``; a
-job's Outcome, a frame of its own that the parent may fail to unpickle
-without losing the worker; ``("wait", key, timeout)`` and
-``("loop", async_fn, args)`` (requests relayed to the job's view in the
-parent); ``("closed", error)``.
-
-Every message is pickled as :mod:`._wire` says: errors keep their type,
-arguments and the child's traceback.
+The pool's side (:class:`InProcess`) runs in the loop: the worker's task
+writes each message to the child's pipe and awaits the reply there, itself
+(trio's ``wait_readable``, asyncio's ``add_reader``), in the framing of
+:class:`multiprocessing.connection.Connection`, which the child
+(:mod:`._child`, the one far side carried over the pipe) reads and writes
+with plain blocking calls. The messages are listed in :mod:`._child`; each
+is pickled as :mod:`._wire` says.
 """
 
 from __future__ import annotations
@@ -30,19 +17,19 @@ import multiprocessing
 import multiprocessing.resource_tracker
 import os
 import pickle
-import select
 import signal
-import threading
-import time
-from collections.abc import Callable, Generator, Hashable
+import struct
+from collections.abc import Callable, Generator
 from typing import Any, final
 
+import anyio
 import outcome
 
+from .._backend import fd_waits
 from .._errors import BrokenWorkerError, killed_for_cancel
-from .._in_worker import JobView, WorkerInfo
-from ._base import ExcInfo, HostChoice, HostDied, HostFactory, Where
-from ._far import FarSide
+from .._in_worker import WorkerInfo
+from ._base import ExcInfo, HostChoice, HostDied, HostFactory, LoopHost, LoopJobView, Where
+from ._child import child_main
 from ._shared import (
     CancelRelay,
     check_kill_on_cancel,
@@ -51,19 +38,12 @@ from ._shared import (
     over_memory,
     resident_memory,
 )
-from ._wire import (
-    decode_outcome,
-    dumps,
-    is_outcome,
-    pack_call,
-    pack_exc_info,
-    pack_loader,
-)
+from ._wire import decode_outcome, dumps, is_outcome, pack_call, pack_exc_info, pack_loader
 
-# Seconds between looks at the job's cancel request while it runs: a fallback
-# (interrupt() wakes the worker thread at once where select.poll exists), and
-# the only way where it does not (Windows).
-_POLL = 0.5 if hasattr(select, "poll") else 0.05
+# Frames up to this size go out in one write, header included (as Connection does).
+_SMALL = 16384
+# Bytes read at a time, at least.
+_CHUNK = 65536
 
 
 @final
@@ -71,15 +51,17 @@ class ProcessHost(HostChoice):
     """Each worker's interface lives in a child process of its own.
 
     ``Pool(Model, "weights.bin", workers=4, host=trio_pool.ProcessHost())``:
-    each worker is still a thread of the pool (the queue, leases, autoscaling
-    and statistics are unchanged), and that thread drives one child process
-    in which the interface is built, used and closed. GIL-bound Python work
-    runs in parallel, and a job stuck in C can be killed.
+    each worker is a task of the pool's event loop (the queue, leases,
+    autoscaling and statistics are unchanged) that drives one child process
+    in which the interface is built, used and closed: the task writes each
+    call to the child's pipe and awaits the reply on the loop, with no
+    thread in between. GIL-bound Python work runs in parallel, and a job
+    stuck in C can be killed. POSIX only (the loop waits on the pipe).
 
     Args:
         start_method: A :mod:`multiprocessing` start method: ``"forkserver"``
-            (the default on POSIX) or ``"spawn"`` (the default elsewhere).
-            ``"fork"`` is refused: the pool's process has threads.
+            (the default) or ``"spawn"``.
+            ``"fork"`` is refused: the pool's process may have threads.
         kill_on_cancel: Kill the process of a running job whose caller is
             cancelled (or that :meth:`Job.cancel` reaches): its Outcome is
             :class:`JobCancelled`, its ``__exit__`` does not run, and the
@@ -100,6 +82,7 @@ class ProcessHost(HostChoice):
 
     Raises:
         TypeError, ValueError: for a wrong argument.
+        RuntimeError: on a system that is not POSIX (Windows).
     """
 
     __slots__ = (
@@ -120,8 +103,12 @@ class ProcessHost(HostChoice):
         grace_period: float = 5.0,
         max_memory: int | None = None,
     ) -> None:
+        if os.name != "posix":
+            raise RuntimeError(
+                "ProcessHost needs a POSIX system: the event loop waits on each child's pipe"
+            )
         if start_method is None:
-            start_method = "forkserver" if os.name == "posix" else "spawn"
+            start_method = "forkserver"
         if not isinstance(start_method, str):
             raise TypeError(f"start_method must be a str or None, not {start_method!r}")
         if start_method == "fork":
@@ -146,7 +133,8 @@ class ProcessHost(HostChoice):
         self.max_memory: int | None = check_max_memory(max_memory)
         self._context = multiprocessing.get_context(start_method)
         if start_method == "forkserver":  # children fork from a server with these loaded
-            self._context.set_forkserver_preload([__name__, f"{__package__}._sigint_ignored"])
+            preload = [f"{__package__}._child", f"{__package__}._sigint_ignored"]
+            self._context.set_forkserver_preload(preload)
 
     def __repr__(self) -> str:
         return (
@@ -172,70 +160,16 @@ class ProcessHost(HostChoice):
         )
 
 
-class _ChildView:
-    """The job's view in the child: requests go to the worker thread in the parent."""
-
-    def __init__(self, conn: Any, *, cancelled: bool) -> None:
-        self._conn = conn
-        self._cancelled = cancelled
-
-    def cancel_requested(self) -> bool:
-        while not self._cancelled and self._conn.poll():  # only ("cancel",) comes unasked
-            self._read()
-        return self._cancelled
-
-    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
-        self._conn.send_bytes(dumps(("wait", key, timeout)))
-        result: tuple[Any, ...] = self._answer().unwrap()
-        return result
-
-    def call_loop(
-        self, async_fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> outcome.Outcome[Any]:
-        self._conn.send_bytes(dumps(("loop", async_fn, args)))
-        return self._answer()
-
-    def _answer(self) -> outcome.Outcome[Any]:
-        while True:
-            message = self._read()
-            if message[0] == "answer":
-                answer: outcome.Outcome[Any] = message[1]
-                return answer
-
-    def _read(self) -> tuple[Any, ...]:
-        message: tuple[Any, ...] = pickle.loads(self._conn.recv_bytes())
-        if message[0] == "cancel":
-            self._cancelled = True
-        return message
-
-
-def _watch_parent() -> None:
-    """End the child as soon as the pool's process is gone (even mid-job).
-
-    multiprocessing gives a spawned or forkserver child a sentinel of its
-    parent: a pipe whose other end the parent holds (a process handle on
-    Windows), so its end is seen at once, even while the parent is a zombie
-    not yet reaped (which ``os.kill(parent, 0)`` would take for alive).
-    """
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        parent.join()
-        os._exit(70)
-
-
 @contextlib.contextmanager
 def _sigint_blocked() -> Generator[None, None, None]:
-    """Block SIGINT in this thread meanwhile (where signal masks exist).
+    """Block SIGINT in this thread meanwhile.
 
     A child made meanwhile inherits the mask, across exec too: a spawned
     child holds a Ctrl-C pending from its first instruction, through
-    Python's start and multiprocessing's bootstrap, until :func:`child_main`
-    ignores it, which drops it. (A forkserver's children ignore SIGINT from
-    the start anyway: see ``_sigint_ignored``.)
+    Python's start and multiprocessing's bootstrap, until
+    :func:`._child.child_main` ignores it, which drops it. (A forkserver's
+    children ignore SIGINT from the start anyway: see ``_sigint_ignored``.)
     """
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
     # Started first: starting it unblocks SIGINT in the calling thread, whatever
     # was blocked before (multiprocessing.resource_tracker.ensure_running).
     multiprocessing.resource_tracker.ensure_running()
@@ -246,47 +180,82 @@ def _sigint_blocked() -> Generator[None, None, None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def child_main(conn: Any) -> None:
-    """The child process: load, serve calls, close, in turns with the worker thread."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    if hasattr(signal, "pthread_sigmask"):  # a pending one is dropped: it is ignored now
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    threading.Thread(target=_watch_parent, daemon=True).start()
-    far = FarSide()
-    try:
-        while True:
+def _start(process: Any) -> None:
+    """Start the child (in a thread: a forkserver's start waits for its answer)."""
+    with _sigint_blocked():  # a spawned child starts with it blocked: see child_main
+        process.start()
+
+
+class _Pipe:
+    """The pool's end of a child's pipe, read and written by one task of the loop.
+
+    Frames as :class:`multiprocessing.connection.Connection` makes them
+    (a 4-byte big-endian length, or -1 and an 8-byte one), so the child
+    reads and writes with a plain Connection. The file descriptor is
+    non-blocking: the task waits on the loop whenever the pipe is full or
+    empty, and a cancelled wait loses nothing (a partly read frame stays
+    in the buffer).
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn  # (holds the file descriptor open)
+        self._fd: int = conn.fileno()
+        os.set_blocking(self._fd, False)
+        self._readable, self._writable = fd_waits()
+        self._buffer = bytearray()
+
+    async def send(self, data: bytes) -> None:
+        """Write one frame (never cancelled half-way: a worker's task is shielded)."""
+        size = len(data)
+        header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        for chunk in (header + data,) if size <= _SMALL else (header, data):
+            view = memoryview(chunk)
+            while view:
+                try:
+                    view = view[os.write(self._fd, view) :]
+                except BlockingIOError:  # noqa: PERF203 (the pipe is full: rare)
+                    await self._writable(self._fd)
+
+    async def receive(self) -> bytes:
+        """The next frame; EOFError once the child's end is closed."""
+        while (frame := self._frame()) is None:
             try:
-                message = pickle.loads(conn.recv_bytes())
-            except EOFError:
-                return  # the worker thread is gone
-            kind = message[0]
-            if kind == "load":
-                conn.send_bytes(dumps(far.load(*message[1:])))
-            elif kind == "call":
-                conn.send_bytes(far.call(message[1], _ChildView(conn, cancelled=message[2])))
-            elif kind == "close":
-                conn.send_bytes(dumps(far.close(message[1])))
-                return
-            # ("cancel",) for a call that has already ended: nothing to do.
-    finally:
-        conn.close()
+                chunk = os.read(self._fd, max(_CHUNK, self._missing))
+            except BlockingIOError:
+                await self._readable(self._fd)
+                continue
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+        return frame
+
+    def _frame(self) -> bytes | None:
+        """The first whole frame in the buffer, taken out of it; None if there is none yet."""
+        buffer = self._buffer
+        self._missing = 0
+        if len(buffer) < 4:
+            return None
+        (size,) = struct.unpack_from("!i", buffer)
+        start = 4
+        if size == -1:
+            if len(buffer) < 12:
+                return None
+            (size,) = struct.unpack_from("!Q", buffer, 4)
+            start = 12
+        end = start + size
+        if len(buffer) < end:
+            self._missing = end - len(buffer)
+            return None
+        frame = bytes(buffer[start:end])
+        del buffer[:end]
+        return frame
+
+    def close(self) -> None:
+        self._conn.close()
 
 
-def _how_it_ended(process: Any) -> str:
-    process.join(1.0)
-    code = process.exitcode
-    if code is None:
-        return "it stopped answering"
-    if code < 0:
-        try:
-            return f"it was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"it was killed by signal {-code}"
-    return f"it exited with code {code}"
-
-
-class InProcess:
-    """Drives one child process from the worker's thread."""
+class InProcess(LoopHost):
+    """Drives one child process from the worker's task, on the event loop."""
 
     def __init__(
         self,
@@ -306,15 +275,11 @@ class InProcess:
         self._relay = CancelRelay(kill_on_cancel, cancel_grace)
         self._grace_period = grace_period
         self._operations: frozenset[str] = frozenset()
-        self._conn: Any = None
+        self._pipe: _Pipe | None = None
         self._process: Any = None
-        # Made once: Connection.poll() builds a selector on every call (no poll on Windows).
-        self._poller = select.poll() if hasattr(select, "poll") else None
-        # A pipe interrupt() writes to, which the poller also watches: the worker
-        # thread relays a cancel request at once. The lock: interrupt() never
-        # writes to it once _end() has closed it (its number may be reused).
-        self._wake: tuple[int, int] | None = None
-        self._wake_lock = threading.Lock()
+        # The wait for a running job's reply, which interrupt() cancels: the task
+        # then relays the job's cancel request at once, and waits again.
+        self._waiting: anyio.CancelScope | None = None
         self._name = "trio_pool worker"
 
     @property
@@ -329,48 +294,44 @@ class InProcess:
     def where(self) -> Where:
         return Where("process", self.pid)
 
-    def load(self, worker: WorkerInfo) -> None:
+    async def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name
         loader = pack_loader(self._loader, self._args, "a worker process")
         parent_end, child_end = self._context.Pipe()
         process = self._context.Process(target=child_main, args=(child_end,), name=worker.name)
-        with _sigint_blocked():  # a spawned child starts with it blocked: see child_main
-            process.start()
-        child_end.close()  # the child holds it now: its death shows as an end of file here
-        self._conn, self._process = parent_end, process
-        if self._poller is not None:
-            self._poller.register(parent_end.fileno(), select.POLLIN)
-            read, write = os.pipe()
-            os.set_blocking(read, False)
-            os.set_blocking(write, False)
-            self._poller.register(read, select.POLLIN)
-            self._wake = (read, write)
         try:
-            self._send(("load", loader, worker.id, worker.name), "loading its interface")
-            reply = self._message(self._receive(None, "loading its interface"), "loader's")
+            await anyio.to_thread.run_sync(_start, process)
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()  # the child holds it now: its death shows as an end of file here
+        self._pipe, self._process = _Pipe(parent_end), process
+        doing = "loading its interface"
+        try:
+            await self._send(("load", loader, worker.id, worker.name), doing)
+            reply = await self._message(await self._receive(None, doing), "loader's")
         except HostDied as died:
             raise died.error from None
         if reply[0] == "failed":
-            self._end()
+            await self._end()
             raise reply[1]
         self._operations = reply[1]
 
-    def execute(
+    async def execute(
         self,
         fn: Callable[..., Any] | str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         with_interface: bool,
-        job: JobView,
+        job: LoopJobView,
     ) -> outcome.Outcome[Any]:
         payload = pack_call(fn, args, kwargs, with_interface, "the worker process")
         if isinstance(payload, outcome.Error):
             return payload
-        self._send(("call", payload, self._relay.start(job)), "being sent a job")
-        while True:
-            frame = self._receive(job, "running a job")
-            if is_outcome(frame):
-                return decode_outcome(frame, "the worker process")
+        doing = "running a job"
+        await self._send(("call", payload, self._relay.start(job)), "being sent a job")
+        while not is_outcome(frame := await self._receive(job, doing)):
             answer: outcome.Outcome[Any]
             try:  # a request the job makes: ("wait", key, timeout) or ("loop", async_fn, args)
                 kind, *request = pickle.loads(frame)
@@ -378,24 +339,24 @@ class InProcess:
                 answer = outcome.Error(TypeError(f"the job's request cannot be received: {exc!r}"))
             else:
                 if kind == "wait":
-                    answer = outcome.capture(job.wait_for, *request)
+                    answer = await outcome.acapture(job.wait_for_on_loop, *request)
                 else:  # "loop"
-                    answer = job.call_loop(*request)
+                    answer = await job.call_on_loop(*request)
             try:
                 encoded = dumps(("answer", answer))
             except (pickle.PicklingError, TypeError, AttributeError) as exc:
                 failed = TypeError(f"cannot send the answer: {exc}")
                 encoded = dumps(("answer", outcome.Error(failed)))
-            self._send_bytes(encoded, "running a job")
+            await self._send_bytes(encoded, doing)
+        return decode_outcome(frame, "the worker process")
 
     def interrupt(self) -> None:
-        """Wake the worker thread, which relays the job's cancel request (any thread)."""
-        with self._wake_lock:
-            if self._wake is not None:
-                with contextlib.suppress(BlockingIOError):  # full: a wake-up is on its way
-                    os.write(self._wake[1], b"\0")
+        """Have the worker's task look at its job's cancel request now (loop thread)."""
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     def kill(self) -> bool:
+        """Kill the child: the worker's task sees its pipe end, and its job fails."""
         process = self._process
         if process is not None:
             with contextlib.suppress(ValueError, OSError):  # closed or gone meanwhile
@@ -408,67 +369,73 @@ class InProcess:
             return None
         return over_memory(resident_memory(pid), limit)
 
-    def close(self, exc_info: ExcInfo) -> BaseException | None:
-        """Run the hook in the child, give it ``grace_period`` seconds, then end the child."""
-        if self._conn is None:
+    async def close(self, exc_info: ExcInfo) -> BaseException | None:
+        """Run the hook in the child; kill it if the hook outlasts ``grace_period``."""
+        if self._pipe is None:
             return None
         doing = "running its exit hook"
+        reply: tuple[Any, ...] | None = None
         try:
-            self._send(("close", pack_exc_info(exc_info)), doing)
-            deadline = time.monotonic() + self._grace_period
-            while not self._ready(max(0.0, deadline - time.monotonic())):
-                if time.monotonic() < deadline:
-                    continue  # woken by interrupt(): the hook still has time
-                self._process.kill()  # now: _end() would give it grace_period again
-                self._end()
-                return BrokenWorkerError(
-                    f"worker {self._name}: its exit hook did not finish within grace_period="
-                    f"{self._grace_period} s; its process was killed"
-                )
-            error: BaseException | None = self._message(self._receive(None, doing), "hook's")[1]
+            with anyio.move_on_after(self._grace_period):
+                await self._send(("close", pack_exc_info(exc_info)), doing)
+                reply = await self._message(await self._receive(None, doing), "hook's")
         except HostDied as died:
             return died.error
-        self._end()
-        return error
+        if reply is not None:
+            await self._end()
+            error: BaseException | None = reply[1]
+            return error
+        self.kill()
+        await self._end()
+        return BrokenWorkerError(
+            f"worker {self._name}: its exit hook did not finish within grace_period="
+            f"{self._grace_period} s; its process was killed"
+        )
 
     # --- the pipe ----------------------------------------------------------
 
-    def _ready(self, timeout: float | None) -> bool:
-        """Whether the child has written (or closed its end) within ``timeout`` seconds.
-
-        False also when :meth:`interrupt` woke the thread first.
-        """
-        if self._poller is None:
-            return bool(self._conn.poll(timeout))
-        ready = False
-        for fd, _ in self._poller.poll(None if timeout is None else timeout * 1000):
-            if self._wake is not None and fd == self._wake[0]:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(fd, 512)  # the wake-ups so far: one look serves them all
-            else:
-                ready = True
-        return ready
-
-    def _send(self, message: tuple[Any, ...], doing: str) -> None:
+    async def _send(self, message: tuple[Any, ...], doing: str) -> None:
         """Send ``message``; HostDied if the child is gone (its end of the pipe closed)."""
-        self._send_bytes(dumps(message), doing)
+        await self._send_bytes(dumps(message), doing)
 
-    def _send_bytes(self, data: bytes, doing: str) -> None:
+    async def _send_bytes(self, data: bytes, doing: str) -> None:
+        assert self._pipe is not None
         try:
-            self._conn.send_bytes(data)
+            await self._pipe.send(data)
         except OSError as exc:
-            raise self._died(doing) from exc
+            raise await self._died(doing) from exc
 
-    def _died(self, doing: str) -> HostDied:
-        """The child has died: end what is left of it; the error for its job or load."""
-        error = BrokenWorkerError(
-            f"worker {self._name}'s process (pid {self.pid}) died while {doing}: "
-            f"{_how_it_ended(self._process)}"
-        )
-        self._end()
-        return HostDied(error)
+    async def _receive(self, job: LoopJobView | None, doing: str) -> bytes:
+        """The child's next frame; meanwhile relay ``job``'s cancel request.
 
-    def _message(self, frame: bytes, whose: str) -> tuple[Any, ...]:
+        Raises:
+            HostDied: the child died (or was killed for ``kill_on_cancel``).
+        """
+        assert self._pipe is not None
+        try:
+            if job is None:  # a load or a hook: nothing to relay (a dead child ends the wait)
+                return await self._pipe.receive()
+            while True:
+                step = self._relay.step()
+                if step == "ask":
+                    await self._send(("cancel",), doing)
+                elif step == "kill":
+                    # Even if the child's reply is on its way: the worker must
+                    # not go on with a killed child.
+                    self.kill()
+                    await self._end()
+                    raise HostDied(killed_for_cancel(self._name, "process"))
+                left = self._relay.seconds_left()
+                with anyio.CancelScope() as self._waiting:
+                    if left is not None:
+                        self._waiting.deadline = anyio.current_time() + left
+                    return await self._pipe.receive()
+        except (EOFError, OSError) as exc:
+            raise await self._died(doing) from exc
+        finally:
+            self._waiting = None
+
+    async def _message(self, frame: bytes, whose: str) -> tuple[Any, ...]:
         """A reply of the child's, unpickled; ends the child if it cannot be.
 
         Raises:
@@ -477,56 +444,52 @@ class InProcess:
         try:
             message: tuple[Any, ...] = pickle.loads(frame)
         except BaseException as exc:
-            self._end()
+            await self._end()
             error = TypeError(f"worker {self._name}: the {whose} reply cannot be received: {exc!r}")
             error.__cause__ = exc
             raise HostDied(error) from exc
         return message
 
-    def _receive(self, job: JobView | None, doing: str) -> bytes:
-        """The child's next frame; meanwhile relay ``job``'s cancel request.
+    async def _died(self, doing: str) -> HostDied:
+        """The child has died: end what is left of it; the error for its job or load."""
+        pid = self.pid
+        how = await self._end(wait=1.0)
+        error = BrokenWorkerError(
+            f"worker {self._name}'s process (pid {pid}) died while {doing}: {how}"
+        )
+        return HostDied(error)
 
-        Raises:
-            HostDied: the child died (or was killed for ``kill_on_cancel``).
+    async def _end(self, wait: float | None = None) -> str:
+        """The child is done with, or has to go: make sure it is gone, and reaped.
+
+        It gets ``wait`` seconds to end by itself (``grace_period`` by default);
+        returns how it ended, in words.
         """
-        conn = self._conn
-        try:
-            while not self._ready(self._wait_time(job)):
-                step = None if job is None else self._relay.step()
-                if step == "ask":
-                    self._send(("cancel",), doing)
-                elif step == "kill":
-                    # Even if the child's reply is on its way: the worker must
-                    # not go on with a killed child.
-                    self._process.kill()
-                    self._end()
-                    raise HostDied(killed_for_cancel(self._name, "process"))
-            frame: bytes = conn.recv_bytes()
-        except (EOFError, OSError) as exc:
-            raise self._died(doing) from exc
-        return frame
-
-    def _wait_time(self, job: JobView | None) -> float | None:
-        """How long to wait for the child before looking at ``job``'s cancel request again."""
-        if job is None:
-            return None  # a load or a hook: nothing to relay (a dead child ends the wait)
-        left = self._relay.seconds_left()
-        return _POLL if left is None else min(left, _POLL)
-
-    def _end(self) -> None:
-        """The child is done with, or has to go: make sure it is gone, and reaped."""
-        with self._wake_lock:
-            wake, self._wake = self._wake, None
-        if wake is not None:
-            for fd in wake:
-                os.close(fd)
         process, self._process = self._process, None
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-        if process is not None:
-            process.join(self._grace_period)
-            if process.exitcode is None:
-                process.kill()
-                process.join()
-            process.close()
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            pipe.close()
+        if process is None:
+            return "it had ended"
+        readable, _ = fd_waits()
+        with anyio.move_on_after(self._grace_period if wait is None else wait):
+            await readable(process.sentinel)
+        how = _how_it_ended(process.exitcode)
+        if process.exitcode is None:
+            process.kill()
+            with anyio.CancelScope(shield=True):
+                await readable(process.sentinel)
+        process.join()
+        process.close()
+        return how
+
+
+def _how_it_ended(code: int | None) -> str:
+    if code is None:
+        return "it stopped answering"
+    if code < 0:
+        try:
+            return f"it was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"it was killed by signal {-code}"
+    return f"it exited with code {code}"

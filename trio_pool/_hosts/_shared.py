@@ -11,9 +11,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from types import CoroutineType
-from typing import Any, TypeGuard, TypeVar
-
-from .._in_worker import JobView
+from typing import Any, Protocol, TypeGuard, TypeVar
 
 R = TypeVar("R")
 
@@ -50,6 +48,12 @@ def check_kill_on_cancel(kill_on_cancel: object, cancel_grace: object) -> float:
     return grace
 
 
+class CancelAsked(Protocol):
+    """A running job, as far as its cancel request goes."""
+
+    def cancel_requested(self) -> bool: ...
+
+
 class CancelRelay:
     """How a host passes a running job's cancel request on to its far side.
 
@@ -62,11 +66,11 @@ class CancelRelay:
         self._kill_on_cancel = kill_on_cancel
         self._cancel_grace = cancel_grace
         self._asks_first = not (kill_on_cancel and cancel_grace == 0)
-        self._job: JobView | None = None
+        self._job: CancelAsked | None = None
         self._asked = False
         self._kill_at = math.inf
 
-    def start(self, job: JobView) -> bool:
+    def start(self, job: CancelAsked) -> bool:
         """A call of ``job`` is sent now; whether it goes already cancelled."""
         self._job, self._asked, self._kill_at = job, False, math.inf
         return self._noticed()
