@@ -152,6 +152,7 @@ class Worker:
                 self._died(exc)
                 return None
             self._end(job)
+            job = None  # hold no job while waiting for the next
         error = host.close(slot.exit_info)
         return self._closed(error)
 
@@ -176,6 +177,7 @@ class Worker:
                 self._died(exc)
                 return None
             self._end(job)
+            job = None
         error = await host.close(slot.exit_info)
         return self._closed(error)
 
@@ -217,7 +219,7 @@ class Worker:
     def _end(self, job: JobRecord) -> None:
         """``job`` has run (its Outcome is to be handed back): is the worker due for renewal?"""
         job.finished_at = perf_counter()
-        self._job = None  # hold no job while waiting for the next
+        self._job = None
         if self.renewal is None and (reason := self._renewal_due()) is not None:
             self.renewal = reason
             if self._handoff.renew(self.slot):  # else when its lease ends (or never: closing)
