@@ -414,23 +414,27 @@ class Handoff:
         return job
 
     async def take_on_loop(self, slot: Slot, done: list[outcome.Outcome[Any]]) -> JobRecord | None:
-        """:meth:`take`, for a loop-driven worker's task (in the loop's thread)."""
+        """:meth:`take`, for a loop-driven worker's task (in the loop's thread).
+
+        Finished jobs are delivered at once, from the task: no wake-up of
+        the loop is needed to tell their callers.
+        """
         assert isinstance(slot.wakeup, LoopBell)
         with self.lock:
-            post = self._hand_back(slot, done)
-            job = self._next(slot)
-        while job is _ASLEEP:
-            if post:
-                self._post(self.flush)
-                post = False
+            deliver = self._hand_back(slot, done)
+        if deliver:
+            self.flush()
+        while True:
+            with self.lock:
+                job = self._next(slot)
+                if job is not _ASLEEP:
+                    deliver = self._started(slot, job)
+                    break
             await slot.wakeup.wait()
             with self.lock:
                 self._woken(slot)
-                job = self._next(slot)
-        with self.lock:
-            post = self._started(slot, job) or post
-        if post:
-            self._post(self.flush)
+        if deliver:
+            self.flush()
         return job
 
     def _hand_back(self, slot: Slot, done: list[outcome.Outcome[Any]] | None) -> bool:

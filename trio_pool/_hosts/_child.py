@@ -4,8 +4,8 @@
 messages of :class:`._far.FarSide`, one at a time, in turns with the pool's
 event loop (:mod:`._process` is that side). It imports neither trio nor anyio.
 
-parent -> child: ``("load", loader_and_args, id, name)``,
-``("call", payload, cancelled)``, ``("close", exc_info)``, and
+parent -> child: ``("load", loader_and_args, id, name)``, a call (a frame
+of its own: :func:`._wire.call_frame`), ``("close", exc_info)``, and
 ``("cancel",)`` while a call runs; also ``("answer", outcome)`` to a child's
 request. The loader, the call and the pool's exception travel pickled
 inside the message, so the child can fail that one step (or tell the hook
@@ -29,7 +29,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from ._far import FarSide
-from ._wire import dumps
+from ._wire import dumps, read_call_frame
 
 
 class _ChildView:
@@ -91,14 +91,18 @@ def child_main(conn: Any) -> None:
     try:
         while True:
             try:
-                message = pickle.loads(conn.recv_bytes())
+                frame = conn.recv_bytes()
             except EOFError:
                 return  # the pool's side is gone
+            call = read_call_frame(frame)
+            if call is not None:
+                payload, cancelled = call
+                conn.send_bytes(far.call(payload, _ChildView(conn, cancelled=cancelled)))
+                continue
+            message = pickle.loads(frame)
             kind = message[0]
             if kind == "load":
                 conn.send_bytes(dumps(far.load(*message[1:])))
-            elif kind == "call":
-                conn.send_bytes(far.call(message[1], _ChildView(conn, cancelled=message[2])))
             elif kind == "close":
                 conn.send_bytes(dumps(far.close(message[1])))
                 return

@@ -35,7 +35,7 @@ class FarSide:
         self._host = host
         return ("loaded", host.operations)
 
-    def call(self, payload: bytes, job: JobView) -> bytes:
+    def call(self, payload: bytes | memoryview, job: JobView) -> bytes:
         """One call's Outcome, as a frame :func:`._wire.decode_outcome` reads.
 
         A call that does not unpickle here (a module the far side cannot

@@ -38,7 +38,15 @@ from ._shared import (
     over_memory,
     resident_memory,
 )
-from ._wire import decode_outcome, dumps, is_outcome, pack_call, pack_exc_info, pack_loader
+from ._wire import (
+    call_frame,
+    decode_outcome,
+    dumps,
+    is_outcome,
+    pack_call,
+    pack_exc_info,
+    pack_loader,
+)
 
 # Frames up to this size go out in one write, header included (as Connection does).
 _SMALL = 16384
@@ -330,7 +338,7 @@ class InProcess(LoopHost):
         if isinstance(payload, outcome.Error):
             return payload
         doing = "running a job"
-        await self._send(("call", payload, self._relay.start(job)), "being sent a job")
+        await self._send_bytes(call_frame(payload, self._relay.start(job)), "being sent a job")
         while not is_outcome(frame := await self._receive(job, doing)):
             answer: outcome.Outcome[Any]
             try:  # a request the job makes: ("wait", key, timeout) or ("loop", async_fn, args)
