@@ -37,22 +37,10 @@ import trio
 import trio_parallel
 
 import trio_pool
+from benchmarks._work import add_one, count_primes, echo
 
 Call = Callable[..., Awaitable[Any]]
 Opener = Callable[[int], contextlib.AbstractAsyncContextManager[Call]]
-
-
-def add_one(x: int) -> int:
-    return x + 1
-
-
-def echo(data: bytes) -> bytes:
-    return data
-
-
-def count_primes(limit: int) -> int:
-    """Pure Python: holds the GIL throughout."""
-    return sum(all(n % d for d in range(2, int(n**0.5) + 1)) for n in range(2, limit))
 
 
 @contextlib.asynccontextmanager

@@ -10,8 +10,10 @@ left: each pid a pool reported is gone.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +30,7 @@ import pytest
 import trio_pool
 import trio_pool._hosts._process
 from trio_pool._hosts._base import HostChoice
+from trio_pool._hosts._process import _Pipe
 
 from helpers import (
     TIMEOUT,
@@ -687,3 +690,56 @@ async def test_a_worker_process_loads_neither_trio_nor_anyio(backend: str, pids:
         assert await pool.run(frameworks) == []
         assert await pool.run(trio_pool.check_cancelled) is None  # the in-job functions too
         assert await pool.run(frameworks) == []
+
+
+def echo(data: bytes) -> bytes:
+    return data
+
+
+async def test_frames_of_every_size_cross_both_ways(backend: str, pids: set[int]) -> None:
+    # Small frames go out in one write and come in reads of 64 KiB; big ones
+    # are read straight into a buffer of their size, across many wake-ups.
+    sizes = [0, 1, 16_370, 16_384, 16_400, 65_500, 65_536, 65_600, 3 * 1024 * 1024 + 7]
+    async with trio_pool.Pool(workers=2, host=PROCESS) as pool:
+        note_pids(pool, pids)
+        async with anyio.create_task_group() as tasks:
+            for size in sizes:
+                data = os.urandom(size)
+
+                async def check(data: bytes = data) -> None:
+                    assert await pool.run(echo, data) == data
+
+                tasks.start_soon(check)
+
+
+async def test_a_cancelled_wait_for_a_frame_loses_none_of_it(backend: str) -> None:
+    # interrupt() cancels the worker's wait for a reply at any moment: here,
+    # once half of a big frame and once half of a small frame's header have come.
+    conn, child_end = multiprocessing.Pipe()
+    try:
+        pipe = _Pipe(conn)
+        big = os.urandom(200_000)
+        child_end.send_bytes(b"small")
+        raw = socket.socket(fileno=os.dup(child_end.fileno()))  # to send parts of frames
+        try:
+            raw.sendall(len(big).to_bytes(4, "big") + big[:100_000])
+            assert await pipe.receive() == b"small"
+            with anyio.move_on_after(0.05) as scope:
+                await pipe.receive()  # half a big frame: it waits for the rest
+            assert scope.cancelled_caught
+            raw.sendall(big[100_000:] + len(b"next").to_bytes(4, "big")[:2])
+            assert await pipe.receive() == big
+            with anyio.move_on_after(0.05) as scope:
+                await pipe.receive()  # half a header
+            assert scope.cancelled_caught
+            raw.sendall(len(b"next").to_bytes(4, "big")[2:] + b"next")
+            assert await pipe.receive() == b"next"
+            raw.close()
+            child_end.close()
+            with pytest.raises(EOFError):
+                await pipe.receive()
+        finally:
+            raw.close()
+    finally:
+        child_end.close()
+        conn.close()

@@ -201,8 +201,9 @@ class _Pipe:
     (a 4-byte big-endian length, or -1 and an 8-byte one), so the child
     reads and writes with a plain Connection. The file descriptor is
     non-blocking: the task waits on the loop whenever the pipe is full or
-    empty, and a cancelled wait loses nothing (a partly read frame stays
-    in the buffer).
+    empty, and a cancelled wait loses nothing (what is read stays here).
+    Small frames come in reads of ``_CHUNK`` bytes; a big one is read
+    straight into a buffer of its size, copied once.
     """
 
     def __init__(self, conn: Any) -> None:
@@ -210,37 +211,52 @@ class _Pipe:
         self._fd: int = conn.fileno()
         os.set_blocking(self._fd, False)
         self._readable, self._writable = fd_waits()
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # read, not yet taken as a frame
+        self._big: bytearray | None = None  # a big frame being read, and its bytes so far
+        self._filled = 0
 
-    async def send(self, data: bytes) -> None:
-        """Write one frame (never cancelled half-way: a worker's task is shielded)."""
-        size = len(data)
+    async def send(self, *parts: bytes) -> None:
+        """Write one frame made of ``parts`` (never cancelled half-way: the task is shielded)."""
+        size = sum(map(len, parts))
         header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
-        for chunk in (header + data,) if size <= _SMALL else (header, data):
-            view = memoryview(chunk)
+        for part in (b"".join((header, *parts)),) if size <= _SMALL else (header, *parts):
+            view = memoryview(part)
             while view:
                 try:
                     view = view[os.write(self._fd, view) :]
-                except BlockingIOError:  # noqa: PERF203 (the pipe is full: rare)
+                except BlockingIOError:  # noqa: PERF203 (the pipe is full: a big frame)
                     await self._writable(self._fd)
 
-    async def receive(self) -> bytes:
+    async def receive(self) -> bytearray:
         """The next frame; EOFError once the child's end is closed."""
         while (frame := self._frame()) is None:
             try:
-                chunk = os.read(self._fd, max(_CHUNK, self._missing))
+                count = self._read()
             except BlockingIOError:
                 await self._readable(self._fd)
                 continue
-            if not chunk:
+            if not count:
                 raise EOFError
-            self._buffer += chunk
         return frame
 
-    def _frame(self) -> bytes | None:
-        """The first whole frame in the buffer, taken out of it; None if there is none yet."""
+    def _read(self) -> int:
+        """Read what has come (into the big frame, if one is being read); how many bytes."""
+        if self._big is None:
+            chunk = os.read(self._fd, _CHUNK)
+            self._buffer += chunk
+            return len(chunk)
+        count = os.readv(self._fd, [memoryview(self._big)[self._filled :]])
+        self._filled += count
+        return count
+
+    def _frame(self) -> bytearray | None:
+        """The next whole frame, taken out of what is read; None if there is none yet."""
+        if self._big is not None:
+            if self._filled < len(self._big):
+                return None
+            frame, self._big = self._big, None
+            return frame
         buffer = self._buffer
-        self._missing = 0
         if len(buffer) < 4:
             return None
         (size,) = struct.unpack_from("!i", buffer)
@@ -251,12 +267,18 @@ class _Pipe:
             (size,) = struct.unpack_from("!Q", buffer, 4)
             start = 12
         end = start + size
-        if len(buffer) < end:
-            self._missing = end - len(buffer)
+        if len(buffer) >= end:
+            frame = buffer[start:end]
+            del buffer[:end]
+            return frame
+        if size <= _CHUNK:
             return None
-        frame = bytes(buffer[start:end])
-        del buffer[:end]
-        return frame
+        # A big frame: what is read of it moves to a buffer of its own, filled in place.
+        self._big = bytearray(size)
+        self._filled = len(buffer) - start
+        self._big[: self._filled] = memoryview(buffer)[start:]
+        buffer.clear()
+        return self._frame()
 
     def close(self) -> None:
         self._conn.close()
@@ -338,7 +360,9 @@ class InProcess(LoopHost):
         if isinstance(payload, outcome.Error):
             return payload
         doing = "running a job"
-        await self._send_bytes(call_frame(payload, self._relay.start(job)), "being sent a job")
+        await self._send_bytes(
+            *call_frame(payload, self._relay.start(job)), doing="being sent a job"
+        )
         while not is_outcome(frame := await self._receive(job, doing)):
             answer: outcome.Outcome[Any]
             try:  # a request the job makes: ("wait", key, timeout) or ("loop", async_fn, args)
@@ -355,7 +379,7 @@ class InProcess(LoopHost):
             except (pickle.PicklingError, TypeError, AttributeError) as exc:
                 failed = TypeError(f"cannot send the answer: {exc}")
                 encoded = dumps(("answer", outcome.Error(failed)))
-            await self._send_bytes(encoded, doing)
+            await self._send_bytes(encoded, doing=doing)
         return decode_outcome(frame, "the worker process")
 
     def interrupt(self) -> None:
@@ -404,16 +428,16 @@ class InProcess(LoopHost):
 
     async def _send(self, message: tuple[Any, ...], doing: str) -> None:
         """Send ``message``; HostDied if the child is gone (its end of the pipe closed)."""
-        await self._send_bytes(dumps(message), doing)
+        await self._send_bytes(dumps(message), doing=doing)
 
-    async def _send_bytes(self, data: bytes, doing: str) -> None:
+    async def _send_bytes(self, *parts: bytes, doing: str) -> None:
         assert self._pipe is not None
         try:
-            await self._pipe.send(data)
+            await self._pipe.send(*parts)
         except OSError as exc:
             raise await self._died(doing) from exc
 
-    async def _receive(self, job: LoopJobView | None, doing: str) -> bytes:
+    async def _receive(self, job: LoopJobView | None, doing: str) -> bytearray:
         """The child's next frame; meanwhile relay ``job``'s cancel request.
 
         Raises:
@@ -443,7 +467,7 @@ class InProcess(LoopHost):
         finally:
             self._waiting = None
 
-    async def _message(self, frame: bytes, whose: str) -> tuple[Any, ...]:
+    async def _message(self, frame: bytearray, whose: str) -> tuple[Any, ...]:
         """A reply of the child's, unpickled; ends the child if it cannot be.
 
         Raises:

@@ -100,9 +100,9 @@ def _frame(flag: bytes, body: object) -> bytes:
 _CALL = b"\x02"
 
 
-def call_frame(payload: bytes, cancelled: bool) -> bytes:
-    """The frame of one call (:func:`pack_call`'s), to a far side."""
-    return _CALL + (b"\x01" if cancelled else b"\x00") + payload
+def call_frame(payload: bytes, cancelled: bool) -> tuple[bytes, bytes]:
+    """The frame of one call (:func:`pack_call`'s), to a far side, in two parts."""
+    return (_CALL + (b"\x01" if cancelled else b"\x00"), payload)
 
 
 def read_call_frame(frame: bytes) -> tuple[memoryview, bool] | None:
@@ -125,12 +125,12 @@ def encode_error(error: BaseException) -> bytes:
     return _frame(_ERROR, portable(error))
 
 
-def is_outcome(frame: bytes) -> bool:
+def is_outcome(frame: bytes | bytearray) -> bool:
     """Whether ``frame`` is a job's Outcome (:func:`encode_outcome`), not a pickled message."""
     return frame[:1] in (_ERROR, _VALUE)
 
 
-def decode_outcome(frame: bytes, where: str) -> outcome.Outcome[Any]:
+def decode_outcome(frame: bytes | bytearray, where: str) -> outcome.Outcome[Any]:
     """The Outcome in ``frame``; if it cannot be unpickled here, a TypeError saying so.
 
     (A class the far side has and this process cannot import, say: the job
