@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import cloudpickle  # type: ignore[import-untyped]
 import outcome
 import pytest
 
@@ -32,6 +34,7 @@ import trio_pool._hosts._process
 from trio_pool._hosts._base import HostChoice
 from trio_pool._hosts._process import _Pipe
 
+import helpers
 from helpers import (
     TIMEOUT,
     FileGate,
@@ -743,3 +746,52 @@ async def test_a_cancelled_wait_for_a_frame_loses_none_of_it(backend: str) -> No
     finally:
         child_end.close()
         conn.close()
+
+
+MAIN_SCRIPT = """
+import trio, trio_pool
+
+if __name__ == "__main__":  # (a worker process never runs what is defined here)
+
+    class Point:
+        def __init__(self, x):
+            self.x = x
+
+    def double(point):
+        return Point(2 * point.x)
+
+    async def main():
+        async with trio_pool.Pool(workers=1, host=trio_pool.ProcessHost()) as pool:
+            print((await pool.run(double, Point(21))).x, flush=True)
+
+    trio.run(main)
+"""
+
+
+def test_functions_and_classes_of_main_travel_by_value(tmp_path: Path) -> None:
+    # Plain pickle would send them by reference, and a worker process, which
+    # runs the main module without its guarded block, could not find them.
+    script = tmp_path / "main_script.py"
+    script.write_text(MAIN_SCRIPT)
+    with started([sys.executable, str(script)]) as process:
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert out == "42\n"
+
+
+def test_what_plain_pickle_serves_goes_by_plain_pickle() -> None:
+    # One serialisation, the fast one: cloudpickle only where it must.
+    from trio_pool._hosts._wire import dumps
+
+    assert dumps((os.getpid, (1,), {}, False)) == pickle.dumps(
+        (os.getpid, (1,), {}, False), protocol=5
+    )
+    with pytest.raises(AttributeError):
+        pickle.dumps(lambda: 41)
+    assert pickle.loads(dumps(lambda: 41))() == 41  # refused by plain pickle: cloudpickle
+    cloudpickle.register_pickle_by_value(helpers)  # the program asks for cloudpickle's way
+    try:
+        assert dumps(helpers.leaves) != pickle.dumps(helpers.leaves, protocol=5)
+    finally:
+        cloudpickle.unregister_pickle_by_value(helpers)
+    assert dumps(helpers.leaves) == pickle.dumps(helpers.leaves, protocol=5)

@@ -52,6 +52,9 @@ from ._wire import (
 _SMALL = 16384
 # Bytes read at a time, at least.
 _CHUNK = 65536
+# Frames bigger than this (more than the kernel's buffer holds) are written and
+# read by a thread, with blocking calls: one wake-up of the loop, not dozens.
+_THREADED = 256 * 1024
 
 
 @final
@@ -203,7 +206,9 @@ class _Pipe:
     non-blocking: the task waits on the loop whenever the pipe is full or
     empty, and a cancelled wait loses nothing (what is read stays here).
     Small frames come in reads of ``_CHUNK`` bytes; a big one is read
-    straight into a buffer of its size, copied once.
+    straight into a buffer of its size, copied once. A frame bigger than
+    the kernel's buffer is written or read in a thread (so the loop neither
+    stalls nor wakes for each part), while the task waits for it.
     """
 
     def __init__(self, conn: Any) -> None:
@@ -219,6 +224,9 @@ class _Pipe:
         """Write one frame made of ``parts`` (never cancelled half-way: the task is shielded)."""
         size = sum(map(len, parts))
         header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+        if size > _THREADED:
+            await anyio.to_thread.run_sync(self._blocking, self._write_all, header, *parts)
+            return
         for part in (b"".join((header, *parts)),) if size <= _SMALL else (header, *parts):
             view = memoryview(part)
             while view:
@@ -230,6 +238,9 @@ class _Pipe:
     async def receive(self) -> bytearray:
         """The next frame; EOFError once the child's end is closed."""
         while (frame := self._frame()) is None:
+            if self._big is not None and len(self._big) > _THREADED:
+                await anyio.to_thread.run_sync(self._blocking, self._fill_big)
+                continue
             try:
                 count = self._read()
             except BlockingIOError:
@@ -238,6 +249,27 @@ class _Pipe:
             if not count:
                 raise EOFError
         return frame
+
+    def _blocking(self, step: Callable[..., None], *args: Any) -> None:
+        """``step(*args)`` with the pipe blocking meanwhile (in a thread)."""
+        os.set_blocking(self._fd, True)
+        try:
+            step(*args)
+        finally:
+            os.set_blocking(self._fd, False)
+
+    def _write_all(self, *parts: bytes) -> None:
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+    def _fill_big(self) -> None:
+        """Read the rest of the big frame (EOFError if the child's end closes first)."""
+        assert self._big is not None
+        while self._filled < len(self._big):
+            if not self._read():
+                raise EOFError
 
     def _read(self) -> int:
         """Read what has come (into the big frame, if one is being read); how many bytes."""

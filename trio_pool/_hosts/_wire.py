@@ -12,8 +12,10 @@ decodes it into an Outcome).
 
 from __future__ import annotations
 
+import io
 import pickle
 import traceback
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,8 +26,6 @@ from ._base import NO_EXC, ExcInfo
 if TYPE_CHECKING:
     import outcome
 
-_cloudpickle_dumps: Callable[..., bytes] = cloudpickle.dumps  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-
 
 class RemoteTraceback(Exception):  # noqa: N818 (as concurrent.futures names it)
     """The traceback of an error raised on a far side, as its ``__cause__``."""
@@ -34,21 +34,45 @@ class RemoteTraceback(Exception):  # noqa: N818 (as concurrent.futures names it)
         return str(self.args[0]) if self.args else ""
 
 
-def dumps(value: object) -> bytes:
-    """``value`` pickled so that a far side can rebuild it."""
+def dumps(value: object, prefix: bytes = b"") -> bytes:
+    """``value`` pickled so that a far side can rebuild it, after ``prefix``."""
+    pickled = io.BytesIO()
+    pickled.write(prefix)
     if not _cloudpickle_by_value():
         try:
-            data = pickle.dumps(value, protocol=5)
-        except Exception:  # what plain pickle refuses, cloudpickle may not
-            pass
+            _PlainPickler(pickled, protocol=5).dump(value)
+        except Exception:  # what plain pickle refuses (or ``__main__``'s), cloudpickle may not
+            pickled.seek(len(prefix))
+            pickled.truncate()
         else:
-            if b"__main__" not in data:  # else its functions and classes go by value
-                return data
-    return _cloudpickle_dumps(value, protocol=5)
+            return pickled.getvalue()  # (the buffer itself: no copy)
+    cloudpickle.dump(value, pickled, protocol=5)  # pyright: ignore[reportUnknownMemberType]
+    return pickled.getvalue()
 
 
 # Modules the program asked cloudpickle to send by value: then always cloudpickle.
-_cloudpickle_by_value: Callable[[], set[str]] = cloudpickle.list_registry_pickle_by_value  # pyright: ignore[reportUnknownMemberType]
+_cloudpickle_by_value: Callable[[], set[str]] = cloudpickle.list_registry_pickle_by_value
+
+# The main module (a child process of multiprocessing runs it as __mp_main__).
+_MAIN = frozenset(("__main__", "__mp_main__"))
+
+
+class _PlainPickler(pickle.Pickler):
+    """Plain pickle, refusing whatever belongs to ``__main__`` (cloudpickle sends it by value).
+
+    (``reducer_override`` is never called for the plain types: str, bytes,
+    numbers, lists, tuples, dicts, sets; so what holds only data costs nothing more.)
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        owner = obj if isinstance(obj, (type, types.FunctionType)) else type(obj)
+        if owner.__module__ in _MAIN:
+            raise _OfMain
+        return NotImplemented
+
+
+class _OfMain(Exception):  # noqa: N818 (a signal, never seen outside)
+    """Raised by :class:`_PlainPickler` for what belongs to ``__main__``."""
 
 
 class _WithTraceback:
@@ -91,7 +115,7 @@ _ERROR, _VALUE = b"\x00", b"\x01"
 
 
 def _frame(flag: bytes, body: object) -> bytes:
-    return flag + dumps(body)
+    return dumps(body, prefix=flag)
 
 
 # A call travels as a frame of its own too: this byte, a byte saying whether the
