@@ -14,7 +14,9 @@ host's own module.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import sys
 import threading
 import time
@@ -380,3 +382,79 @@ async def test_what_cannot_cross_fails_only_its_job(
         with pytest.raises(TypeError, match="result cannot be sent back"):
             await pool.run(threading.Lock)
         assert await pool.run(home) != home()  # the worker goes on, elsewhere
+
+
+# --- random programs: many callers, cancellations, errors, resizes and renewals ------
+
+
+def random_job(i: int, kind: str) -> object:
+    if kind == "error":
+        raise ValueError(i)
+    if kind == "unpicklable":
+        return threading.Lock()
+    if kind == "spin":
+        deadline = time.monotonic() + TIMEOUT  # a bound against a hang, not a measurement
+        while time.monotonic() < deadline:
+            trio_pool.check_cancelled()
+        return "never cancelled"
+    return i * i
+
+
+async def check_a_random_program(host: HostChoice, seed: int, tmp_path: Path) -> None:
+    """Every caller hears back once, with its own result; every hook runs once, where it loaded.
+
+    Many callers, cancelled at once, while they wait or while their job
+    runs; errors, results that cannot cross, resizes and renewals.
+    """
+    rng = random.Random(seed)
+    record = tmp_path / "record"
+    renew = rng.choice([None, 3])
+    got: dict[int, object] = {}
+
+    async def caller(pool: trio_pool.Pool[Model], i: int, kind: str, cancel: bool) -> None:
+        with anyio.CancelScope() as scope:
+            if cancel:  # cancelled at once, or while it waits, or while it runs
+                scope.cancel() if rng.random() < 0.3 else tg.start_soon(cancel_soon, scope)
+            try:
+                got[i] = await pool.run(random_job, i, kind)
+            except (ValueError, TypeError) as exc:
+                got[i] = exc
+        if scope.cancelled_caught:
+            got[i] = "cancelled"
+
+    async def cancel_soon(scope: anyio.CancelScope) -> None:
+        for _ in range(rng.randrange(5)):
+            await anyio.lowlevel.checkpoint()
+        scope.cancel()
+
+    kinds = {}
+    async with trio_pool.Pool(
+        Model, 2, str(record), workers=rng.randint(1, 3), host=host, max_jobs_per_worker=renew
+    ) as pool:
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                kind = rng.choice(["value", "value", "value", "error", "unpicklable", "spin"])
+                kinds[i] = kind
+                tg.start_soon(caller, pool, i, kind, kind == "spin" or rng.random() < 0.2)
+                if rng.random() < 0.1:  # one at a time (resizes that overlap may refuse)
+                    with contextlib.suppress(ValueError):  # "cannot stop ... now": loading
+                        await pool.resize(rng.randint(1, 3))
+                if rng.random() < 0.3:
+                    await anyio.lowlevel.checkpoint()
+    assert sorted(got) == list(range(40))  # every caller heard back, once
+    for i, kind in kinds.items():
+        result = got[i]
+        if result == "cancelled":
+            continue
+        if kind == "value":
+            assert result == i * i  # its own result, never another caller's
+        elif kind == "error":
+            assert isinstance(result, ValueError)
+            assert result.args == (i,)
+        elif kind == "unpicklable":
+            assert isinstance(result, TypeError)
+        else:
+            raise AssertionError(f"a spinning job was never cancelled: {result!r}")
+    loads = [line for line in lines(record) if line.startswith("load")]
+    exits = [line for line in lines(record) if line.startswith("exit")]
+    assert sorted(e.rsplit(" ", 1)[0].replace("exit", "load") for e in exits) == sorted(loads)

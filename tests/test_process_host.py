@@ -50,6 +50,7 @@ from test_host_contract import check_a_kill_that_races_the_reply
 from test_pool_on_every_host import (
     Model,
     check_a_cancelled_caller_stops_a_cooperative_job,
+    check_a_random_program,
     lines,
     note_pids,
     spin_until_cancelled,
@@ -795,3 +796,27 @@ def test_what_plain_pickle_serves_goes_by_plain_pickle() -> None:
     finally:
         cloudpickle.unregister_pickle_by_value(helpers)
     assert dumps(helpers.leaves) == pickle.dumps(helpers.leaves, protocol=5)
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("SEEDS", "8"))))
+async def test_random_programs_keep_every_promise(backend: str, seed: int, tmp_path: Path) -> None:
+    await check_a_random_program(PROCESS, seed, tmp_path)
+
+
+def spin_with_a_big_argument(started: FileGate, big: bytes) -> str:
+    return spin_until_cancelled(started)
+
+
+async def test_a_cancel_request_reaches_a_job_sent_with_a_big_argument(
+    backend: str, tmp_path: Path, pids: set[int]
+) -> None:
+    # A big call may still be on its way to the child when the caller is
+    # cancelled: the worker's task, not interrupt(), then sends the request.
+    started = FileGate(tmp_path / "started")
+    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
+        note_pids(pool, pids)
+        big = bytes(1024 * 1024)
+        scope = await cancel_once_entered(started, pool.run, spin_with_a_big_argument, started, big)
+        assert scope.cancelled_caught
+        assert pool.statistics().cancelled == 1
+        assert await pool.run(int, "5") == 5

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import multiprocessing
 import multiprocessing.resource_tracker
 import os
@@ -48,10 +49,14 @@ from ._wire import (
     pack_loader,
 )
 
+logger = logging.getLogger("trio_pool")
+
 # Frames up to this size go out in one write, header included (as Connection does).
 _SMALL = 16384
 # Bytes read at a time, at least.
 _CHUNK = 65536
+# The cancel request, as it crosses.
+_CANCEL = dumps(("cancel",))
 # Frames bigger than this (more than the kernel's buffer holds) are written and
 # read by a thread, with blocking calls: one wake-up of the loop, not dozens.
 _THREADED = 256 * 1024
@@ -235,6 +240,13 @@ class _Pipe:
                 except BlockingIOError:  # noqa: PERF203 (the pipe is full: a big frame)
                     await self._writable(self._fd)
 
+    def send_now(self, data: bytes) -> None:
+        """Write one small frame at once, or nothing (BlockingIOError)."""
+        frame = struct.pack("!i", len(data)) + data
+        written = os.write(self._fd, frame)
+        if written != len(frame):  # (a socket takes a small write whole, or not at all)
+            raise RuntimeError(f"only {written} bytes of a {len(frame)}-byte frame were written")
+
     async def receive(self) -> bytearray:
         """The next frame; EOFError once the child's end is closed."""
         while (frame := self._frame()) is None:
@@ -339,9 +351,12 @@ class InProcess(LoopHost):
         self._operations: frozenset[str] = frozenset()
         self._pipe: _Pipe | None = None
         self._process: Any = None
-        # The wait for a running job's reply, which interrupt() cancels: the task
-        # then relays the job's cancel request at once, and waits again.
+        # How interrupt() reaches a job that runs (see _wait_for_frame): the task
+        # waits without a scope (and interrupt() relays), or in this scope.
+        self._listening = False
         self._waiting: anyio.CancelScope | None = None
+        self._small_call = True  # the running job's call fits the pipe many times over
+        self._killed_for_cancel = False
         self._name = "trio_pool worker"
 
     @property
@@ -392,6 +407,7 @@ class InProcess(LoopHost):
         if isinstance(payload, outcome.Error):
             return payload
         doing = "running a job"
+        self._small_call = len(payload) <= _SMALL
         await self._send_bytes(
             *call_frame(payload, self._relay.start(job)), doing="being sent a job"
         )
@@ -415,9 +431,11 @@ class InProcess(LoopHost):
         return decode_outcome(frame, "the worker process")
 
     def interrupt(self) -> None:
-        """Have the worker's task look at its job's cancel request now (loop thread)."""
+        """Relay the running job's cancel request now (loop thread)."""
         if self._waiting is not None:
-            self._waiting.cancel()
+            self._waiting.cancel()  # the task relays it
+        elif self._listening:
+            self._relay_now()
 
     def kill(self) -> bool:
         """Kill the child: the worker's task sees its pipe end, and its job fails."""
@@ -475,29 +493,74 @@ class InProcess(LoopHost):
         Raises:
             HostDied: the child died (or was killed for ``kill_on_cancel``).
         """
-        assert self._pipe is not None
+        pipe = self._pipe
+        assert pipe is not None
         try:
             if job is None:  # a load or a hook: nothing to relay (a dead child ends the wait)
-                return await self._pipe.receive()
-            while True:
-                step = self._relay.step()
-                if step == "ask":
-                    await self._send(("cancel",), doing)
+                return await pipe.receive()
+            frame: bytearray | None = None
+            while frame is None and not self._killed_for_cancel:
+                if (step := self._relay.step()) == "ask":
+                    await self._send_bytes(_CANCEL, doing=doing)
                 elif step == "kill":
-                    # Even if the child's reply is on its way: the worker must
-                    # not go on with a killed child.
-                    self.kill()
-                    await self._end()
-                    raise HostDied(killed_for_cancel(self._name, "process"))
-                left = self._relay.seconds_left()
-                with anyio.CancelScope() as self._waiting:
-                    if left is not None:
-                        self._waiting.deadline = anyio.current_time() + left
-                    return await self._pipe.receive()
+                    self._kill_for_cancel()
+                    break
+                frame = await self._wait_for_frame(pipe)
+            if frame is not None and not self._killed_for_cancel:
+                return frame
         except (EOFError, OSError) as exc:
-            raise await self._died(doing) from exc
+            if not self._killed_for_cancel:
+                raise await self._died(doing) from exc
+        # Even if the child's reply had come: the worker must not go on with a killed child.
+        await self._end()
+        raise HostDied(killed_for_cancel(self._name, "process"))
+
+    async def _wait_for_frame(self, pipe: _Pipe) -> bytearray | None:
+        """The child's next frame, or None if :meth:`interrupt` or a kill's deadline came first.
+
+        While only a small call is on its way to the child, :meth:`interrupt`
+        relays the request itself (``_listening``): no cancel scope, which
+        would cost as much as the rest of the wait. Otherwise it cancels the
+        wait (``_waiting``), and the task relays it.
+        """
+        left = self._relay.seconds_left()
+        if left is None and self._small_call and not self._relay.counts_down:
+            self._listening = True
+            try:
+                return await pipe.receive()
+            finally:
+                self._listening = False
+        try:
+            with anyio.CancelScope() as self._waiting:
+                if left is not None:
+                    self._waiting.deadline = anyio.current_time() + left
+                return await pipe.receive()
         finally:
             self._waiting = None
+        return None
+
+    def _relay_now(self) -> None:
+        """Pass the running job's cancel request on from here (the task listens meanwhile)."""
+        step = self._relay.step()
+        if step == "kill":
+            self._kill_for_cancel()
+        elif step == "ask" and self._pipe is not None:
+            try:
+                self._pipe.send_now(_CANCEL)
+            except BlockingIOError:  # a send buffer smaller than a small call: not now
+                self._relay.retract()
+                logger.warning(
+                    "worker %s: its job's cancel request could not be sent at once "
+                    "(the pipe to its process is full); it is sent if the job next asks the pool "
+                    "for something (wait, from_loop)",
+                    self._name,
+                )
+            except OSError:  # the child is gone: the task sees its end
+                pass
+
+    def _kill_for_cancel(self) -> None:
+        self._killed_for_cancel = True
+        self.kill()
 
     async def _message(self, frame: bytearray, whose: str) -> tuple[Any, ...]:
         """A reply of the child's, unpickled; ends the child if it cannot be.

@@ -66,6 +66,8 @@ class CancelRelay:
         self._kill_on_cancel = kill_on_cancel
         self._cancel_grace = cancel_grace
         self._asks_first = not (kill_on_cancel and cancel_grace == 0)
+        #: Whether a request may start a countdown to a kill (kill_on_cancel, cancel_grace).
+        self.counts_down = kill_on_cancel and cancel_grace > 0
         self._job: CancelAsked | None = None
         self._asked = False
         self._kill_at = math.inf
@@ -86,6 +88,10 @@ class CancelRelay:
         if not self._asked and self._noticed() and self._asks_first:
             return "ask"
         return "kill" if time.monotonic() >= self._kill_at else None
+
+    def retract(self) -> None:
+        """The request could not be passed on after all: ask again at the next step."""
+        self._asked = False
 
     def _noticed(self) -> bool:
         assert self._job is not None
