@@ -820,3 +820,27 @@ async def test_a_cancel_request_reaches_a_job_sent_with_a_big_argument(
         assert scope.cancelled_caught
         assert pool.statistics().cancelled == 1
         assert await pool.run(int, "5") == 5
+
+
+async def test_a_worker_process_that_cannot_start_fails_the_entry(
+    backend: str, record: Path, pids: set[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As when fork() fails at a process limit: the others loaded, and their hooks run.
+    real = trio_pool._hosts._process._start
+
+    def start(process: Any) -> None:
+        if process.name.endswith("-worker-2"):
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real(process)
+        pids.add(process.pid)
+
+    monkeypatch.setattr(trio_pool._hosts._process, "_start", start)
+    with anyio.fail_after(TIMEOUT), pytest.raises(BlockingIOError, match="temporarily"):
+        async with trio_pool.Pool(Model, 1, str(record), workers=3, host=PROCESS):
+            pass  # pragma: no cover
+    assert sorted(line.split()[:2] for line in lines(record)) == [
+        ["exit", "0"],
+        ["exit", "1"],
+        ["load", "0"],
+        ["load", "1"],
+    ]
