@@ -272,19 +272,21 @@ def main(argv: list[str] | None = None) -> None:
         f"Worker processes, medians of {args.rounds} interleaved rounds "
         "(`python -m benchmarks.processes`).",
         "",
-        "| scenario | " + " | ".join(PEERS) + " | pool / best peer | pool / floor |",
+        "| scenario | "
+        + " | ".join(PEERS)
+        + " | pool / best peer (trio, asyncio) | pool / floor of its loop (trio, asyncio) |",
         "|---|" + "---|" * (len(PEERS) + 2),
     ]
     for scenario, (better, _) in SCENARIOS.items():
         medians = {p: statistics.median(v) for p, v in figures[scenario].items()}
-        pool, floor = medians["trio_pool ProcessHost"], medians["floor"]
+        pools = medians["trio_pool ProcessHost"], medians["trio_pool ProcessHost (asyncio)"]
+        floors = medians["floor"], medians["floor (asyncio)"]
         peers = [v for p, v in medians.items() if p not in OURS]
         best = max(peers) if better == "higher" else min(peers)
         cells = " | ".join(f"{v:,.2f}" if v < 100 else f"{v:,.0f}" for v in medians.values())
-        lines.append(
-            f"| {scenario} | {cells} | {pool / best:.2f}x | {pool / floor:.2f}x "
-            f"({better} is better; both on trio) |"
-        )
+        to_best = ", ".join(f"{pool / best:.2f}x" for pool in pools)
+        to_floor = ", ".join(f"{p / f:.2f}x" for p, f in zip(pools, floors, strict=True))
+        lines.append(f"| {scenario} | {cells} | {to_best} | {to_floor} ({better} is better) |")
     text = "\n".join(lines) + "\n"
     args.out.write_text(text)
     print(text)
