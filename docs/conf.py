@@ -61,9 +61,9 @@ nitpick_ignore_regex = [
     ("py:class", r"(trio_pool\._\w+\.)?([PRTI]|T2|Ts)(\.args|\.kwargs)?"),
     # Pool's overloads: "a loader whose result has __enter__() -> I" (private).
     ("py:class", r"trio_pool\._pool\.SupportsEnter"),
-    # What a host's worker_hosts() makes: the seam's per-worker protocol, private
-    # until the loop-driven hosts of ARCHITECTURE.md have settled it.
-    ("py:class", r"trio_pool\._hosts\._base\.Host"),
+    # What a host's worker_hosts() makes: the seam's per-worker kinds (thread-driven
+    # and loop-driven), private until Ray's loop-driven host has settled them.
+    ("py:class", r"trio_pool\._hosts\._base\.(Host|LoopHost)"),
     # Instrument.worker_stopped's reason: a Literal of four strings, spelled out there.
     ("py:class", r"(trio_pool\._instruments\.)?StopReason"),
 ]

@@ -193,7 +193,7 @@ class LoopHost(abc.ABC):
     async def close(self, exc_info: ExcInfo) -> BaseException | None: ...
 
 
-HostFactory = Callable[[], "Host | LoopHost"]
+HostFactory = Callable[[], Host | LoopHost]
 """Makes the host of one new worker."""
 
 
