@@ -31,7 +31,8 @@ class Parser:
         return sum(self.weights.get(word, 0) * len(word) for word in words for _ in range(20))
 
     def __exit__(self, *exc_info: object) -> None:
-        print("a parser closed in its own subinterpreter")
+        # One write: the two interpreters' hooks may run at once (print writes twice).
+        sys.stdout.write("a parser closed in its own subinterpreter\n")
 
 
 def where() -> tuple[int, int]:
