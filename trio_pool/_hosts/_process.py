@@ -606,8 +606,11 @@ class InProcess(LoopHost):
             process.kill()
             with anyio.CancelScope(shield=True):
                 await readable(process.sentinel)
-        process.join()
-        process.close()
+        process.join()  # reaped (and out of multiprocessing's list of children)
+        # Not process.close(): it empties the Process before leaving that list, and
+        # another worker's start (in a thread) may be looking at the list meanwhile
+        # (multiprocessing's _cleanup() then fails on it). Its last file descriptor
+        # closes as the object goes, now.
         return how
 
 
