@@ -88,6 +88,18 @@ def test_there_is_no_import_cycle() -> None:
                 "_hosts._wire",
             },
         ),
+        (
+            "trio_pool._hosts._ray",
+            {
+                "_backend",
+                "_errors",
+                "_in_worker",
+                "_hosts._actor",
+                "_hosts._base",
+                "_hosts._shared",
+                "_hosts._wire",
+            },
+        ),
         # The handoff knows jobs and slots (and the loop's bell), not the pool's other parts.
         ("trio_pool._handoff", {"_backend", "_exceptions", "_hosts._base", "_job"}),
     ],
@@ -110,7 +122,7 @@ FAR_SIDE = [
     "trio_pool._hosts._far",
     "trio_pool._hosts._sub",
     "trio_pool._hosts._child",
-    "trio_pool._hosts._ray",
+    "trio_pool._hosts._actor",
     "trio_pool._hosts._sigint_ignored",
 ]
 

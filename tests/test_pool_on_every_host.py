@@ -44,8 +44,10 @@ HOSTS: dict[str, HostChoice] = {
 }
 if sys.version_info >= (3, 13):  # (before, InterpreterHost only refuses: its own module tests that)
     HOSTS["interpreter"] = trio_pool.InterpreterHost()
-#: The hosts whose jobs can wait() and call from_loop() (relayed by the worker's thread).
+#: The hosts whose jobs can wait() and call from_loop() (relayed by the worker).
 RELAYING = ["process", "thread"]
+#: The hosts whose workers are tasks of the loop, not threads.
+LOOP_DRIVEN = ["process", "ray"]
 
 
 def is_far(host: str) -> bool:
@@ -131,7 +133,8 @@ def wait_for_go(token: int) -> tuple[Any, ...]:
     return trio_pool.wait(("go", token), TIMEOUT)
 
 
-def spin_until_cancelled(started: FileGate) -> str:
+def spin_until_cancelled(started: FileGate, *ballast: object) -> str:
+    """Open ``started``, then run until cancelled (``ballast``: what the call carries besides)."""
     started.open()
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -244,13 +247,15 @@ async def test_a_cancelled_caller_stops_a_cooperative_job(
 
 
 async def check_a_cancelled_caller_stops_a_cooperative_job(
-    host: HostChoice, tmp_path: Path, pids: set[int]
+    host: HostChoice, tmp_path: Path, pids: set[int], *ballast: object
 ) -> None:
-    """(Also run by tests/on_ray.)"""
+    """(Also run by tests/on_ray, and with a big ``ballast`` by tests/test_process_host.)"""
     started = FileGate(tmp_path / "started")
     async with trio_pool.Pool(workers=1, host=host) as pool:
         note_pids(pool, pids)
-        scope = await cancel_once_entered(started, pool.run, spin_until_cancelled, started)
+        scope = await cancel_once_entered(
+            started, pool.run, spin_until_cancelled, started, *ballast
+        )
         assert scope.cancelled_caught
         assert pool.statistics().cancelled == 1
         assert await pool.run(trio_pool.check_cancelled) is None  # not the next job's cancel
@@ -270,6 +275,20 @@ async def test_job_cancel_reaches_a_running_job(
         assert isinstance(result, outcome.Error)
         assert isinstance(result.error, trio_pool.JobCancelled)
         assert await pool.run(trio_pool.check_cancelled) is None  # not the next job's
+
+
+async def test_a_worker_is_a_thread_unless_its_host_is_driven_from_the_loop(
+    backend: str, host: str, tmp_path: Path, pids: set[int]
+) -> None:
+    started = FileGate(tmp_path / "started")
+    async with trio_pool.Pool(workers=2, host=HOSTS[host]) as pool:
+        note_pids(pool, pids)
+        job = await pool.submit(spin_until_cancelled, started)
+        await wait_in_thread(started)
+        names = {worker.name for worker in pool.statistics().worker_states}
+        threads = [t.name for t in threading.enumerate() if t.name in names]
+        assert len(threads) == (0 if host in LOOP_DRIVEN else 2), threads
+        job.cancel()
 
 
 async def test_an_error_exit_stops_a_cooperative_job_and_tells_the_hook(

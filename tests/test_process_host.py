@@ -803,23 +803,14 @@ async def test_random_programs_keep_every_promise(backend: str, seed: int, tmp_p
     await check_a_random_program(PROCESS, seed, tmp_path)
 
 
-def spin_with_a_big_argument(started: FileGate, big: bytes) -> str:
-    return spin_until_cancelled(started)
-
-
 async def test_a_cancel_request_reaches_a_job_sent_with_a_big_argument(
     backend: str, tmp_path: Path, pids: set[int]
 ) -> None:
     # A big call may still be on its way to the child when the caller is
     # cancelled: the worker's task, not interrupt(), then sends the request.
-    started = FileGate(tmp_path / "started")
-    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
-        note_pids(pool, pids)
-        big = bytes(1024 * 1024)
-        scope = await cancel_once_entered(started, pool.run, spin_with_a_big_argument, started, big)
-        assert scope.cancelled_caught
-        assert pool.statistics().cancelled == 1
-        assert await pool.run(int, "5") == 5
+    await check_a_cancelled_caller_stops_a_cooperative_job(
+        PROCESS, tmp_path, pids, bytes(1024 * 1024)
+    )
 
 
 async def test_a_worker_process_that_cannot_start_fails_the_entry(

@@ -27,7 +27,7 @@ def test_the_ray_benchmark_runs(tmp_path: Path) -> None:
         "trio_pool RayHost",
         "bare actor calls, pipelined",
         "ActorPool.map",
-        "trio_pool RayHost (pool.run)",
+        "trio_pool RayHost (pool.call)",
         "trio_pool RayHost (pool.map)",
     ]:
         assert f" | {peer} | " in table

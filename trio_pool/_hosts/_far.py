@@ -1,7 +1,7 @@
 """The far side: what a worker runs where its interface lives, out of the pool's thread.
 
 A child process (:func:`._process.child_main`) and a Ray actor
-(:class:`._ray.RayWorker`) each hold one :class:`FarSide` and only carry its
+(:class:`._actor.RayWorker`) each hold one :class:`FarSide` and only carry its
 messages: it loads the interface, runs the calls (the cancel request and the
 in-job functions through the job's view the carrier gives it), and closes
 it once with the pool's exception. What does not unpickle here fails that

@@ -1,62 +1,56 @@
-"""RayHost: each worker thread drives one Ray actor holding its interface.
+"""RayHost: each worker is a task of the event loop driving one Ray actor.
 
-The pool side (:class:`InRay`) runs in the worker's thread and waits on one
-``ObjectRef`` at a time, so trio and asyncio share it. The actor
-(:class:`RayWorker`) carries the messages of the one far side
-(:class:`._far.FarSide`), as a child process does; what crosses is pickled as
-:mod:`._wire` says, inside ``bytes``, so Ray never wraps an Outcome's error
-in a ``RayTaskError`` and a call that cannot travel fails alone.
+The pool's side (:class:`InRay`) runs in the loop: the worker's task submits
+each call to its actor and awaits the reply there, woken by the reply's
+``concurrent.futures.Future`` (Ray's completion callback posts to the loop),
+with no thread of its own; trio and asyncio share it. The actor
+(:class:`._actor.RayWorker`) carries the messages of the one far side.
 
-The actor serves its calls one at a time (``max_concurrency=1``, always in
-the same thread of the actor, which keeps the interface's thread-bound
-state), and a second concurrency group, ``control``, takes ``cancel(n)``
-while call ``n`` runs: the running job sees it in ``check_cancelled()``.
-(``ray.cancel`` is not used: it replaces the job's own Outcome with a
-``TaskCancelledError``, so a job that finishes anyway loses its result, and
-cancelling a call the actor has not begun yet leaves the actor's task queue
-waiting 30 s for it.)
+The actor serves its calls one at a time, and a second concurrency group,
+``control``, takes ``cancel(n)`` while call ``n`` runs: the running job
+sees it in ``check_cancelled()``. (``ray.cancel`` is not used: it replaces
+the job's own Outcome with a ``TaskCancelledError``, so a job that finishes
+anyway loses its result, and cancelling a call the actor has not begun yet
+leaves the actor's task queue waiting 30 s for it.)
 
 Ray is imported only when a pool with this host opens.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import importlib
+import itertools
 import logging
-import os
 import pickle
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, final
 
+import anyio
 import outcome
 
+from .._backend import Backend, Event, current_backend
 from .._errors import BrokenWorkerError, killed_for_cancel
-from .._in_worker import JobView, WorkerInfo
-from ._base import ExcInfo, HostChoice, HostDied, HostFactory, LoadInterrupted, Where
-from ._far import FarSide
-from ._shared import (
-    CancelRelay,
-    check_kill_on_cancel,
-    check_max_memory,
-    check_seconds,
-    over_memory,
-    resident_memory,
+from .._in_worker import WorkerInfo
+from ._actor import RayWorker
+from ._base import (
+    ExcInfo,
+    HostChoice,
+    HostDied,
+    HostFactory,
+    LoadInterrupted,
+    LoopHost,
+    LoopJobView,
+    Where,
 )
-from ._wire import (
-    decode_outcome,
-    dumps,
-    pack_call,
-    pack_exc_info,
-    pack_loader,
-)
+from ._shared import CancelRelay, check_kill_on_cancel, check_max_memory, check_seconds, over_memory
+from ._wire import decode_outcome, pack_call, pack_exc_info, pack_loader
 
-_POLL = 0.05  # seconds between looks at the job's cancel request while it runs
 #: Actors started for one worker before its load fails: an actor placed on a
 #: node that is going away dies with it, and Ray may not know yet.
 _LOAD_ATTEMPTS = 3
-_MEMORY_TIMEOUT = 10.0  # seconds an actor gets to say how much memory it holds
 
 logger = logging.getLogger("trio_pool")
 
@@ -77,10 +71,10 @@ class RayHost(HostChoice):
     """Each worker's interface lives in a Ray actor of its own.
 
     ``Pool(Db, dsn, workers=16, host=trio_pool.RayHost(num_cpus=1,
-    scheduling_strategy="SPREAD"))``: each worker is still a thread of the
-    pool (the queue, leases, autoscaling and statistics are unchanged), and
-    that thread drives one actor in which the interface is built, used and
-    closed, on whichever node of the cluster Ray places it.
+    scheduling_strategy="SPREAD"))``: each worker is a task of the pool's
+    event loop (the queue, leases, autoscaling and statistics are unchanged)
+    that drives one actor in which the interface is built, used and closed,
+    on whichever node of the cluster Ray places it.
 
     Ray must be installed (``python -m pip install '.[ray]'`` in a checkout
     of trio_pool, or Ray 2.60 or newer by itself) and initialised
@@ -100,7 +94,7 @@ class RayHost(HostChoice):
         max_memory: Bytes of resident memory an actor's process may hold
             after a job (the actor reads its own, from ``/proc``): above
             that, the worker is renewed (its hook runs, and a new actor
-            loads in its place). Default None: no limit, and no extra call.
+            loads in its place). Default None: no limit.
         actor_options: Given to the actor class's ``.options()``:
             ``num_cpus``, ``num_gpus``, ``resources``, ``memory``,
             ``scheduling_strategy``, ``runtime_env``, ... The pool sets
@@ -186,68 +180,8 @@ def _actor_class() -> Any:
     return _ray().remote(concurrency_groups={"control": 1})(RayWorker)
 
 
-# --- the far side: the actor --------------------------------------------------
-
-
-class RayWorker:
-    """The actor: one interface, its calls in turn, and ``cancel`` beside them."""
-
-    def __init__(self) -> None:
-        self._far = FarSide()
-        self.cancelled_through = 0  # the number of the last call asked to stop
-
-    def load(self, loader: bytes, worker_id: int, name: str) -> bytes:
-        reply = self._far.load(loader, worker_id, name)
-        if reply[0] == "loaded":  # and where: the pool's statistics name it
-            context = _ray().get_runtime_context()
-            reply = (*reply, os.getpid(), context.get_actor_id(), context.get_node_id())
-        return dumps(reply)
-
-    def call(self, number: int, payload: bytes, cancelled: bool) -> bytes:
-        return self._far.call(payload, _ActorView(self, number, cancelled=cancelled))
-
-    def cancel(self, number: int) -> None:
-        self.cancelled_through = max(self.cancelled_through, number)
-
-    def memory(self) -> int | None:
-        """The resident memory of the actor's process, in bytes (None if /proc cannot tell)."""
-        return resident_memory(os.getpid())
-
-    def close(self, exc_info: bytes) -> bytes:
-        return dumps(self._far.close(exc_info))
-
-
-class _ActorView:
-    """The job's view in the actor."""
-
-    def __init__(self, actor: RayWorker, number: int, *, cancelled: bool) -> None:
-        self._actor = actor
-        self._number = number
-        self._cancelled = cancelled
-
-    def cancel_requested(self) -> bool:
-        return self._cancelled or self._actor.cancelled_through >= self._number
-
-    def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
-        raise RuntimeError(
-            "trio_pool.wait() does not work on a RayHost: the actor cannot block on the "
-            "pool's process; pass what the job needs as arguments, or use threads or processes"
-        )
-
-    def call_loop(
-        self, async_fn: Callable[..., Any], args: tuple[Any, ...]
-    ) -> outcome.Outcome[Any]:
-        raise RuntimeError(
-            "trio_pool.from_loop() does not work on a RayHost: the actor has no way back "
-            "to the pool's event loop; return what the loop should do, or use threads or processes"
-        )
-
-
-# --- the pool side: in the worker's thread ---------------------------------------
-
-
-class InRay:
-    """Drives one actor from the worker's thread."""
+class InRay(LoopHost):
+    """Drives one actor from the worker's task, on the event loop."""
 
     def __init__(
         self,
@@ -267,10 +201,15 @@ class InRay:
         self._actor_class = actor_class
         self._relay = CancelRelay(kill_on_cancel, cancel_grace)
         self._grace_period = grace_period
+        self._backend: Backend | None = None  # the loop's, once the load begins
         self._actor: Any = None
         self._calls = 0
-        self._loading = False
-        self._interrupted = False  # written by any thread: only a load heeds it
+        self._memory: int | None = None  # the actor's, after its last call (with max_memory)
+        self._interrupted = False  # once set, a load stops (the pool is stopping)
+        self._loading: anyio.CancelScope | None = None
+        self._running = False  # a job's call is out: interrupt() relays its cancel request
+        self._wake: Event | None = None  # what the task awaits: a reply, or a kill's deadline
+        self._killed_for_cancel = False
         self._operations: frozenset[str] = frozenset()
         self._name = "trio_pool worker"
         self._where = Where("actor")
@@ -282,26 +221,32 @@ class InRay:
     def where(self) -> Where:
         return self._where
 
-    def load(self, worker: WorkerInfo) -> None:
+    async def load(self, worker: WorkerInfo) -> None:
         self._name = worker.name
+        self._backend = current_backend()
         loader = pack_loader(self._loader, self._args, "a Ray actor")
-        self._loading = True  # interrupt() from now on stops it (the pool: before it began)
-        try:
-            reply = self._start_actor(loader, worker)
-        finally:
-            self._loading = False
+        reply: tuple[Any, ...] | None = None
+        with anyio.CancelScope() as self._loading:  # interrupt() cancels it
+            if self._interrupted:  # (the pool was stopping before this load began)
+                self._loading.cancel()
+            reply = await self._start_actor(loader, worker)
+        self._loading = None
+        if reply is None:
+            await self._end(graceful=False)
+            raise LoadInterrupted
         if reply[0] == "failed":
-            self._end(graceful=False)
+            await self._end(graceful=False)
             raise reply[1]
         self._operations, pid, actor_id, node_id = reply[1:]
         self._where = Where("actor", pid, actor_id, node_id)
 
-    def _start_actor(self, loader: bytes, worker: WorkerInfo) -> tuple[Any, ...]:
-        for attempt in range(1, _LOAD_ATTEMPTS + 1):
+    async def _start_actor(self, loader: bytes, worker: WorkerInfo) -> tuple[Any, ...]:
+        """The load's reply, from the first actor that lives to give it."""
+        for attempt in itertools.count(1):
             self._actor = self._actor_class.remote()
             try:
                 ref = self._actor.load.remote(loader, worker.id, worker.name)
-                reply: tuple[Any, ...] = pickle.loads(self._get(ref, None))
+                reply: tuple[Any, ...] = pickle.loads(await self._reply(ref, None))
             except HostDied as died:  # not the loader's error: the actor or its node
                 if attempt == _LOAD_ATTEMPTS:
                     raise died.error from None
@@ -310,27 +255,36 @@ class InRay:
                 return reply
         raise AssertionError("unreachable")
 
-    def execute(
+    async def execute(
         self,
         fn: Callable[..., Any] | str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         with_interface: bool,
-        job: JobView,
+        job: LoopJobView,
     ) -> outcome.Outcome[Any]:
         payload = pack_call(fn, args, kwargs, with_interface, "a Ray actor")
         if isinstance(payload, outcome.Error):
             return payload
         self._calls += 1
-        ref = self._actor.call.remote(self._calls, payload, self._relay.start(job))
-        return decode_outcome(self._get(ref, job), "a Ray actor")
+        cancelled = self._relay.start(job)
+        measure = self._max_memory is not None
+        ref = self._actor.call.remote(self._calls, payload, cancelled, measure)
+        self._running = True
+        try:
+            self._relay_now()  # (killed at once, if it went cancelled with kill_on_cancel)
+            reply, self._memory = await self._reply(ref, job)
+        finally:
+            self._running = False
+        return decode_outcome(reply, "a Ray actor")
 
     def interrupt(self) -> None:
-        """Stop a load (an actor may wait long for room on the cluster): kill its actor.
-
-        A running job's cancel request the worker thread relays itself.
-        """
+        """Stop a load (an actor may wait long for room), or relay the job's cancel request now."""
         self._interrupted = True
+        if self._loading is not None:
+            self._loading.cancel()
+        elif self._running:
+            self._relay_now()
 
     def kill(self) -> bool:
         actor = self._actor
@@ -340,81 +294,95 @@ class InRay:
         return True
 
     def renewal_due(self) -> str | None:
-        """Over ``max_memory`` after a job: the actor says what it holds (one more call)."""
-        if self._max_memory is None or self._actor is None:
-            return None
-        try:
-            used = self._ray.get(self._actor.memory.remote(), timeout=_MEMORY_TIMEOUT)
-        except Exception:  # it died, or is slow to say: the next job finds out
-            return None
-        reason = over_memory(used, self._max_memory)
+        """Over ``max_memory`` after a job (the actor said what it holds with its reply)."""
+        reason = over_memory(self._memory, self._max_memory)
         return None if reason is None else reason.replace("its process", "its actor")
 
-    def close(self, exc_info: ExcInfo) -> BaseException | None:
+    async def close(self, exc_info: ExcInfo) -> BaseException | None:
         """Run the hook in the actor, give it ``grace_period`` seconds, then end the actor."""
         if self._actor is None:
             return None
         ref = self._actor.close.remote(pack_exc_info(exc_info))
-        ready, _ = self._ray.wait([ref], timeout=self._grace_period)
-        error: BaseException | None
-        if ready:
+        error: BaseException | None = None
+        with anyio.move_on_after(self._grace_period) as waiting:
             try:
-                error = pickle.loads(self._get(ref, None))[1]
+                error = pickle.loads(await self._reply(ref, None))[1]
             except HostDied as died:
                 error = died.error
-        else:
+        if waiting.cancelled_caught:
             error = BrokenWorkerError(
                 f"worker {self._name}: its exit hook did not finish within grace_period="
                 f"{self._grace_period} s; its actor was killed"
             )
-        self._end(graceful=ready)
+        await self._end(graceful=not waiting.cancelled_caught)
         return error
 
-    def _get(self, ref: Any, job: JobView | None) -> bytes:
-        """The pickled reply ``ref`` brings; meanwhile relay ``job``'s cancel request.
+    async def _reply(self, ref: Any, job: LoopJobView | None) -> Any:
+        """What ``ref`` brings; meanwhile ``job``'s cancel request is relayed.
 
         Raises:
             HostDied: the actor died, its node was lost, or it was killed for
-                ``kill_on_cancel``.
+                ``kill_on_cancel`` (even if the reply had come: the worker
+                must not go on with a killed actor).
         """
-        ray = self._ray
+        future = await self._done(ref, job)
+        if self._killed_for_cancel:
+            await self._end(graceful=False)
+            raise HostDied(killed_for_cancel(self._name, "actor"))
         try:
-            while True:
-                try:
-                    reply: bytes = ray.get(ref, timeout=_POLL)
-                except ray.exceptions.GetTimeoutError:
-                    pass
-                else:
-                    return reply
-                if self._loading and self._interrupted:
-                    self._end(graceful=False)
-                    raise LoadInterrupted
-                step = None if job is None else self._relay.step()
-                if step == "ask":
-                    cancel = self._actor.cancel.options(concurrency_group="control")
-                    cancel.remote(self._calls)
-                elif step == "kill":
-                    # Even if the reply is on its way: the worker must not go
-                    # on with a killed actor.
-                    self._end(graceful=False)
-                    raise HostDied(killed_for_cancel(self._name, "actor"))
-        except ray.exceptions.RayError as exc:
+            return future.result()
+        except self._ray.exceptions.RayError as exc:
             actor = self._where
             where = "" if actor.actor_id is None else f" {actor.actor_id} on node {actor.node_id}"
             error = BrokenWorkerError(
                 f"worker {self._name}'s Ray actor{where} is gone: "
                 f"{type(exc).__name__}: {_first_line(exc)}"
             )
-            self._end(graceful=False)
+            await self._end(graceful=False)
             raise HostDied(error) from exc
 
-    def _end(self, *, graceful: bool) -> None:
+    async def _done(self, ref: Any, job: LoopJobView | None) -> concurrent.futures.Future[Any]:
+        """``ref``'s future once it is done, or once its actor is killed for ``kill_on_cancel``."""
+        backend = self._backend
+        assert backend is not None
+        future: concurrent.futures.Future[Any] = ref.future()
+        future.add_done_callback(lambda _: backend.post(self._ring))
+        while not (future.done() or self._killed_for_cancel):
+            self._wake = wake = backend.event()
+            left = None if job is None else self._relay.seconds_left()
+            if left is None:
+                await wake.wait()
+            else:  # a kill is due (kill_on_cancel, cancel_grace): at most until then
+                with anyio.move_on_after(left):
+                    await wake.wait()
+                self._relay_now()
+        self._wake = None
+        return future
+
+    def _ring(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _relay_now(self) -> None:
+        """Pass the running job's cancel request on: ask the actor, or kill it (loop thread)."""
+        step = self._relay.step()
+        if step == "ask":
+            self._actor.cancel.options(concurrency_group="control").remote(self._calls)
+            if self._relay.counts_down:  # the task waits until the kill is due, from now
+                self._ring()
+        elif step == "kill":
+            self._killed_for_cancel = True
+            self.kill()
+            self._ring()
+
+    async def _end(self, *, graceful: bool) -> None:
         """The actor is done with, or has to go: make sure it is gone."""
         actor, self._actor = self._actor, None
         if actor is None:
             return
         if graceful:  # it exits on its own once its hook has run
-            self._ray.wait([actor.__ray_terminate__.remote()], timeout=self._grace_period)
+            with anyio.move_on_after(self._grace_period):
+                await self._done(actor.__ray_terminate__.remote(), None)
         self._ray.kill(actor, no_restart=True)
 
 
