@@ -798,6 +798,55 @@ def test_a_native_cancel_beside_a_hook_error_is_not_lost() -> None:
     assert seen == ["hook error", "cancelled"]
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout() is new in Python 3.11")
+def test_a_native_cancel_taken_back_beside_a_hook_error_is_not_delivered_later() -> None:
+    """asyncio.timeout() expires while stop_workers() waits for a failing hook: the
+    hook's error is raised, and the timeout takes its cancel back (``uncancel()``).
+    No cancellation may strike later (on 3.11 and 3.12 ``uncancel()`` leaves a
+    ``cancel()`` already made pending: the random programs found it)."""
+    import asyncio
+
+    hook_entered, fail_now = threading.Event(), threading.Event()
+
+    class FailingHook:
+        def __exit__(self, *exc_info: object) -> None:
+            if trio_pool.current_worker().id == 1:
+                hook_entered.set()
+                assert fail_now.wait(TIMEOUT)
+                raise OSError("the hook failed")
+
+    seen: list[str] = []
+    timeouts: list[Any] = []
+
+    async def stopper(pool: trio_pool.Pool) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            async with asyncio.timeout(None) as timeout:  # type: ignore[attr-defined]
+                timeouts.append(timeout)
+                await pool.stop_workers(1)
+        except OSError:
+            seen.append("hook error")
+        seen.append(f"cancelling={task.cancelling()}")
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+
+    async def main() -> None:
+        async with trio_pool.Pool(FailingHook, workers=2) as pool:
+            task = asyncio.ensure_future(stopper(pool))
+            await asyncio.to_thread(hook_entered.wait, TIMEOUT)
+            timeouts[0].reschedule(asyncio.get_running_loop().time())  # it expires now
+            for _ in range(5):  # its cancel reaches stop_workers (a few loop iterations)
+                await asyncio.sleep(0)
+            fail_now.set()
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), TIMEOUT))
+    assert seen == ["hook error", "cancelling=0"]
+
+
 class CtrlCAt:
     """Raises KeyboardInterrupt at the ``n``-th wait on a pool event in the test's own task."""
 

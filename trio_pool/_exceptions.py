@@ -67,9 +67,20 @@ def _keep_native_cancellation() -> None:
     except RuntimeError:  # not on asyncio
         return
     if task is not None:
-        if sys.version_info >= (3, 11):
-            task.uncancel()  # the count stays the same: one request, pending again
-        task.cancel()
+        # Asked again once the task waits, if the request still stands: whoever
+        # made it (asyncio.timeout()) may take it back first with uncancel(),
+        # which on 3.11 and 3.12 leaves a cancel() made now pending, to strike later.
+        asyncio.get_running_loop().call_soon(_cancel_again, task)
+
+
+def _cancel_again(task: asyncio.Task[object]) -> None:
+    if task.done():
+        return
+    if sys.version_info >= (3, 11):
+        if not task.cancelling():
+            return  # taken back
+        task.uncancel()  # the count stays the same: one request, pending again
+    task.cancel()
 
 
 def add_note(error: BaseException, note: str) -> None:
