@@ -226,11 +226,13 @@ class InRay(LoopHost):
         self._backend = current_backend()
         loader = pack_loader(self._loader, self._args, "a Ray actor")
         reply: tuple[Any, ...] | None = None
-        with anyio.CancelScope() as self._loading:  # interrupt() cancels it
-            if self._interrupted:  # (the pool was stopping before this load began)
-                self._loading.cancel()
-            reply = await self._start_actor(loader, worker)
-        self._loading = None
+        try:
+            with anyio.CancelScope() as self._loading:  # interrupt() cancels it
+                if self._interrupted:  # (the pool was stopping before this load began)
+                    self._loading.cancel()
+                reply = await self._start_actor(loader, worker)
+        finally:
+            self._loading = None
         if reply is None:
             await self._end(graceful=False)
             raise LoadInterrupted
