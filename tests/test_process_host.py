@@ -835,3 +835,52 @@ async def test_a_worker_process_that_cannot_start_fails_the_entry(
         ["load", "0"],
         ["load", "1"],
     ]
+
+
+class _ChildrenSeenMidway(set):  # type: ignore[type-arg]
+    """multiprocessing's list of children: one thread's look at it stops midway.
+
+    ``multiprocessing.active_children()`` copies the list, then polls each
+    child. A thread that copies it here waits at ``midway`` before its polls,
+    as a thread preempted there would.
+    """
+
+    def __init__(self, members: set[Any], looker: threading.Thread) -> None:
+        super().__init__(members)
+        self.looker = looker
+        self.copied = threading.Event()
+        self.midway = threading.Event()
+
+    def __iter__(self) -> Any:
+        yield from list(super().__iter__())
+        if threading.current_thread() is self.looker:
+            self.copied.set()
+            assert self.midway.wait(TIMEOUT)
+
+
+async def test_a_worker_process_that_ends_leaves_multiprocessing_s_children_whole(
+    backend: str, pids: set[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another thread (a worker's start, say) looks at the list of children while
+    # a worker's process ends: what it copied must still be usable afterwards
+    # (Process.close() emptied the object, and active_children() failed with
+    # AttributeError on Python 3.10, whose active_children() polls what it copied as it is).
+    errors: list[BaseException] = []
+
+    def look() -> None:
+        try:
+            multiprocessing.active_children()
+        except BaseException as exc:  # (reported by the test's thread)
+            errors.append(exc)
+
+    looker = threading.Thread(target=look)
+    async with trio_pool.Pool(workers=1, host=PROCESS) as pool:
+        note_pids(pool, pids)
+        children = _ChildrenSeenMidway(multiprocessing.process._children, looker)  # type: ignore[attr-defined]
+        monkeypatch.setattr(multiprocessing.process, "_children", children)
+        looker.start()
+        await anyio.to_thread.run_sync(children.copied.wait, TIMEOUT)
+    children.midway.set()  # the worker's process has ended meanwhile
+    await anyio.to_thread.run_sync(looker.join, TIMEOUT)
+    assert not looker.is_alive()
+    assert errors == []
