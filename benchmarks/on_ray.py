@@ -8,10 +8,13 @@ submitted round-robin, then all gathered) and ``ray.util.ActorPool.map``,
 against the pool on a ``RayHost`` (on trio), all on actors of the same
 options (``max_concurrency=1``). The pool calls the interface's method by
 name (``pool.call("f", x)``), as a bare call names the actor's; ``pool.map``
-ships ``add_one``. Scenarios:
+ships ``add_one``. The floor is the least a loop-driven worker can do: submit the call on
+the loop and await its ``ObjectRef`` there, woken by the reply's future
+(Ray's completion callback, in Ray's thread, posts to the loop), one call in
+flight per actor, as :class:`trio_pool.RayHost` does. Scenarios:
 
-- latency: one trivial call at a time, 1 actor (p50, µs), a bare call and a
-  pool call in turn;
+- latency: one trivial call at a time, 1 actor (p50, µs), a bare call, the
+  loop-driven floor and a pool call in turn;
 - pipelined: 2,000 trivial calls over 4 actors (calls/s); the pool from 64
   tasks at once (``pool.run`` each), and ``pool.map`` (its adaptive chunks).
 """
@@ -55,7 +58,7 @@ def latency() -> dict[str, float]:
     [actor] = bare_actors(1)
 
     async def main() -> dict[str, float]:
-        bare, pooled = [], []
+        bare, floor, pooled = [], [], []
         async with trio_pool.Pool(Bare, workers=1, host=trio_pool.RayHost()) as pool:
             await pool.call("f", 0)
             for i in range(SAMPLES):
@@ -63,10 +66,14 @@ def latency() -> dict[str, float]:
                 assert ray.get(actor.f.remote(i)) == i + 1  # (blocks the loop: nothing else runs)
                 bare.append(time.perf_counter() - start)
                 start = time.perf_counter()
+                assert await on_the_loop(actor.f.remote(i)) == i + 1
+                floor.append(time.perf_counter() - start)
+                start = time.perf_counter()
                 assert (await pool.call("f", i)).unwrap() == i + 1
                 pooled.append(time.perf_counter() - start)
         return {
             "bare actor call": statistics.median(bare) * 1e6,
+            "floor: awaited on the loop": statistics.median(floor) * 1e6,
             "trio_pool RayHost": statistics.median(pooled) * 1e6,
         }
 
@@ -74,6 +81,53 @@ def latency() -> dict[str, float]:
         return trio.run(main)
     finally:
         ray.kill(actor)
+
+
+async def on_the_loop(ref: Any) -> Any:
+    """What ``ref`` brings, awaited on trio: woken by its future's callback."""
+    token, done = trio.lowlevel.current_trio_token(), trio.Event()
+    future = ref.future()
+    future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+    await done.wait()
+    return future.result()
+
+
+def floor_pipelined() -> float:
+    """64 tasks' calls through one loop-driven task per actor, one call in flight each."""
+    actors = bare_actors(WORKERS)
+
+    async def main() -> float:
+        send, receive = trio.open_memory_channel[tuple[int, list[Any], trio.Event]](0)
+
+        async def worker(actor: Any) -> None:
+            async for x, reply, done in receive:
+                reply.append(await on_the_loop(actor.f.remote(x)))
+                done.set()
+
+        async def client(first: int) -> None:
+            for i in range(first, CALLS, OUTSTANDING):
+                reply: list[Any] = []
+                done = trio.Event()
+                await send.send((i, reply, done))
+                await done.wait()
+                assert reply == [i + 1]
+
+        async with trio.open_nursery() as workers:
+            for actor in actors:
+                workers.start_soon(worker, actor)
+            start = time.perf_counter()
+            async with trio.open_nursery() as clients:
+                for first in range(OUTSTANDING):
+                    clients.start_soon(client, first)
+            rate = CALLS / (time.perf_counter() - start)
+            workers.cancel_scope.cancel()
+        return rate
+
+    try:
+        return trio.run(main)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
 
 
 def bare_pipelined() -> float:
@@ -131,6 +185,7 @@ def pool_map() -> float:
 def pipelined() -> dict[str, float]:
     return {
         "bare actor calls, pipelined": bare_pipelined(),
+        "floor: one call in flight per actor, on the loop": floor_pipelined(),
         "ActorPool.map": actor_pool_map(),
         "trio_pool RayHost (pool.call)": pool_pipelined(),
         "trio_pool RayHost (pool.map)": pool_map(),
@@ -177,6 +232,18 @@ TARGETS = [
 ]
 
 
+#: (scenario, bare peer, the loop-driven floor, the pool): what the floor costs, and the pool on it
+FLOORS = [
+    (LATENCY, "bare actor call", "floor: awaited on the loop", "trio_pool RayHost"),
+    (
+        PIPELINED,
+        "bare actor calls, pipelined",
+        "floor: one call in flight per actor, on the loop",
+        "trio_pool RayHost (pool.call)",
+    ),
+]
+
+
 def measure(rounds: int) -> dict[str, dict[str, float]]:
     samples: dict[str, dict[str, list[float]]] = {}
     for round_number in range(1, rounds + 1):
@@ -205,6 +272,11 @@ def report(medians: dict[str, dict[str, float]], rounds: int) -> str:
         ratio = medians[scenario][pool] / medians[scenario][reference]
         met = ratio <= bound if at_most else ratio >= bound
         lines.append(f"| {what} | {ratio:.2f}x | {'yes' if met else 'no'} |")
+    lines += ["", "| scenario | floor / bare | pool / floor |", "|---|---|---|"]
+    for scenario, bare, floor, pool in FLOORS:
+        peers = medians[scenario]
+        floor_ratio, pool_ratio = peers[floor] / peers[bare], peers[pool] / peers[floor]
+        lines.append(f"| {scenario} | {floor_ratio:.2f}x | {pool_ratio:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

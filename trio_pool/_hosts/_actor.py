@@ -41,12 +41,15 @@ class RayWorker:
             reply = (*reply, os.getpid(), context.get_actor_id(), context.get_node_id())
         return dumps(reply)
 
-    def call(
-        self, number: int, payload: bytes, cancelled: bool, measure: bool
+    def call(self, number: int, payload: bytes, cancelled: bool) -> bytes:
+        """Call ``number``'s Outcome (bytes alone: a tuple costs Ray a pickling each way)."""
+        return self._far.call(payload, _ActorView(self, number, cancelled=cancelled))
+
+    def call_and_measure(
+        self, number: int, payload: bytes, cancelled: bool
     ) -> tuple[bytes, int | None]:
-        """Call ``number``'s Outcome, and (if ``measure``) the actor's resident memory after it."""
-        reply = self._far.call(payload, _ActorView(self, number, cancelled=cancelled))
-        return reply, resident_memory(os.getpid()) if measure else None
+        """As :meth:`call`, and the actor's resident memory after it (for ``max_memory``)."""
+        return self.call(number, payload, cancelled), resident_memory(os.getpid())
 
     def cancel(self, number: int) -> None:
         self.cancelled_through = max(self.cancelled_through, number)

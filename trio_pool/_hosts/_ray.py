@@ -271,13 +271,16 @@ class InRay(LoopHost):
         self._calls += 1
         cancelled = self._relay.start(job)
         measure = self._max_memory is not None
-        ref = self._actor.call.remote(self._calls, payload, cancelled, measure)
+        call = self._actor.call_and_measure if measure else self._actor.call
+        ref = call.remote(self._calls, payload, cancelled)
         self._running = True
         try:
             self._relay_now()  # (killed at once, if it went cancelled with kill_on_cancel)
-            reply, self._memory = await self._reply(ref, job)
+            reply = await self._reply(ref, job)
         finally:
             self._running = False
+        if measure:
+            reply, self._memory = reply
         return decode_outcome(reply, "a Ray actor")
 
     def interrupt(self) -> None:
