@@ -999,6 +999,55 @@ async def test_a_fixed_pool_that_lost_its_workers_fails_queued_jobs_instead_of_h
             assert (stats.queued, stats.failed) == (0, 2)
 
 
+@pytest.mark.parametrize("cancelled", [False, True])
+async def test_a_fixed_pool_whose_added_worker_fails_last_fails_queued_jobs(
+    backend: str, cancelled: bool
+) -> None:
+    # Its only worker is renewed; while the successor loads, a job is queued and
+    # add_workers(1) starts another. The successor fails first, while the added
+    # worker still loads: the queue waits for that one. Then it fails too, and
+    # add_workers raises: the queued job waited for ever, with no worker left
+    # (a random program, seed 358 on asyncio).
+    successor, added = Gate(), Gate()
+
+    class Iface:
+        def __init__(self) -> None:
+            worker = trio_pool.current_worker().id
+            if worker == 1:
+                successor.enter()
+                raise ConnectionError("the successor cannot load")
+            if worker == 2:
+                added.enter()
+                raise ConnectionError("the added worker cannot load")
+
+    scope = anyio.CancelScope()  # cancelled, add_workers still waits for the load
+
+    async def add_one() -> None:
+        with scope, pytest.raises(BaseException) as raised:  # noqa: PT011 (looked at below)
+            await pool.add_workers(1)
+        assert "ConnectionError('the added worker" in repr(list(leaves(raised.value)))
+
+    with pytest.raises(ConnectionError, match="successor"):  # kept for the exit
+        async with trio_pool.Pool(Iface, workers=1, max_jobs_per_worker=1) as pool:
+            assert await pool.run(int, "1") == 1  # then it is renewed: worker 1 loads
+            await wait_in_thread(successor.entered)
+            job = pool.submit_nowait(int, "2")  # queued: a worker still loads
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(add_one)
+                await wait_in_thread(added.entered)  # worker 2 loads
+                if cancelled:
+                    scope.cancel()
+                successor.open()
+                await poll_until(lambda: pool.statistics().workers == 1)  # only worker 2
+                await anyio.wait_all_tasks_blocked()  # the pool has seen worker 1 go
+                added.open()
+            with anyio.fail_after(TIMEOUT):
+                result = await job.wait()
+            assert isinstance(result, outcome.Error)
+            assert isinstance(result.error, ConnectionError)
+            assert pool.statistics().queued == 0
+
+
 class HookError(Exception):
     pass
 

@@ -342,6 +342,7 @@ class Pool(Generic[I]):
             errors = await parts.workers.wait_loaded(workers)
         except BaseException:
             parts.workers.keep(workers)
+            parts.workers.lost(workers)  # cancelled, and they were the last to fail
             raise
         finally:
             parts.autoscaler.loaded(workers)
@@ -349,7 +350,9 @@ class Pool(Generic[I]):
             loaded = [w for w in workers if w.load_error is None]
             first = first_load_error(workers)
             assert first is not None
-            raise_combined([first, *await parts.workers.stop_and_join(loaded)])
+            stopped = await parts.workers.stop_and_join(loaded)
+            parts.workers.lost(workers)  # no worker left: the queued jobs fail, not wait
+            raise_combined([first, *stopped])
         parts.workers.keep(workers)
 
     async def stop_workers(self, count: int) -> None:

@@ -255,12 +255,21 @@ class WorkerSet:
 
     async def _wait_replacements(self, workers: list[Worker]) -> None:
         """Wait for the workers started in place of others; if none is left, say so."""
-        errors = await self.wait_loaded(workers, claimed=False)
-        if errors:
+        if await self.wait_loaded(workers, claimed=False):
             for worker in workers:  # their ends decide whether others start (see _retried)
                 await worker.exited.wait()
-            if not self._closing and self.serving == 0:
-                self._none_left(errors[0])  # nothing queued would ever run
+            self.lost(workers)
+
+    def lost(self, workers: list[Worker]) -> None:
+        """``workers`` failed to load (or were stopped again): if no worker is left,
+        nothing queued would ever run, and it fails with their first loader's error.
+
+        Whoever's workers fail last decides: a replacement's, or add_workers'
+        (a replacement that failed first saw the added worker still loading).
+        """
+        errors = [w.load_error for w in workers if w.load_error is not None]
+        if errors and not self._closing and self.serving == 0:
+            self._none_left(errors[0])
 
     def _never_started(self, worker: Worker, exc: BaseException | None) -> None:
         """The worker's thread could not start, or the pool stopped it first.
