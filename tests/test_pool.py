@@ -759,7 +759,8 @@ def test_a_pool_used_from_another_event_loop_refuses_at_once() -> None:
     assert all("belongs to the event loop that entered it" in str(e) for e in errors)
 
 
-def test_a_native_cancel_beside_a_hook_error_is_not_lost() -> None:
+@pytest.mark.parametrize("waits_again", [True, False])
+def test_a_native_cancel_beside_a_hook_error_is_not_lost(waits_again: bool) -> None:
     import asyncio
 
     hook_entered, fail_now = threading.Event(), threading.Event()
@@ -778,11 +779,17 @@ def test_a_native_cancel_beside_a_hook_error_is_not_lost() -> None:
             await pool.stop_workers(1)
         except OSError:
             seen.append("hook error")
+        if not waits_again:
+            return
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
             seen.append("cancelled")
             raise
+
+    # On 3.11 and 3.12 the request is made again only once the task waits (see
+    # the next test): a task that returns first ends with its result.
+    deferred = (3, 11) <= sys.version_info < (3, 13)
 
     async def main() -> None:
         async with trio_pool.Pool(FailingHook, workers=2) as pool:
@@ -791,11 +798,14 @@ def test_a_native_cancel_beside_a_hook_error_is_not_lost() -> None:
             task.cancel()  # a native cancel while stop_workers waits for the hook
             await asyncio.sleep(0)
             fail_now.set()
-            with pytest.raises(asyncio.CancelledError):
+            if waits_again or not deferred:
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            else:
                 await task
 
     asyncio.run(asyncio.wait_for(main(), TIMEOUT))
-    assert seen == ["hook error", "cancelled"]
+    assert seen == ["hook error", "cancelled"] if waits_again else ["hook error"]
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout() is new in Python 3.11")

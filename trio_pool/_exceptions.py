@@ -66,21 +66,25 @@ def _keep_native_cancellation() -> None:
         task = asyncio.current_task()
     except RuntimeError:  # not on asyncio
         return
-    if task is not None:
+    if task is None:
+        return
+    if (3, 11) <= sys.version_info < (3, 13):
         # Asked again once the task waits, if the request still stands: whoever
         # made it (asyncio.timeout()) may take it back first with uncancel(),
-        # which on 3.11 and 3.12 leaves a cancel() made now pending, to strike later.
+        # which on 3.11 and 3.12 leaves a cancel() made now pending, to strike
+        # later. (The price: a task that returns before it waits again ends
+        # with its result, not cancelled.)
         asyncio.get_running_loop().call_soon(_cancel_again, task)
+        return
+    if sys.version_info >= (3, 13):
+        task.uncancel()  # the count stays the same: one request, pending again
+    task.cancel()
 
 
 def _cancel_again(task: asyncio.Task[object]) -> None:
-    if task.done():
-        return
-    if sys.version_info >= (3, 11):
-        if not task.cancelling():
-            return  # taken back
+    if sys.version_info >= (3, 11) and not task.done() and task.cancelling():  # not taken back
         task.uncancel()  # the count stays the same: one request, pending again
-    task.cancel()
+        task.cancel()
 
 
 def add_note(error: BaseException, note: str) -> None:
