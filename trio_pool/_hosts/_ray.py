@@ -231,6 +231,9 @@ class InRay(LoopHost):
                 if self._interrupted:  # (the pool was stopping before this load began)
                     self._loading.cancel()
                 reply = await self._start_actor(loader, worker)
+        except BaseException:  # (asyncio's own cancellation, say): leave no actor behind
+            self.kill()
+            raise
         finally:
             self._loading = None
         if reply is None:
@@ -382,13 +385,16 @@ class InRay(LoopHost):
 
     async def _end(self, *, graceful: bool) -> None:
         """The actor is done with, or has to go: make sure it is gone."""
-        actor, self._actor = self._actor, None
+        actor = self._actor
         if actor is None:
             return
-        if graceful:  # it exits on its own once its hook has run
-            with anyio.move_on_after(self._grace_period):
-                await self._done(actor.__ray_terminate__.remote(), None)
-        self._ray.kill(actor, no_restart=True)
+        try:
+            if graceful:  # it exits on its own once its hook has run (kill() still reaches it)
+                with anyio.move_on_after(self._grace_period):
+                    await self._done(actor.__ray_terminate__.remote(), None)
+        finally:  # (even if asyncio's own cancellation ends the wait)
+            self._actor = None
+            self._ray.kill(actor, no_restart=True)
 
 
 def _first_line(exc: BaseException) -> str:
