@@ -55,7 +55,7 @@ class Phase(enum.Enum):
     """A worker's life, as its slot records it."""
 
     LOADING = "loading"
-    SERVING = "serving"  # idle or busy: see Slot.job
+    SERVING = "serving"  # idle or busy: see Slot.running
     STOPPING = "stopping"  # out of jobs, running its exit hook
     STOPPED = "stopped"
 
@@ -105,9 +105,14 @@ class Bell:
 class Slot:
     """One worker's place in the handoff. Every field: written here, under the lock.
 
-    The loop reads ``phase``, ``job``, ``leased`` and ``stop_requested``
+    The loop reads ``phase``, ``running``, ``leased`` and ``stop_requested``
     without the lock for decisions that a moment's staleness cannot break
     (the worker's own thread moves them on only towards stopping).
+
+    A worker runs one job at a time, except a loop-driven one with calls
+    in flight (a Ray actor's queue): its ``running`` holds them in the order
+    it took them, and it waits for more in the idle list behind every
+    worker that runs nothing.
     """
 
     __slots__ = (
@@ -115,13 +120,13 @@ class Slot:
         "direct",
         "exit_info",
         "id",
-        "job",
         "jobs_done",
         "leased",
         "mailbox",
         "phase",
         "renew_pending",
         "renewing",
+        "running",
         "stop_requested",
         "wakeup",
     )
@@ -129,7 +134,7 @@ class Slot:
     def __init__(self, id: int, wakeup: Bell | LoopBell) -> None:  # noqa: A002
         self.id: int = id  # the worker's
         self.phase: Phase = Phase.LOADING
-        self.job: JobRecord | None = None  # the job it runs
+        self.running: list[JobRecord] = []  # the jobs it runs, in the order it took them
         self.jobs_done: int = 0
         self.direct: deque[JobRecord] = deque()  # jobs for this worker alone
         self.leased: bool = False
@@ -141,6 +146,11 @@ class Slot:
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told.
         self.exit_info: ExcInfo = NO_EXC
+
+    @property
+    def job(self) -> JobRecord | None:
+        """The job it took first of those it runs (None: it is idle)."""
+        return self.running[0] if self.running else None
 
     @property
     def serving(self) -> bool:
@@ -283,8 +293,8 @@ class Handoff:
                     slot.direct.clear()
                     if slot.phase not in (Phase.STOPPING, Phase.STOPPED):
                         slot.exit_info = cancel
-                    if slot.job is not None:
-                        slot.job.cancel_requested = True
+                    for job in slot.running:
+                        job.cancel_requested = True
                 slot.wakeup.ring()
             self._idle.clear()
             return removed
@@ -303,8 +313,7 @@ class Handoff:
             jobs = list(self._jobs)
             for slot in slots:
                 jobs.extend(slot.direct)
-                if slot.job is not None:
-                    jobs.append(slot.job)
+                jobs.extend(slot.running)
             return jobs
 
     def take_queued(self) -> list[JobRecord]:
@@ -360,6 +369,7 @@ class Handoff:
         if self._draining or slot.stop_requested:
             return False
         slot.stop_requested = slot.renewing = True
+        self._wake(slot)  # (a worker with calls in flight may wait for more)
         return True
 
     def notify(self, slot: Slot, key: Hashable, values: tuple[Any, ...]) -> None:
@@ -382,10 +392,17 @@ class Handoff:
             slot.move_to(Phase.SERVING if ok else Phase.STOPPED)
 
     def leave(self, slot: Slot) -> None:
-        """The worker stops at once, its own jobs left (its host died)."""
+        """The worker stops at once, its own jobs left (its host died).
+
+        A worker with calls in flight may have been waiting for more: it
+        is no longer idle, and a wake-up meant for it goes to another.
+        """
         with self.lock:
             slot.stop_requested = True
-            slot.move_to(Phase.STOPPING)
+            self._woken(slot)
+            self._pass_on()
+            if slot.phase is Phase.SERVING:  # (else it was stopping already: calls in flight)
+                slot.move_to(Phase.STOPPING)
 
     def closed(self, slot: Slot) -> None:
         """The worker has run its exit hook."""
@@ -458,6 +475,8 @@ class Handoff:
             return None
         if slot.leased:
             self._pass_on()  # a wake-up may have been meant for a job
+        elif slot.running:  # it has calls in flight: called after every idle worker
+            self._idle.insert(0, slot)
         else:
             self._idle.append(slot)
         return _ASLEEP
@@ -481,13 +500,22 @@ class Handoff:
             post = self._flush_posted = True
         job.slot = slot
         job.worker_id = slot.id
-        slot.job = job
+        slot.running.append(job)
         return post
 
-    def _finished_one(self, slot: Slot, result: outcome.Outcome[Any]) -> bool:
-        """Record the outcome of ``slot``'s job (lock held); True if the loop must be woken."""
-        job, slot.job = slot.job, None
-        assert job is not None
+    def _finished_one(
+        self, slot: Slot, result: outcome.Outcome[Any], job: JobRecord | None = None
+    ) -> bool:
+        """Record the outcome of ``slot``'s ``job`` (by default its only one) (lock held).
+
+        Returns:
+            True if the loop must be woken.
+        """
+        if job is None:
+            job = slot.running.pop()
+            assert not slot.running
+        else:
+            slot.running.remove(job)
         job.place = Place.OUT
         slot.jobs_done += 1
         self._finished.append((job, result))
@@ -496,12 +524,31 @@ class Handoff:
         self._flush_posted = True
         return True
 
-    def finish(self, slot: Slot, result: outcome.Outcome[Any]) -> None:
-        """Hand back the worker's finished job; wake the loop unless a wake-up is pending."""
+    def finish(
+        self, slot: Slot, result: outcome.Outcome[Any], job: JobRecord | None = None
+    ) -> None:
+        """Hand back the worker's finished ``job`` (its only one by default).
+
+        The loop is woken unless a wake-up is pending.
+        """
         with self.lock:
-            post = self._finished_one(slot, result)
+            post = self._finished_one(slot, result, job)
         if post:
             self._post(self.flush)
+
+    def finish_on_loop(self, slot: Slot, job: JobRecord, result: outcome.Outcome[Any]) -> None:
+        """:meth:`finish`, for a loop-driven worker with calls in flight: delivered at once.
+
+        If the worker now runs nothing and waits for jobs, it is called
+        before the workers still busy.
+        """
+        with self.lock:
+            deliver = self._finished_one(slot, result, job)
+            if not slot.running and slot in self._idle and not slot.called:
+                self._idle.remove(slot)
+                self._idle.append(slot)
+        if deliver:
+            self.flush()
 
     def wait_for(
         self, slot: Slot, job: JobRecord, key: Hashable, timeout: float | None

@@ -195,8 +195,8 @@ class Leases:
         while True:
             worker = await line.acquire(self._workers.free_for_lease())
             try:
-                finishing = worker.slot.job  # a busy worker was leased: its shared job ends first
-                if finishing is not None:
+                # A busy worker was leased: its shared jobs end first.
+                for finishing in list(worker.slot.running):
                     await finishing.finished().wait()
                 line.check_open()  # if the pool began closing meanwhile, its leases ended
             except BaseException:

@@ -128,7 +128,7 @@ class Parts:
     async def _warn_of_a_slow_exit(self, deadline: float, patience: float) -> None:
         with self._exit_watch:
             await anyio.sleep_until(deadline)
-            jobs = [(w, w.slot.job) for w in self.workers if w.slot.job is not None]
+            jobs = [(w, job) for w in self.workers for job in w.slot.running]
             if jobs:
                 logger.warning(
                     "pool %s: its exit has waited %g s for %d running jobs: %s (a job "

@@ -1,4 +1,4 @@
-"""One worker: a thread that loads its host's interface, runs jobs, and closes it."""
+"""One worker: a thread (or a task) that loads its host's interface, runs jobs, and closes it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable, Hashable
 from time import perf_counter
 from typing import Any
 
+import anyio
 import outcome
 import sniffio
 
 from ._backend import Event, LoopBell
 from ._exceptions import JobCancelled
-from ._handoff import Handoff, Slot
+from ._handoff import Handoff, Phase, Slot
 from ._hosts._base import Host, HostDied, LoadInterrupted, LoopHost
 from ._in_worker import WorkerInfo
 from ._instruments import Instruments, StopReason
@@ -82,6 +83,10 @@ class Worker:
         self._instruments = Instruments() if instruments is None else instruments
         self._route = route
         self._job: JobRecord | None = None  # the job it runs (this thread only)
+        #: Calls its loop-driven host may have in flight at once (1: one job at a time).
+        self.depth = host.calls_in_flight if isinstance(host, LoopHost) and max_jobs is None else 1
+        self._taking: anyio.CancelScope | None = None  # the take under way (calls in flight)
+        self._death: HostDied | None = None  # how its host died (set with ``died``)
         #: Set by the thread as it begins (read by the loop once the thread is done).
         self.started: bool = False
         #: Set by the thread once its interface has loaded (before it reports that).
@@ -146,6 +151,7 @@ class Worker:
         done: list[outcome.Outcome[Any]] = []
         while (job := handoff.take(slot, done)) is not None:
             self._begin(job)
+            self._job = job
             try:
                 done.append(job.context.run(self._execute, job))
             except HostDied as exc:
@@ -165,21 +171,60 @@ class Worker:
             self._not_loaded(exc)
             return None
         self._loaded()
-        done: list[outcome.Outcome[Any]] = []
-        while (job := await handoff.take_on_loop(slot, done)) is not None:
-            self._begin(job)
-            assert job.fn is not None
-            try:
-                done.append(
-                    await host.execute(job.fn, job.args, job.kwargs, job.with_interface, self)
-                )
-            except HostDied as exc:
-                self._died(exc)
+        if self.depth > 1:
+            turn = anyio.Lock()
+            async with anyio.create_task_group() as lanes:
+                for _ in range(self.depth):
+                    lanes.start_soon(self._lane, host, turn)
+            if self.died:
+                handoff.closed(slot)
                 return None
-            self._end(job)
-            job = None
+        else:
+            done: list[outcome.Outcome[Any]] = []
+            while (job := await handoff.take_on_loop(slot, done)) is not None:
+                self._begin(job)
+                try:
+                    done.append(await self._execute_on_loop(host, job))
+                except HostDied as exc:
+                    self._died(exc)
+                    return None
+                self._end(job)
+                job = None
         error = await host.close(slot.exit_info)
         return self._closed(error)
+
+    async def _lane(self, host: LoopHost, turn: anyio.Lock) -> None:
+        """One of the worker's calls in flight: take a job, send it, await its reply; again.
+
+        One lane at a time waits for a job (the handoff knows one waiter per
+        worker); the others wait for their replies, or for their turn. When
+        the host dies, every lane's call fails, and the take under way stops.
+        """
+        handoff, slot = self._handoff, self.slot
+        while True:
+            job = None
+            async with turn:
+                if slot.phase is not Phase.SERVING or self.died:
+                    return
+                with anyio.CancelScope() as self._taking:
+                    job = await handoff.take_on_loop(slot, [])
+                self._taking = None
+            if job is None:
+                return
+            self._begin(job)
+            try:
+                if self._death is not None:  # it died as this job was taken: never sent
+                    raise self._death
+                result = await self._execute_on_loop(host, job)
+            except HostDied as exc:
+                self._died(exc, job)
+                return
+            self._end(job)
+            handoff.finish_on_loop(slot, job, result)
+
+    def _execute_on_loop(self, host: LoopHost, job: JobRecord) -> Awaitable[outcome.Outcome[Any]]:
+        assert job.fn is not None
+        return host.execute(job.fn, job.args, job.kwargs, job.with_interface, _JobOnLoop(self, job))
 
     def _not_loaded(self, exc: BaseException) -> None:
         if isinstance(
@@ -205,16 +250,24 @@ class Worker:
         if self._instruments.job_started:  # (told before its end, if the end comes first)
             self._post(functools.partial(self._instruments.started, job))
 
-    def _died(self, exc: HostDied) -> None:
-        """The host died under the running job: it gets ``exc.error``, and the worker stops."""
+    def _died(self, exc: HostDied, job: JobRecord | None = None) -> None:
+        """The host died under ``job`` (by default the one running): it gets ``exc.error``.
+
+        The worker stops (with calls in flight, once each has failed).
+        """
         handoff, slot = self._handoff, self.slot
         self._job = None
-        self.died = True
-        self.killed = isinstance(exc.error, JobCancelled)
-        logger.warning("%s", exc.error)
-        handoff.leave(slot)
-        handoff.finish(slot, outcome.Error(exc.error))
-        handoff.closed(slot)
+        if self._death is None:
+            self._death = exc
+            self.died = True
+            self.killed = isinstance(exc.error, JobCancelled)
+            logger.warning("%s", exc.error)
+            handoff.leave(slot)
+            if self._taking is not None:
+                self._taking.cancel()
+        handoff.finish(slot, outcome.Error(exc.error), job)
+        if job is None:
+            handoff.closed(slot)
 
     def _end(self, job: JobRecord) -> None:
         """``job`` has run (its Outcome is to be handed back): is the worker due for renewal?"""
@@ -273,18 +326,45 @@ class Worker:
 
     # --- the same, for a loop-driven worker's host (in the loop's thread) ---
 
-    async def wait_for_on_loop(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
-        assert self._job is not None
-        return await self._handoff.wait_for_on_loop(self.slot, self._job, key, timeout)
+    async def wait_on_loop(
+        self,
+        job: JobRecord,
+        key: Hashable,
+        timeout: float | None,  # noqa: ASYNC109 (the job's own, passed on)
+    ) -> tuple[Any, ...]:
+        return await self._handoff.wait_for_on_loop(self.slot, job, key, timeout)
 
-    async def call_on_loop(
-        self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    async def call_loop_for(
+        self, job: JobRecord, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> outcome.Outcome[Any]:
-        job = self._job
-        assert job is not None
         assert self._new_event is not None
         done = self._new_event()
         call = LoopCall(async_fn, args, job.context.copy(), done)
         self._route(job, call)
         await done.wait()
         return call.result
+
+
+class _JobOnLoop:
+    """One job of a loop-driven worker, as its host serves the far side's requests."""
+
+    __slots__ = ("_job", "_worker")
+
+    def __init__(self, worker: Worker, job: JobRecord) -> None:
+        self._worker = worker
+        self._job = job
+
+    def cancel_requested(self) -> bool:
+        return self._job.cancel_requested
+
+    async def wait_for_on_loop(
+        self,
+        key: Hashable,
+        timeout: float | None,  # noqa: ASYNC109 (the job's own, passed on)
+    ) -> tuple[Any, ...]:
+        return await self._worker.wait_on_loop(self._job, key, timeout)
+
+    async def call_on_loop(
+        self, async_fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> outcome.Outcome[Any]:
+        return await self._worker.call_loop_for(self._job, async_fn, args)

@@ -29,6 +29,8 @@ def test_the_ray_benchmark_runs(tmp_path: Path) -> None:
         "ActorPool.map",
         "trio_pool RayHost (pool.call)",
         "trio_pool RayHost (pool.map)",
+        "trio_pool RayHost, 4 calls in flight (pool.call)",
+        "trio_pool RayHost, 4 calls in flight (pool.map)",
     ]:
         assert f" | {peer} | " in table
     assert "| latency at most 1.2x a bare actor call |" in table

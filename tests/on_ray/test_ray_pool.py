@@ -36,6 +36,7 @@ from test_process_host import (
     check_an_error_exit_kills_a_job_that_does_not_stop,
     check_kill_on_cancel_with_cancel_grace,
     die,
+    die_when_released,
     grow,
     local_pid,
     notice_cancel,
@@ -48,6 +49,7 @@ if sys.version_info < (3, 11):
 pytestmark = pytest.mark.timeout(120)
 
 HOST = trio_pool.RayHost(grace_period=TIMEOUT)
+IN_FLIGHT = trio_pool.RayHost(grace_period=TIMEOUT, calls_in_flight=3)
 
 
 def actors(pool: trio_pool.Pool[Any]) -> list[str | None]:
@@ -231,7 +233,101 @@ async def test_actors_are_renewed_after_max_jobs_and_over_max_memory(backend: st
         assert pool.statistics().workers_renewed == 1
 
 
+def note(path: str, n: int) -> int:
+    with open(path, "a") as file:
+        file.write(f"{n}\n")
+    return n
+
+
+async def test_calls_in_flight_run_in_turn_and_one_cancelled_before_it_began_never_runs(
+    backend: str, tmp_path: Path
+) -> None:
+    started, ran = FileGate(tmp_path / "started"), tmp_path / "ran"
+    async with trio_pool.Pool(workers=1, host=IN_FLIGHT) as pool:
+        first = await pool.submit(notice_cancel, started)
+        await wait_in_thread(started)
+        second, third, fourth = [await pool.submit(note, str(ran), n) for n in (2, 3, 4)]
+        await poll_until(lambda: third.worker_id is not None)  # three calls out to the actor
+        assert fourth.worker_id is None  # no room: it waits in the pool's queue
+        assert pool.statistics().queued == 1
+        assert not third.cancel()  # out to the actor: it is asked there, and never begins
+        assert not first.cancel()  # asked after the third: the actor has both requests
+        assert await first.wait() == outcome.Value("noticed, and finished anyway")
+        results = [await job.wait() for job in (second, third, fourth)]
+    assert results[0] == outcome.Value(2)
+    assert results[2] == outcome.Value(4)
+    assert isinstance(results[1], outcome.Error)
+    assert isinstance(results[1].error, trio_pool.JobCancelled)
+    assert "before it started" in str(results[1].error)
+    assert ran.read_text().split() == ["2", "4"]
+
+
+@pytest.mark.parametrize("held", [1, 2], ids=["a-call-waits-for-a-job", "all-calls-out"])
+async def test_an_actor_that_dies_fails_every_call_it_holds(
+    backend: str, tmp_path: Path, record: Path, held: int
+) -> None:
+    started, release = FileGate(tmp_path / "started"), FileGate(tmp_path / "release")
+    async with trio_pool.Pool(Model, 1, str(record), workers=1, host=IN_FLIGHT) as pool:
+        [before] = actors(pool)
+        doomed = await pool.submit(die_when_released, started, release)
+        await wait_in_thread(started)
+        jobs = [doomed] + [await pool.submit(pow, 2, n) for n in range(held)]
+        await poll_until(lambda: all(job.worker_id is not None for job in jobs))
+        release.open()
+        for job in jobs:
+            result = await job.wait()
+            assert isinstance(result, outcome.Error)
+            assert isinstance(result.error, trio_pool.BrokenWorkerError)
+            assert f"Ray actor {before}" in str(result.error)
+        # With a call free, the worker waited for a job as its actor died: no
+        # wake-up goes to it now, the next job goes to its replacement.
+        assert await pool.run(pow, 2, 5) == 32
+        assert (pool.statistics().workers_died, pool.worker_count) == (1, 1)
+        assert actors(pool) != [before]
+    assert [line.split()[0] for line in lines(record)] == ["load", "load", "exit"]
+
+
+async def test_a_job_goes_to_an_idle_actor_before_a_busy_one_s_queue(
+    backend: str, tmp_path: Path
+) -> None:
+    started = FileGate(tmp_path / "started")
+    async with trio_pool.Pool(workers=2, host=IN_FLIGHT) as pool:
+        busy = await pool.submit(notice_cancel, started)
+        await wait_in_thread(started)
+        for n in range(3):
+            job = await pool.submit(pow, 2, n)
+            assert await job.wait() == outcome.Value(2**n)
+            assert job.worker_id != busy.worker_id
+        assert not busy.cancel()
+        assert await busy.wait() == outcome.Value("noticed, and finished anyway")
+
+
+async def test_a_pool_with_max_jobs_per_worker_sends_one_call_at_a_time(
+    backend: str, tmp_path: Path
+) -> None:
+    started = FileGate(tmp_path / "started")
+    async with trio_pool.Pool(workers=1, max_jobs_per_worker=5, host=IN_FLIGHT) as pool:
+        busy = await pool.submit(notice_cancel, started)
+        await wait_in_thread(started)
+        waiting = await pool.submit(pow, 2, 3)
+        assert pool.statistics().queued == 1  # not sent: the worker has its one call out
+        assert waiting.worker_id is None
+        assert not busy.cancel()
+        assert await waiting.wait() == outcome.Value(8)
+        assert await busy.wait() == outcome.Value("noticed, and finished anyway")
+
+
 def test_a_ray_host_checks_its_arguments() -> None:
+    assert trio_pool.RayHost().calls_in_flight == 1
+    assert "calls_in_flight=3" in repr(IN_FLIGHT)
+    with pytest.raises(TypeError, match="calls_in_flight must be an int"):
+        trio_pool.RayHost(calls_in_flight=True)
+    with pytest.raises(TypeError, match="calls_in_flight must be an int"):
+        trio_pool.RayHost(calls_in_flight=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="calls_in_flight must be at least 1"):
+        trio_pool.RayHost(calls_in_flight=0)
+    with pytest.raises(ValueError, match="calls_in_flight must be 1 with kill_on_cancel"):
+        trio_pool.RayHost(kill_on_cancel=True, calls_in_flight=2)
     with pytest.raises(TypeError, match="kill_on_cancel"):
         trio_pool.RayHost(kill_on_cancel=1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="grace_period"):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib
 import os
+import threading
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
+from .._errors import JobCancelled
 from ._far import FarSide
 from ._shared import resident_memory
-from ._wire import dumps
+from ._wire import dumps, encode_error
 
 if TYPE_CHECKING:  # (a far side never loads outcome)
     import outcome
@@ -24,15 +26,22 @@ if TYPE_CHECKING:  # (a far side never loads outcome)
 class RayWorker:
     """The actor: one interface, its calls in turn, and ``cancel`` beside them.
 
-    Its calls run one at a time, always in the same thread of the actor
-    (``max_concurrency=1``), which keeps the interface's thread-bound state;
-    ``cancel(n)`` runs in a concurrency group of its own, ``control``, so it
-    reaches call ``n`` while that runs, or before it begins.
+    Its calls run one at a time, in the order sent, always in the same
+    thread of the actor (``max_concurrency=1``), which keeps the
+    interface's thread-bound state; ``cancel(n)`` runs in a concurrency group
+    of its own, ``control``, so it reaches call ``n`` while that runs, or
+    before it begins (then the call does not run).
     """
 
     def __init__(self) -> None:
         self._far = FarSide()
-        self.cancelled_through = 0  # the number of the last call asked to stop
+        self._lock = threading.Lock()  # guards the two fields below (cancel() has its thread)
+        self._cancelled: set[int] = set()  # the calls asked to stop, not ended yet
+        self._ended_through = 0  # the number of the last call that ended
+
+    def cancelled(self, number: int) -> bool:
+        """Whether call ``number`` was asked to stop."""
+        return number in self._cancelled
 
     def load(self, loader: bytes, worker_id: int, name: str) -> bytes:
         reply = self._far.load(loader, worker_id, name)
@@ -42,8 +51,19 @@ class RayWorker:
         return dumps(reply)
 
     def call(self, number: int, payload: bytes, cancelled: bool) -> bytes:
-        """Call ``number``'s Outcome (bytes alone: a tuple costs Ray a pickling each way)."""
-        return self._far.call(payload, _ActorView(self, number, cancelled=cancelled))
+        """Call ``number``'s Outcome (bytes alone: a tuple costs Ray a pickling each way).
+
+        A call asked to stop while it waits in the actor does not run; one
+        sent ``cancelled`` runs, its job told at once (as on every host).
+        """
+        try:
+            if self.cancelled(number):
+                return encode_error(JobCancelled("the job was cancelled before it started"))
+            return self._far.call(payload, _ActorView(self, number, cancelled=cancelled))
+        finally:
+            with self._lock:
+                self._ended_through = number
+                self._cancelled.discard(number)
 
     def call_and_measure(
         self, number: int, payload: bytes, cancelled: bool
@@ -52,7 +72,9 @@ class RayWorker:
         return self.call(number, payload, cancelled), resident_memory(os.getpid())
 
     def cancel(self, number: int) -> None:
-        self.cancelled_through = max(self.cancelled_through, number)
+        with self._lock:
+            if number > self._ended_through:
+                self._cancelled.add(number)
 
     def close(self, exc_info: bytes) -> bytes:
         return dumps(self._far.close(exc_info))
@@ -67,7 +89,7 @@ class _ActorView:
         self._cancelled = cancelled
 
     def cancel_requested(self) -> bool:
-        return self._cancelled or self._actor.cancelled_through >= self._number
+        return self._cancelled or self._actor.cancelled(self._number)
 
     def wait_for(self, key: Hashable, timeout: float | None) -> tuple[Any, ...]:
         raise RuntimeError(

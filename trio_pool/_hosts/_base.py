@@ -162,6 +162,16 @@ class LoopHost(abc.ABC):
     @abc.abstractmethod
     def operations(self) -> frozenset[str]: ...
 
+    @property
+    def calls_in_flight(self) -> int:
+        """How many calls the worker may have out at once (its far side queues them).
+
+        1 (the default): one job at a time. With more, :meth:`execute` is
+        awaited by several tasks at once, each with its own job, in the
+        order the calls are sent; :meth:`interrupt` concerns every call out.
+        """
+        return 1
+
     @abc.abstractmethod
     def where(self) -> Where: ...
 

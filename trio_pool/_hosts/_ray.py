@@ -6,12 +6,15 @@ each call to its actor and awaits the reply there, woken by the reply's
 with no thread of its own; trio and asyncio share it. The actor
 (:class:`._actor.RayWorker`) carries the messages of the one far side.
 
-The actor serves its calls one at a time, and a second concurrency group,
-``control``, takes ``cancel(n)`` while call ``n`` runs: the running job
-sees it in ``check_cancelled()``. (``ray.cancel`` is not used: it replaces
-the job's own Outcome with a ``TaskCancelledError``, so a job that finishes
-anyway loses its result, and cancelling a call the actor has not begun yet
-leaves the actor's task queue waiting 30 s for it.)
+The actor serves its calls one at a time, in the order they were sent; the
+worker may have several out at once (``calls_in_flight``), so the actor
+starts the next as soon as one ends. A second concurrency group,
+``control``, takes ``cancel(n)`` while call ``n`` runs or waits: the running
+job sees it in ``check_cancelled()``, a waiting one never starts.
+(``ray.cancel`` is not used: it replaces the job's own Outcome with a
+``TaskCancelledError``, so a job that finishes anyway loses its result, and
+cancelling a call the actor has not begun yet leaves the actor's task queue
+waiting 30 s for it.)
 
 Ray is imported only when a pool with this host opens.
 """
@@ -56,7 +59,7 @@ logger = logging.getLogger("trio_pool")
 
 #: Actor options the pool sets itself (jobs are not idempotent: no retries).
 _RESERVED = {
-    "max_concurrency": "the actor runs one call at a time",
+    "max_concurrency": "the actor runs one call at a time (see calls_in_flight)",
     "max_restarts": "a dead actor is replaced by the pool, never restarted",
     "max_task_retries": "jobs are not idempotent: none is run twice",
     "concurrency_groups": "the pool's actor class sets its own",
@@ -95,6 +98,20 @@ class RayHost(HostChoice):
             after a job (the actor reads its own, from ``/proc``): above
             that, the worker is renewed (its hook runs, and a new actor
             loads in its place). Default None: no limit.
+        calls_in_flight: Calls each worker may have sent to its actor at
+            once (default 1). The actor runs them one at a time, in turn:
+            with 2 or more, the next is there as soon as one ends, which
+            hides the round trip to the actor (more calls per second from
+            many tasks), at a price: when an actor dies, every call it holds
+            fails with :class:`BrokenWorkerError`, not only the one that
+            killed it; a call waits behind those sent before it even if
+            another worker comes free; and with ``max_memory``, a renewal
+            comes after the calls already sent. A call whose caller is
+            cancelled before the actor begins it never runs (its Outcome is
+            :class:`JobCancelled`). Not with ``kill_on_cancel`` (a kill
+            would end the calls behind); a pool with
+            ``max_jobs_per_worker`` sends one at a time, so that the count
+            is exact.
         actor_options: Given to the actor class's ``.options()``:
             ``num_cpus``, ``num_gpus``, ``resources``, ``memory``,
             ``scheduling_strategy``, ``runtime_env``, ... The pool sets
@@ -106,7 +123,14 @@ class RayHost(HostChoice):
             options when the pool opens).
     """
 
-    __slots__ = ("actor_options", "cancel_grace", "grace_period", "kill_on_cancel", "max_memory")
+    __slots__ = (
+        "actor_options",
+        "calls_in_flight",
+        "cancel_grace",
+        "grace_period",
+        "kill_on_cancel",
+        "max_memory",
+    )
 
     def __init__(
         self,
@@ -115,10 +139,13 @@ class RayHost(HostChoice):
         cancel_grace: float = 0.0,
         grace_period: float = 5.0,
         max_memory: int | None = None,
+        calls_in_flight: int = 1,
         **actor_options: Any,
     ) -> None:
         #: Seconds a job whose caller is cancelled may take to stop before it is killed.
         self.cancel_grace: float = check_kill_on_cancel(kill_on_cancel, cancel_grace)
+        #: Calls each worker may have sent to its actor at once.
+        self.calls_in_flight: int = _check_calls_in_flight(calls_in_flight, kill_on_cancel)
         for option, why in _RESERVED.items():
             if option in actor_options:
                 raise ValueError(f"RayHost does not take {option}=: {why}")
@@ -136,7 +163,8 @@ class RayHost(HostChoice):
         return (
             f"trio_pool.RayHost(kill_on_cancel={self.kill_on_cancel}, "
             f"cancel_grace={self.cancel_grace}, "
-            f"grace_period={self.grace_period}, max_memory={self.max_memory}{options})"
+            f"grace_period={self.grace_period}, max_memory={self.max_memory}, "
+            f"calls_in_flight={self.calls_in_flight}{options})"
         )
 
     def kill_grace(self) -> float | None:
@@ -167,7 +195,21 @@ class RayHost(HostChoice):
             cancel_grace=self.cancel_grace,
             grace_period=self.grace_period,
             max_memory=self.max_memory,
+            calls_in_flight=self.calls_in_flight,
         )
+
+
+def _check_calls_in_flight(calls_in_flight: object, kill_on_cancel: bool) -> int:
+    if isinstance(calls_in_flight, bool) or not isinstance(calls_in_flight, int):
+        raise TypeError(f"calls_in_flight must be an int, not {calls_in_flight!r}")
+    if calls_in_flight < 1:
+        raise ValueError(f"calls_in_flight must be at least 1, not {calls_in_flight}")
+    if kill_on_cancel and calls_in_flight > 1:
+        raise ValueError(
+            "calls_in_flight must be 1 with kill_on_cancel=True: killing the actor of a "
+            "cancelled job would end the calls queued behind it"
+        )
+    return calls_in_flight
 
 
 def _ray() -> Any:
@@ -180,8 +222,32 @@ def _actor_class() -> Any:
     return _ray().remote(concurrency_groups={"control": 1})(RayWorker)
 
 
+class _Waiter:
+    """A wait for one reply of the actor: what its task awaits, and what rings it."""
+
+    __slots__ = ("wake",)
+
+    def __init__(self) -> None:
+        self.wake: Event | None = None
+
+    def ring(self) -> None:
+        if self.wake is not None:
+            self.wake.set()
+
+
+class _Call(_Waiter):
+    """One job's call out to the actor: its number there, and its cancel relay."""
+
+    __slots__ = ("number", "relay")
+
+    def __init__(self, number: int, relay: CancelRelay) -> None:
+        super().__init__()
+        self.number = number
+        self.relay = relay
+
+
 class InRay(LoopHost):
-    """Drives one actor from the worker's task, on the event loop."""
+    """Drives one actor from the worker's task (or tasks: calls in flight), on the event loop."""
 
     def __init__(
         self,
@@ -193,22 +259,24 @@ class InRay(LoopHost):
         grace_period: float,
         cancel_grace: float = 0.0,
         max_memory: int | None = None,
+        calls_in_flight: int = 1,
     ) -> None:
         self._ray = _ray()
         self._max_memory = max_memory
         self._loader = loader
         self._args = args
         self._actor_class = actor_class
-        self._relay = CancelRelay(kill_on_cancel, cancel_grace)
+        self._kill_on_cancel = kill_on_cancel
+        self._cancel_grace = cancel_grace
         self._grace_period = grace_period
+        self._calls_in_flight = calls_in_flight
         self._backend: Backend | None = None  # the loop's, once the load begins
         self._actor: Any = None
         self._calls = 0
         self._memory: int | None = None  # the actor's, after its last call (with max_memory)
         self._interrupted = False  # once set, a load stops (the pool is stopping)
         self._loading: anyio.CancelScope | None = None
-        self._running = False  # a job's call is out: interrupt() relays its cancel request
-        self._wake: Event | None = None  # what the task awaits: a reply, or a kill's deadline
+        self._out: dict[int, _Call] = {}  # the calls sent, by number: interrupt() relays theirs
         self._killed_for_cancel = False
         self._operations: frozenset[str] = frozenset()
         self._name = "trio_pool worker"
@@ -217,6 +285,10 @@ class InRay(LoopHost):
     @property
     def operations(self) -> frozenset[str]:
         return self._operations
+
+    @property
+    def calls_in_flight(self) -> int:
+        return self._calls_in_flight
 
     def where(self) -> Where:
         return self._where
@@ -251,7 +323,7 @@ class InRay(LoopHost):
             self._actor = self._actor_class.remote()
             try:
                 ref = self._actor.load.remote(loader, worker.id, worker.name)
-                reply: tuple[Any, ...] = pickle.loads(await self._reply(ref, None))
+                reply: tuple[Any, ...] = pickle.loads(await self._reply(ref, _Waiter()))
             except HostDied as died:  # not the loader's error: the actor or its node
                 if attempt == _LOAD_ATTEMPTS:
                     raise died.error from None
@@ -272,27 +344,28 @@ class InRay(LoopHost):
         if isinstance(payload, outcome.Error):
             return payload
         self._calls += 1
-        cancelled = self._relay.start(job)
+        call = _Call(self._calls, CancelRelay(self._kill_on_cancel, self._cancel_grace))
+        cancelled = call.relay.start(job)
         measure = self._max_memory is not None
-        call = self._actor.call_and_measure if measure else self._actor.call
-        ref = call.remote(self._calls, payload, cancelled)
-        self._running = True
+        method = self._actor.call_and_measure if measure else self._actor.call
+        ref = method.remote(call.number, payload, cancelled)
+        self._out[call.number] = call
         try:
-            self._relay_now()  # (killed at once, if it went cancelled with kill_on_cancel)
-            reply = await self._reply(ref, job)
+            self._relay_now(call)  # (killed at once, if it went cancelled with kill_on_cancel)
+            reply = await self._reply(ref, call)
         finally:
-            self._running = False
+            del self._out[call.number]
         if measure:
             reply, self._memory = reply
         return decode_outcome(reply, "a Ray actor")
 
     def interrupt(self) -> None:
-        """Stop a load (an actor may wait long for room), or relay the job's cancel request now."""
+        """Stop a load (an actor may wait long for room), or relay the jobs' cancel requests now."""
         self._interrupted = True
         if self._loading is not None:
             self._loading.cancel()
-        elif self._running:
-            self._relay_now()
+        for call in list(self._out.values()):
+            self._relay_now(call)
 
     def kill(self) -> bool:
         actor = self._actor
@@ -314,7 +387,7 @@ class InRay(LoopHost):
         error: BaseException | None = None
         with anyio.move_on_after(self._grace_period) as waiting:
             try:
-                error = pickle.loads(await self._reply(ref, None))[1]
+                error = pickle.loads(await self._reply(ref, _Waiter()))[1]
             except HostDied as died:
                 error = died.error
         if waiting.cancelled_caught:
@@ -325,15 +398,15 @@ class InRay(LoopHost):
         await self._end(graceful=not waiting.cancelled_caught)
         return error
 
-    async def _reply(self, ref: Any, job: LoopJobView | None) -> Any:
-        """What ``ref`` brings; meanwhile ``job``'s cancel request is relayed.
+    async def _reply(self, ref: Any, waiter: _Waiter) -> Any:
+        """What ``ref`` brings; meanwhile, if it is a job's call, its cancel request is relayed.
 
         Raises:
             HostDied: the actor died, its node was lost, or it was killed for
                 ``kill_on_cancel`` (even if the reply had come: the worker
                 must not go on with a killed actor).
         """
-        future = await self._done(ref, job)
+        future = await self._done(ref, waiter)
         if self._killed_for_cancel:
             await self._end(graceful=False)
             raise HostDied(killed_for_cancel(self._name, "actor"))
@@ -349,39 +422,37 @@ class InRay(LoopHost):
             await self._end(graceful=False)
             raise HostDied(error) from exc
 
-    async def _done(self, ref: Any, job: LoopJobView | None) -> concurrent.futures.Future[Any]:
+    async def _done(self, ref: Any, waiter: _Waiter) -> concurrent.futures.Future[Any]:
         """``ref``'s future once it is done, or once its actor is killed for ``kill_on_cancel``."""
         backend = self._backend
         assert backend is not None
         future: concurrent.futures.Future[Any] = ref.future()
-        future.add_done_callback(lambda _: backend.post(self._ring))
+        future.add_done_callback(lambda _: backend.post(waiter.ring))
         while not (future.done() or self._killed_for_cancel):
-            self._wake = wake = backend.event()
-            left = None if job is None else self._relay.seconds_left()
-            if left is None:
-                await wake.wait()
-            else:  # a kill is due (kill_on_cancel, cancel_grace): at most until then
-                with anyio.move_on_after(left):
+            waiter.wake = wake = backend.event()
+            if isinstance(waiter, _Call) and (left := waiter.relay.seconds_left()) is not None:
+                with anyio.move_on_after(left):  # a kill is due (cancel_grace): until then
                     await wake.wait()
-                self._relay_now()
-        self._wake = None
+                self._relay_now(waiter)
+            else:
+                await wake.wait()
+        waiter.wake = None
         return future
 
-    def _ring(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
-
-    def _relay_now(self) -> None:
-        """Pass the running job's cancel request on: ask the actor, or kill it (loop thread)."""
-        step = self._relay.step()
+    def _relay_now(self, call: _Call) -> None:
+        """Pass ``call``'s cancel request on: ask the actor, or kill it (loop thread)."""
+        if self._actor is None:  # (it has ended: the call fails with it)
+            return
+        step = call.relay.step()
         if step == "ask":
-            self._actor.cancel.options(concurrency_group="control").remote(self._calls)
-            if self._relay.counts_down:  # the task waits until the kill is due, from now
-                self._ring()
+            self._actor.cancel.options(concurrency_group="control").remote(call.number)
+            if call.relay.counts_down:  # the task waits until the kill is due, from now
+                call.ring()
         elif step == "kill":
             self._killed_for_cancel = True
             self.kill()
-            self._ring()
+            for out in self._out.values():
+                out.ring()
 
     async def _end(self, *, graceful: bool) -> None:
         """The actor is done with, or has to go: make sure it is gone."""
@@ -391,7 +462,7 @@ class InRay(LoopHost):
         try:
             if graceful:  # it exits on its own once its hook has run (kill() still reaches it)
                 with anyio.move_on_after(self._grace_period):
-                    await self._done(actor.__ray_terminate__.remote(), None)
+                    await self._done(actor.__ray_terminate__.remote(), _Waiter())
         finally:  # (even if asyncio's own cancellation ends the wait)
             self._actor = None
             self._ray.kill(actor, no_restart=True)
