@@ -17,10 +17,16 @@ from typing import TYPE_CHECKING, Any
 from .._errors import JobCancelled
 from ._far import FarSide
 from ._shared import resident_memory
-from ._wire import dumps, encode_error
+from ._wire import call_frame, dumps, encode_error, read_call_frame
 
 if TYPE_CHECKING:  # (a far side never loads outcome)
     import outcome
+
+
+def ray_call(number: int, payload: bytes, cancelled: bool) -> bytes:
+    """Call ``number``'s frame, one ``bytes``: each argument more costs Ray ~50 µs a call."""
+    head, body = call_frame(payload, cancelled)
+    return head + number.to_bytes(8, "little") + body
 
 
 class RayWorker:
@@ -50,12 +56,16 @@ class RayWorker:
             reply = (*reply, os.getpid(), context.get_actor_id(), context.get_node_id())
         return dumps(reply)
 
-    def call(self, number: int, payload: bytes, cancelled: bool) -> bytes:
-        """Call ``number``'s Outcome (bytes alone: a tuple costs Ray a pickling each way).
+    def call(self, frame: bytes) -> bytes:
+        """The Outcome of the call :func:`ray_call` framed (bytes: a tuple costs Ray more).
 
         A call asked to stop while it waits in the actor does not run; one
         sent ``cancelled`` runs, its job told at once (as on every host).
         """
+        call = read_call_frame(frame)
+        assert call is not None
+        rest, cancelled = call
+        number, payload = int.from_bytes(rest[:8], "little"), rest[8:]
         try:
             if self.cancelled(number):
                 return encode_error(JobCancelled("the job was cancelled before it started"))
@@ -65,11 +75,9 @@ class RayWorker:
                 self._ended_through = number
                 self._cancelled.discard(number)
 
-    def call_and_measure(
-        self, number: int, payload: bytes, cancelled: bool
-    ) -> tuple[bytes, int | None]:
+    def call_and_measure(self, frame: bytes) -> tuple[bytes, int | None]:
         """As :meth:`call`, and the actor's resident memory after it (for ``max_memory``)."""
-        return self.call(number, payload, cancelled), resident_memory(os.getpid())
+        return self.call(frame), resident_memory(os.getpid())
 
     def cancel(self, number: int) -> None:
         with self._lock:

@@ -37,7 +37,7 @@ import outcome
 from .._backend import Backend, Event, current_backend
 from .._errors import BrokenWorkerError, killed_for_cancel
 from .._in_worker import WorkerInfo
-from ._actor import RayWorker
+from ._actor import RayWorker, ray_call
 from ._base import (
     ExcInfo,
     HostChoice,
@@ -348,7 +348,7 @@ class InRay(LoopHost):
         cancelled = call.relay.start(job)
         measure = self._max_memory is not None
         method = self._actor.call_and_measure if measure else self._actor.call
-        ref = method.remote(call.number, payload, cancelled)
+        ref = method.remote(ray_call(call.number, payload, cancelled))
         self._out[call.number] = call
         try:
             self._relay_now(call)  # (killed at once, if it went cancelled with kill_on_cancel)
