@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Coroutine
 from typing import Any
 
 import outcome
 import pytest
-from loopless import Loop
+from loopless import FakeEvent, Loop
 
 import trio_pool
+from trio_pool._backend import LoopBell
 from trio_pool._handoff import Bell, Phase, Place, Slot
 from trio_pool._job import JobRecord
 
@@ -289,3 +291,61 @@ def test_a_worker_phase_moves_only_forward() -> None:
     assert slot.phase is Phase.STOPPED
     with pytest.raises(AssertionError, match="cannot go from"):
         loop.handoff.loaded(slot, ok=True)
+
+
+def loop_slot(loop: Loop, worker_id: int) -> Slot:
+    """A loaded slot of a loop-driven worker, whose takes the test drives by hand."""
+    slot = loop.handoff.new_slot(worker_id, LoopBell(FakeEvent))
+    loop.handoff.loaded(slot, ok=True)
+    return slot
+
+
+def step(take: Coroutine[Any, Any, JobRecord | None]) -> list[JobRecord | None]:
+    """Drive a take on the loop until it waits ([]) or returns ([its job])."""
+    try:
+        take.send(None)
+    except StopIteration as returned:
+        return [returned.value]
+    return []
+
+
+def test_a_worker_with_calls_out_is_called_after_idle_ones_and_first_once_it_has_none() -> None:
+    loop = Loop()
+    handoff = loop.handoff
+    busy, free = loop_slot(loop, 0), loop_slot(loop, 1)
+    handoff.put(first := loop.job())
+    assert step(handoff.take_on_loop(busy, [])) == [first]
+    free_waits = handoff.take_on_loop(free, [])
+    assert step(free_waits) == []
+    busy_waits = handoff.take_on_loop(busy, [])  # its second call waits, idle last
+    assert step(busy_waits) == []
+    handoff.put(second := loop.job())
+    assert step(free_waits) == [second]  # the free worker is called all the same
+    handoff.finish_on_loop(free, second, outcome.Value(2))
+    free_waits = handoff.take_on_loop(free, [])
+    assert step(free_waits) == []
+    handoff.finish_on_loop(busy, first, outcome.Value(1))  # now it runs nothing...
+    handoff.put(third := loop.job())
+    assert step(busy_waits) == [third]  # ...and is called as the last idle one
+    assert [result for _, result in loop.delivered] == [outcome.Value(2), outcome.Value(1)]
+    free_waits.close()
+
+
+def test_a_worker_that_leaves_as_it_is_called_keeps_no_wake_up() -> None:
+    loop = Loop()
+    handoff = loop.handoff
+    dying, other = loop_slot(loop, 0), loop_slot(loop, 1)
+    handoff.put(first := loop.job())
+    assert step(handoff.take_on_loop(dying, [])) == [first]
+    dying_waits = handoff.take_on_loop(dying, [])
+    assert step(dying_waits) == []
+    handoff.put(second := loop.job())  # the idle worker is called for it...
+    dying_waits.close()  # ...but its host died first: its take is cancelled
+    handoff.leave(dying)
+    assert dying.phase is Phase.STOPPING
+    assert step(handoff.take_on_loop(other, [])) == [second]
+    handoff.finish_on_loop(other, second, outcome.Value(2))
+    other_waits = handoff.take_on_loop(other, [])
+    assert step(other_waits) == []
+    handoff.put(third := loop.job())  # no wake-up is thought on its way: this one is rung
+    assert step(other_waits) == [third]

@@ -8,11 +8,13 @@ is left alive (conftest.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,19 @@ IN_FLIGHT = trio_pool.RayHost(grace_period=TIMEOUT, calls_in_flight=3)
 
 def actors(pool: trio_pool.Pool[Any]) -> list[str | None]:
     return [w.actor_id for w in pool.statistics().worker_states]
+
+
+@contextlib.asynccontextmanager
+async def a_job_running_until_cancelled(
+    pool: trio_pool.Pool[Any], tmp_path: Path
+) -> AsyncIterator[trio_pool.Job[Any]]:
+    """A job that runs in the block, then is cancelled, notices it, and returns its value."""
+    started = FileGate(tmp_path / "started")
+    job = await pool.submit(notice_cancel, started)
+    await wait_in_thread(started)
+    yield job
+    assert not job.cancel()  # it runs: it is asked to stop
+    assert await job.wait() == outcome.Value("noticed, and finished anyway")
 
 
 async def test_what_only_ray_reports_actors_nodes_and_chunks(backend: str, record: Path) -> None:
@@ -105,12 +120,9 @@ async def test_a_job_that_finishes_after_its_cancel_keeps_its_outcome(
 ) -> None:
     # ray.cancel() would turn this Outcome into a TaskCancelledError: the pool
     # asks the actor's control group instead.
-    started = FileGate(tmp_path / "started")
     async with trio_pool.Pool(workers=1, host=HOST) as pool:
-        job = await pool.submit(notice_cancel, started)
-        await wait_in_thread(started)
-        assert not job.cancel()  # it runs: it is asked to stop
-        assert await job.wait() == outcome.Value("noticed, and finished anyway")
+        async with a_job_running_until_cancelled(pool, tmp_path):
+            pass
         # A caller cancelled while its job runs gets the job's value, then its cancellation.
         started = FileGate(tmp_path / "started again")
         got: list[object] = []
@@ -242,17 +254,15 @@ def note(path: str, n: int) -> int:
 async def test_calls_in_flight_run_in_turn_and_one_cancelled_before_it_began_never_runs(
     backend: str, tmp_path: Path
 ) -> None:
-    started, ran = FileGate(tmp_path / "started"), tmp_path / "ran"
+    ran = tmp_path / "ran"
     async with trio_pool.Pool(workers=1, host=IN_FLIGHT) as pool:
-        first = await pool.submit(notice_cancel, started)
-        await wait_in_thread(started)
-        second, third, fourth = [await pool.submit(note, str(ran), n) for n in (2, 3, 4)]
-        await poll_until(lambda: third.worker_id is not None)  # three calls out to the actor
-        assert fourth.worker_id is None  # no room: it waits in the pool's queue
-        assert pool.statistics().queued == 1
-        assert not third.cancel()  # out to the actor: it is asked there, and never begins
-        assert not first.cancel()  # asked after the third: the actor has both requests
-        assert await first.wait() == outcome.Value("noticed, and finished anyway")
+        async with a_job_running_until_cancelled(pool, tmp_path):
+            second, third, fourth = [await pool.submit(note, str(ran), n) for n in (2, 3, 4)]
+            await poll_until(lambda: third.worker_id is not None)  # three calls out
+            assert fourth.worker_id is None  # no room: it waits in the pool's queue
+            assert pool.statistics().queued == 1
+            assert not third.cancel()  # out to the actor: asked there, it never begins
+        # The first job was asked after the third: the actor had both requests.
         results = [await job.wait() for job in (second, third, fourth)]
     assert results[0] == outcome.Value(2)
     assert results[2] == outcome.Value(4)
@@ -290,31 +300,23 @@ async def test_an_actor_that_dies_fails_every_call_it_holds(
 async def test_a_job_goes_to_an_idle_actor_before_a_busy_one_s_queue(
     backend: str, tmp_path: Path
 ) -> None:
-    started = FileGate(tmp_path / "started")
     async with trio_pool.Pool(workers=2, host=IN_FLIGHT) as pool:
-        busy = await pool.submit(notice_cancel, started)
-        await wait_in_thread(started)
-        for n in range(3):
-            job = await pool.submit(pow, 2, n)
-            assert await job.wait() == outcome.Value(2**n)
-            assert job.worker_id != busy.worker_id
-        assert not busy.cancel()
-        assert await busy.wait() == outcome.Value("noticed, and finished anyway")
+        async with a_job_running_until_cancelled(pool, tmp_path) as busy:
+            for n in range(3):
+                job = await pool.submit(pow, 2, n)
+                assert await job.wait() == outcome.Value(2**n)
+                assert job.worker_id != busy.worker_id
 
 
 async def test_a_pool_with_max_jobs_per_worker_sends_one_call_at_a_time(
     backend: str, tmp_path: Path
 ) -> None:
-    started = FileGate(tmp_path / "started")
     async with trio_pool.Pool(workers=1, max_jobs_per_worker=5, host=IN_FLIGHT) as pool:
-        busy = await pool.submit(notice_cancel, started)
-        await wait_in_thread(started)
-        waiting = await pool.submit(pow, 2, 3)
-        assert pool.statistics().queued == 1  # not sent: the worker has its one call out
-        assert waiting.worker_id is None
-        assert not busy.cancel()
+        async with a_job_running_until_cancelled(pool, tmp_path):
+            waiting = await pool.submit(pow, 2, 3)
+            assert pool.statistics().queued == 1  # not sent: the worker has its one call out
+            assert waiting.worker_id is None
         assert await waiting.wait() == outcome.Value(8)
-        assert await busy.wait() == outcome.Value("noticed, and finished anyway")
 
 
 def test_a_ray_host_checks_its_arguments() -> None:
