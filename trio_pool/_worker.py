@@ -26,7 +26,7 @@ logger = logging.getLogger("trio_pool")
 
 
 class Worker:
-    """One worker thread's body, and what the loop learns of it.
+    """One worker's body (a thread's, or a loop task's), and what the loop learns of it.
 
     The thread writes ``load_error`` before it sets ``loaded``, and
     ``hook_error`` before it sets ``exited`` (both posted to the loop); the
@@ -82,7 +82,7 @@ class Worker:
         self._max_jobs = max_jobs
         self._instruments = Instruments() if instruments is None else instruments
         self._route = route
-        self._job: JobRecord | None = None  # the job it runs (this thread only)
+        self._job: JobRecord | None = None  # the job its thread runs (thread-driven only)
         #: Calls its loop-driven host may have in flight at once (1: one job at a time).
         self.depth = host.calls_in_flight if isinstance(host, LoopHost) and max_jobs is None else 1
         self._taking: anyio.CancelScope | None = None  # the take under way (calls in flight)
@@ -245,7 +245,6 @@ class Worker:
         self._post(self.loaded.set)
 
     def _begin(self, job: JobRecord) -> None:
-        self._job = job
         job.started_at = perf_counter()
         if self._instruments.job_started:  # (told before its end, if the end comes first)
             self._post(functools.partial(self._instruments.started, job))
