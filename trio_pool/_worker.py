@@ -84,7 +84,9 @@ class Worker:
         self._route = route
         self._job: JobRecord | None = None  # the job its thread runs (thread-driven only)
         #: Calls its loop-driven host may have in flight at once (1: one job at a time).
-        self.depth = host.calls_in_flight if isinstance(host, LoopHost) and max_jobs is None else 1
+        self.depth: int = (
+            host.calls_in_flight if isinstance(host, LoopHost) and max_jobs is None else 1
+        )
         self._taking: anyio.CancelScope | None = None  # the take under way (calls in flight)
         self._death: HostDied | None = None  # how its host died (set with ``died``)
         #: Set by the thread as it begins (read by the loop once the thread is done).
