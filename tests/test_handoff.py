@@ -349,3 +349,142 @@ def test_a_worker_that_leaves_as_it_is_called_keeps_no_wake_up() -> None:
     assert step(other_waits) == []
     handoff.put(third := loop.job())  # no wake-up is thought on its way: this one is rung
     assert step(other_waits) == [third]
+
+
+class Lanes:
+    """A loop-driven worker with calls in flight, its lanes driven by hand as _worker runs them.
+
+    One lane at a time waits for a job (the worker's turn lock); the others
+    hold a job each until the test finishes it.
+    """
+
+    def __init__(self, loop: Loop, worker_id: int, depth: int) -> None:
+        self.handoff = loop.handoff
+        self.slot = loop_slot(loop, worker_id)
+        self.depth = depth
+        self.held: list[JobRecord] = []
+        self.waiting: Coroutine[Any, Any, JobRecord | None] | None = None
+        self.out_of_jobs = False  # a take returned None: it stops once its calls end
+        self.dead = False
+
+    @property
+    def alive(self) -> bool:
+        return not (self.dead or self.slot.phase is Phase.STOPPED)
+
+    def take(self) -> None:
+        """A free lane begins a take, or the waiting one goes on (it may be rung by now)."""
+        if self.waiting is None:
+            if self.dead or self.out_of_jobs or len(self.held) == self.depth:
+                return
+            self.waiting = self.handoff.take_on_loop(self.slot, [])
+        got = step(self.waiting)
+        if got:
+            self.waiting = None
+            [job] = got
+            if job is None:
+                self.out_of_jobs = True
+            else:
+                self.held.append(job)
+        self._close_if_done()
+
+    def finish(self, rng: random.Random) -> None:
+        if self.held:
+            job = self.held.pop(rng.randrange(len(self.held)))
+            self.handoff.finish_on_loop(self.slot, job, outcome.Value(job.args[0]))
+            self._close_if_done()
+
+    def die(self) -> list[JobRecord]:
+        """Its host dies: the take under way is cancelled, and every call it holds fails.
+
+        Returns the jobs left for it alone, which the pool takes out (and
+        finishes, or puts in the queue again).
+        """
+        if self.waiting is not None:
+            self.waiting.close()
+            self.waiting = None
+        self.dead = True
+        self.handoff.leave(self.slot)
+        for job in self.held:
+            self.handoff.finish(self.slot, outcome.Error(trio_pool.BrokenWorkerError()), job)
+        self.held.clear()
+        self.handoff.closed(self.slot)
+        return self.handoff.take_direct(self.slot)
+
+    def _close_if_done(self) -> None:
+        if self.out_of_jobs and not self.held and self.slot.phase is Phase.STOPPING:
+            self.handoff.closed(self.slot)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_workers_with_calls_in_flight_lose_no_job_and_no_wake_up(seed: int) -> None:
+    """Loop-driven workers with one to three calls in flight: random puts, cancels, renewals,
+    and deaths (each dead or renewed worker replaced by a new one, as the pool does).
+
+    After each burst the workers take whatever they are rung for: a job left
+    queued while a worker waits un-rung is a lost wake-up. Each job ends
+    once: with its own value, taken out (by its cancel, or as its worker
+    died with it in its own queue), or failed with its worker's death.
+    """
+    rng = random.Random(seed)
+    loop = Loop()
+    workers = [Lanes(loop, i, rng.randint(1, 3)) for i in range(rng.randint(1, 3))]
+
+    def replace() -> None:
+        workers.append(Lanes(loop, len(workers), rng.randint(1, 3)))
+
+    jobs: list[JobRecord] = []
+    cancelled: set[int] = set()
+
+    def settle() -> None:
+        for _ in range(100):
+            for worker in workers:
+                worker.take()
+            loop.run_posted()
+        waiting = [w for w in workers if w.waiting is not None]
+        assert not (waiting and loop.handoff.queued), "a job waits while a worker sleeps"
+        assert not any(w.slot.stop_requested for w in waiting), "it sleeps on, asked to stop"
+
+    busy = rng.uniform(0.1, 0.4)  # how often a job comes (rarely: workers wait more often)
+    for i in range(400):
+        choice = rng.random()
+        alive = [w for w in workers if w.alive]
+        if choice < busy:
+            jobs.append(loop.job(int, i))
+            serving = [w for w in alive if w.slot.serving]  # (as leases and broadcasts choose)
+            direct = choice < busy / 10 and serving
+            loop.handoff.put(jobs[-1], rng.choice(serving).slot if direct else None)
+        elif choice < 0.5 and jobs:
+            victim = rng.choice(jobs)
+            if loop.handoff.cancel(victim):
+                cancelled.add(id(victim))
+        elif choice < 0.75:
+            rng.choice(workers).take()
+        elif choice < 0.95:
+            rng.choice(workers).finish(rng)
+        elif choice < 0.97 and alive:
+            cancelled.update(id(job) for job in rng.choice(alive).die())
+            replace()
+        elif choice < 0.98 and alive:
+            if loop.handoff.renew(rng.choice(alive).slot):  # as a lane's job ends
+                replace()
+        else:
+            loop.run_posted()
+        if i % 20 == 19:
+            settle()
+    settle()
+    loop.handoff.stop([w.slot for w in workers if w.alive])  # they finish the queue first
+    for _ in range(len(jobs) + 1):
+        for worker in workers:
+            while worker.held:
+                worker.finish(rng)
+        settle()
+    delivered = {id(job): result for job, result in loop.delivered}
+    assert len(delivered) == len(loop.delivered)  # none twice
+    for job in jobs:
+        if id(job) in cancelled:
+            assert id(job) not in delivered
+        elif isinstance(delivered[id(job)], outcome.Error):
+            assert isinstance(delivered[id(job)].error, trio_pool.BrokenWorkerError)
+        else:
+            assert delivered[id(job)] == outcome.Value(job.args[0])
+    assert all(w.slot.phase is Phase.STOPPED and not w.slot.running for w in workers)
