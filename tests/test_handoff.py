@@ -331,7 +331,7 @@ def test_a_worker_with_calls_out_is_called_after_idle_ones_and_first_once_it_has
     free_waits.close()
 
 
-def test_a_worker_that_leaves_as_it_is_called_keeps_no_wake_up() -> None:
+def test_a_worker_called_as_its_host_dies_takes_nothing_and_keeps_no_wake_up() -> None:
     loop = Loop()
     handoff = loop.handoff
     dying, other = loop_slot(loop, 0), loop_slot(loop, 1)
@@ -339,9 +339,9 @@ def test_a_worker_that_leaves_as_it_is_called_keeps_no_wake_up() -> None:
     assert step(handoff.take_on_loop(dying, [])) == [first]
     dying_waits = handoff.take_on_loop(dying, [])
     assert step(dying_waits) == []
-    handoff.put(second := loop.job())  # the idle worker is called for it...
-    dying_waits.close()  # ...but its host died first: its take is cancelled
-    handoff.leave(dying)
+    handoff.put(second := loop.job())  # its waiting lane is called and rung...
+    handoff.leave(dying)  # ...but its other call met its host's death first
+    assert step(dying_waits) == [None]  # the rung lane runs on: it takes no job
     assert dying.phase is Phase.STOPPING
     assert step(handoff.take_on_loop(other, [])) == [second]
     handoff.finish_on_loop(other, second, outcome.Value(2))
@@ -349,6 +349,44 @@ def test_a_worker_that_leaves_as_it_is_called_keeps_no_wake_up() -> None:
     assert step(other_waits) == []
     handoff.put(third := loop.job())  # no wake-up is thought on its way: this one is rung
     assert step(other_waits) == [third]
+
+
+def test_a_worker_waiting_as_its_host_dies_is_no_longer_idle() -> None:
+    loop = Loop()
+    handoff = loop.handoff
+    dying, other = loop_slot(loop, 0), loop_slot(loop, 1)
+    other_waits = handoff.take_on_loop(other, [])
+    assert step(other_waits) == []
+    handoff.put(first := loop.job())
+    assert step(other_waits) == [first]
+    dying_waits = handoff.take_on_loop(dying, [])
+    assert step(dying_waits) == []  # idle last: the next job would go to it...
+    handoff.leave(dying)  # ...but its host died
+    dying_waits.close()  # and the take, not rung, is cancelled
+    other_waits = handoff.take_on_loop(other, [])
+    assert step(other_waits) == []
+    handoff.put(second := loop.job())
+    assert step(other_waits) == [second]
+
+
+def test_an_error_exit_reaches_the_hook_of_a_worker_still_ending_its_calls() -> None:
+    loop = Loop()
+    handoff = loop.handoff
+    slot = loop_slot(loop, 0)
+    handoff.put(first := loop.job())
+    assert step(handoff.take_on_loop(slot, [])) == [first]
+    handoff.stop([slot])  # the pool closes: the worker takes no more...
+    assert step(handoff.take_on_loop(slot, [])) == [None]
+    assert slot.phase is Phase.STOPPING
+    assert slot.running == [first]  # ...and ends the call it has out
+    error = ValueError("boom")
+    handoff.stop([slot], cancel=(ValueError, error, None))  # then an error exit
+    assert first.cancel_requested
+    handoff.finish_on_loop(slot, first, outcome.Value(1))
+    assert handoff.closing(slot) == (ValueError, error, None)  # what its hook is told
+    handoff.stop([slot], cancel=(KeyboardInterrupt, KeyboardInterrupt(), None))
+    assert slot.exit_info == (ValueError, error, None)  # once told, it stays
+    handoff.closed(slot)
 
 
 class Lanes:
@@ -399,11 +437,15 @@ class Lanes:
         Returns the jobs left for it alone, which the pool takes out (and
         finishes, or puts in the queue again).
         """
-        if self.waiting is not None:
-            self.waiting.close()
-            self.waiting = None
         self.dead = True
         self.handoff.leave(self.slot)
+        if self.waiting is not None:  # a lane rung already runs on; else it is cancelled
+            got = step(self.waiting)
+            if not got:
+                self.waiting.close()
+            elif got[0] is not None:  # a job of its own, taken as its host died: it fails
+                self.held.append(got[0])
+            self.waiting = None
         for job in self.held:
             self.handoff.finish(self.slot, outcome.Error(trio_pool.BrokenWorkerError()), job)
         self.held.clear()

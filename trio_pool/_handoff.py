@@ -117,6 +117,7 @@ class Slot:
 
     __slots__ = (
         "called",
+        "closing",
         "direct",
         "exit_info",
         "id",
@@ -146,11 +147,14 @@ class Slot:
         self.mailbox: dict[Hashable, deque[tuple[Any, ...]]] = {}
         #: Why the worker stops, as its hook will be told.
         self.exit_info: ExcInfo = NO_EXC
+        self.closing: bool = False  # its hook was given exit_info: too late to change it
 
     @property
     def job(self) -> JobRecord | None:
         """The job it took first of those it runs (None: it is idle)."""
-        return self.running[0] if self.running else None
+        for job in self.running:  # (one look: a worker thread may end it meanwhile)
+            return job
+        return None
 
     @property
     def serving(self) -> bool:
@@ -291,7 +295,7 @@ class Handoff:
                 if cancel is not None:
                     removed.extend(self._take_out(slot.direct))
                     slot.direct.clear()
-                    if slot.phase not in (Phase.STOPPING, Phase.STOPPED):
+                    if not slot.closing:
                         slot.exit_info = cancel
                     for job in slot.running:
                         job.cancel_requested = True
@@ -401,8 +405,13 @@ class Handoff:
             slot.stop_requested = True
             self._woken(slot)
             self._pass_on()
-            if slot.phase is Phase.SERVING:  # (else it was stopping already: calls in flight)
-                slot.move_to(Phase.STOPPING)
+            self._stopping(slot)
+
+    def closing(self, slot: Slot) -> ExcInfo:
+        """The worker runs its exit hook now: what the hook is told (it changes no more)."""
+        with self.lock:
+            slot.closing = True
+            return slot.exit_info
 
     def closed(self, slot: Slot) -> None:
         """The worker has run its exit hook."""
@@ -465,13 +474,13 @@ class Handoff:
         if slot.direct:
             return slot.direct.popleft()
         if slot.stop_requested:
-            slot.move_to(Phase.STOPPING)
+            self._stopping(slot)
             self._pass_on()  # a wake-up may have been meant for a job
             return None
         if self._jobs and not slot.leased:
             return self._jobs.popleft()
         if self._draining:
-            slot.move_to(Phase.STOPPING)
+            self._stopping(slot)
             return None
         if slot.leased:
             self._pass_on()  # a wake-up may have been meant for a job
@@ -480,6 +489,16 @@ class Handoff:
         else:
             self._idle.append(slot)
         return _ASLEEP
+
+    @staticmethod
+    def _stopping(slot: Slot) -> None:
+        """``slot``'s worker takes no more jobs (lock held).
+
+        It may have stopped taking already: one of its calls in flight met
+        its host's death, while another was being woken for a job.
+        """
+        if slot.phase is Phase.SERVING:
+            slot.move_to(Phase.STOPPING)
 
     def _woken(self, slot: Slot) -> None:
         """``slot``'s worker is awake again (lock held)."""

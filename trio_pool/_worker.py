@@ -161,7 +161,7 @@ class Worker:
                 return None
             self._end(job)
             job = None  # hold no job while waiting for the next
-        error = host.close(slot.exit_info)
+        error = host.close(handoff.closing(slot))
         return self._closed(error)
 
     async def _serve_on_loop(self) -> BaseException | None:
@@ -192,7 +192,7 @@ class Worker:
                     return None
                 self._end(job)
                 job = None
-        error = await host.close(slot.exit_info)
+        error = await host.close(handoff.closing(slot))
         return self._closed(error)
 
     async def _lane(self, host: LoopHost, turn: anyio.Lock) -> None:

@@ -336,7 +336,8 @@ def test_a_ray_host_checks_its_arguments() -> None:
         trio_pool.RayHost(grace_period="5")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="grace_period"):
         trio_pool.RayHost(grace_period=float("nan"))
-    for option in ["max_concurrency", "max_restarts", "max_task_retries", "lifetime"]:
+    reserved = ["max_concurrency", "max_restarts", "max_task_retries", "lifetime"]
+    for option in [*reserved, "allow_out_of_order_execution"]:
         with pytest.raises(ValueError, match=f"RayHost does not take {option}="):
             trio_pool.RayHost(**{option: 1})
     with pytest.raises(TypeError, match="max_memory"):

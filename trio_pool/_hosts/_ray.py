@@ -62,6 +62,7 @@ _RESERVED = {
     "max_concurrency": "the actor runs one call at a time (see calls_in_flight)",
     "max_restarts": "a dead actor is replaced by the pool, never restarted",
     "max_task_retries": "jobs are not idempotent: none is run twice",
+    "allow_out_of_order_execution": "an actor runs its calls in the order sent",
     "concurrency_groups": "the pool's actor class sets its own",
     "name": "actors are the pool's own, not named",
     "get_if_exists": "actors are the pool's own, never shared",
